@@ -1,1 +1,849 @@
-/* placeholder: implemented by its issue */
+#include "stockalert/redis.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stockalert/backoff.h"
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+
+enum pending_kind {
+	PENDING_USER,      /* redis_command(): the caller's callback gets the reply */
+	PENDING_HANDSHAKE, /* AUTH / SELECT / PING sent before READY */
+	PENDING_SUBSCRIBE, /* one per channel of the initial SUBSCRIBE */
+	PENDING_HEALTH     /* the periodic liveness probe */
+};
+
+/*
+ * Redis answers in order, so one FIFO of what we are waiting for gives both
+ * the callback for each reply and the oldest deadline for the timeout timer.
+ * hiredis's own callback lists are never trusted for failure delivery: every
+ * entry here is failed by us, exactly once, when the connection goes.
+ */
+struct pending {
+	struct pending *next;
+	enum pending_kind kind;
+	bool last;          /* last reply of the handshake or of the SUBSCRIBE batch */
+	uint64_t deadline;  /* uv_now() time after which the connection is dropped */
+	redis_reply_fn cb;
+	void *arg;
+};
+
+struct channel {
+	char *name;
+	size_t len;
+	redis_message_fn on_message;
+	void *arg;
+};
+
+/* A name lookup in flight; it may outlive the attempt that started it. */
+struct resolve {
+	uv_getaddrinfo_t req;
+	struct redis *r;
+	unsigned attempt;
+};
+
+struct redis {
+	uv_loop_t *loop;
+	char *name;
+	char *host;
+	char *password;
+	int port;
+	int db;
+	unsigned connect_timeout_ms;
+	unsigned command_timeout_ms;
+	unsigned health_interval_ms;
+	redis_state_fn on_state;
+	void *arg;
+
+	enum redis_state state;
+	bool started;
+	unsigned attempt;          /* counts connection attempts, to spot stale lookups */
+	redisAsyncContext *ac;     /* NULL unless a connection is open or opening */
+	struct backoff backoff;
+	struct pending *head;
+	struct pending *tail;
+	struct channel *channels;  /* non-empty makes this a pub/sub client */
+	size_t nchannels;
+
+	uv_timer_t reconnect_timer;
+	uv_timer_t connect_timer;
+	uv_timer_t command_timer;
+	uv_timer_t health_timer;
+	unsigned open_handles;     /* timers not yet closed by redis_close() */
+	unsigned resolves;         /* lookups whose callback has not run yet */
+	struct resolve *resolve;   /* the current attempt's lookup, to cancel on close */
+	struct pending *failed;    /* failed by redis_close(), delivered before on_closed */
+	void (*on_closed)(void *arg);
+	void *closed_arg;
+};
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void on_subscribe_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void start_attempt(struct redis *r);
+static void maybe_finish_close(struct redis *r);
+
+const char *redis_state_name(enum redis_state s)
+{
+	switch (s) {
+	case REDIS_STATE_DISCONNECTED:
+		return "disconnected";
+	case REDIS_STATE_CONNECTING:
+		return "connecting";
+	case REDIS_STATE_READY:
+		return "ready";
+	case REDIS_STATE_CLOSED:
+		return "closed";
+	}
+	return "unknown";
+}
+
+enum redis_state redis_state(const struct redis *r)
+{
+	return r->state;
+}
+
+bool redis_is_ready(const struct redis *r)
+{
+	return r->state == REDIS_STATE_READY;
+}
+
+static bool is_pubsub(const struct redis *r)
+{
+	return r->nchannels > 0;
+}
+
+/* The on_state call is always the last thing a handler does: the callee may
+ * call redis_close(). */
+static void notify(struct redis *r, enum redis_state state)
+{
+	if (r->on_state)
+		r->on_state(r, state, r->arg);
+}
+
+static void arm_command_timer(struct redis *r);
+static void on_command_timeout(uv_timer_t *t);
+static void on_health(uv_timer_t *t);
+static void on_reconnect_timer(uv_timer_t *t);
+
+static void push_pending(struct redis *r, struct pending *p)
+{
+	p->next = NULL;
+	if (r->tail)
+		r->tail->next = p;
+	else
+		r->head = p;
+	r->tail = p;
+	if (r->head == p)
+		arm_command_timer(r);
+}
+
+static struct pending *pop_pending(struct redis *r)
+{
+	struct pending *p = r->head;
+	if (!p)
+		return NULL;
+	r->head = p->next;
+	if (!r->head)
+		r->tail = NULL;
+	arm_command_timer(r);
+	return p;
+}
+
+static struct pending *take_pending(struct redis *r)
+{
+	struct pending *list = r->head;
+	r->head = r->tail = NULL;
+	uv_timer_stop(&r->command_timer);
+	return list;
+}
+
+/* Gives every caller's command in list its NULL reply, one at a time so that
+ * a callback may call back into the client. */
+static void fail_pending(struct redis *r, struct pending *list)
+{
+	while (list) {
+		struct pending *p = list;
+		list = p->next;
+		if (p->kind == PENDING_USER && p->cb)
+			p->cb(r, NULL, p->arg);
+		mem_free(p);
+	}
+}
+
+/* Detaches the hiredis context first (data = NULL), so that the callbacks
+ * hiredis runs while freeing it, now or after the current callback returns
+ * (REDIS_IN_CALLBACK), find nothing to act on. */
+static void drop_context(struct redis *r)
+{
+	redisAsyncContext *ac = r->ac;
+	if (!ac)
+		return;
+	r->ac = NULL;
+	ac->data = NULL;
+	redisAsyncFree(ac);
+}
+
+/* Any failure while connecting or connected ends here: drop the connection,
+ * schedule the next attempt, then tell the caller. */
+static void connection_failed(struct redis *r, const char *why)
+{
+	if (r->state == REDIS_STATE_CLOSED || r->state == REDIS_STATE_DISCONNECTED)
+		return;
+	enum redis_state prev = r->state;
+	drop_context(r);
+	uv_timer_stop(&r->connect_timer);
+	uv_timer_stop(&r->health_timer);
+	struct pending *failed = take_pending(r);
+
+	r->state = REDIS_STATE_DISCONNECTED;
+	uint32_t delay = backoff_next(&r->backoff);
+	uv_timer_start(&r->reconnect_timer, on_reconnect_timer, delay, 0);
+	if (prev == REDIS_STATE_READY)
+		log_warn(r->name, "connection to %s:%d lost (%s); retry in %u ms", r->host, r->port,
+			 why, delay);
+	else
+		log_warn(r->name, "cannot connect to %s:%d (%s); retry in %u ms", r->host, r->port,
+			 why, delay);
+
+	notify(r, REDIS_STATE_DISCONNECTED);
+	fail_pending(r, failed);
+}
+
+static void arm_command_timer(struct redis *r)
+{
+	if (r->state == REDIS_STATE_CLOSED)
+		return;
+	if (!r->head) {
+		uv_timer_stop(&r->command_timer);
+		return;
+	}
+	uint64_t now = uv_now(r->loop);
+	uint64_t delay = r->head->deadline > now ? r->head->deadline - now : 0;
+	uv_timer_start(&r->command_timer, on_command_timeout, delay, 0);
+}
+
+static void on_command_timeout(uv_timer_t *t)
+{
+	struct redis *r = t->data;
+	struct pending *p = r->head;
+	if (!p)
+		return;
+	if (p->deadline > uv_now(r->loop)) {
+		arm_command_timer(r);
+		return;
+	}
+	char why[64];
+	if (p->kind == PENDING_HANDSHAKE || p->kind == PENDING_SUBSCRIBE)
+		snprintf(why, sizeof why, "no answer within %u ms", r->connect_timeout_ms);
+	else
+		snprintf(why, sizeof why, "command timed out after %u ms", r->command_timeout_ms);
+	connection_failed(r, why);
+}
+
+static void on_connect_timeout(uv_timer_t *t)
+{
+	struct redis *r = t->data;
+	if (r->state != REDIS_STATE_CONNECTING)
+		return;
+	char why[64];
+	snprintf(why, sizeof why, "not ready within %u ms", r->connect_timeout_ms);
+	connection_failed(r, why);
+}
+
+static struct pending *new_pending(struct redis *r, enum pending_kind kind, unsigned timeout_ms)
+{
+	struct pending *p = mem_calloc(1, sizeof *p);
+	p->kind = kind;
+	p->deadline = uv_now(r->loop) + timeout_ms;
+	return p;
+}
+
+/* Sends an internal command; on failure the connection is dropped and false
+ * is returned. */
+static bool send_internal(struct redis *r, struct pending *p, redisCallbackFn *fn, int argc,
+			  const char **argv)
+{
+	if (redisAsyncCommandArgv(r->ac, fn, r, argc, argv, NULL) != REDIS_OK) {
+		mem_free(p);
+		connection_failed(r, "cannot queue a command");
+		return false;
+	}
+	push_pending(r, p);
+	return true;
+}
+
+static void become_ready(struct redis *r)
+{
+	uv_timer_stop(&r->connect_timer);
+	backoff_reset(&r->backoff);
+	r->state = REDIS_STATE_READY;
+	uv_timer_start(&r->health_timer, on_health, r->health_interval_ms, r->health_interval_ms);
+	if (is_pubsub(r))
+		log_info(r->name, "connected to %s:%d, subscribed to %zu channel(s)", r->host,
+			 r->port, r->nchannels);
+	else
+		log_info(r->name, "connected to %s:%d", r->host, r->port);
+	notify(r, REDIS_STATE_READY);
+}
+
+static void handshake_done(struct redis *r)
+{
+	if (!is_pubsub(r)) {
+		become_ready(r);
+		return;
+	}
+	/* One SUBSCRIBE for all channels: Redis acknowledges each channel in
+	 * order, and READY waits for the last acknowledgement. */
+	const char **argv = mem_calloc(r->nchannels + 1, sizeof *argv);
+	size_t *lens = mem_calloc(r->nchannels + 1, sizeof *lens);
+	argv[0] = "SUBSCRIBE";
+	lens[0] = strlen(argv[0]);
+	for (size_t i = 0; i < r->nchannels; i++) {
+		argv[i + 1] = r->channels[i].name;
+		lens[i + 1] = r->channels[i].len;
+	}
+	int rc = redisAsyncCommandArgv(r->ac, on_subscribe_reply, r, (int)r->nchannels + 1, argv,
+				       lens);
+	mem_free(argv);
+	mem_free(lens);
+	if (rc != REDIS_OK) {
+		connection_failed(r, "cannot queue SUBSCRIBE");
+		return;
+	}
+	for (size_t i = 0; i < r->nchannels; i++) {
+		struct pending *p = new_pending(r, PENDING_SUBSCRIBE, r->connect_timeout_ms);
+		p->last = i + 1 == r->nchannels;
+		push_pending(r, p);
+	}
+}
+
+/* Replies to everything but SUBSCRIBE: callers' commands, the handshake and
+ * PING. */
+static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+	(void)privdata;
+	struct redis *r = ac->data;
+	redisReply *reply = reply_;
+	/* NULL: hiredis is failing its callbacks on the way down; our own FIFO
+	 * is failed by connection_failed() or redis_close(). */
+	if (!r || !reply)
+		return;
+	struct pending *p = pop_pending(r);
+	if (!p || p->kind == PENDING_SUBSCRIBE) {
+		mem_free(p);
+		connection_failed(r, "reply out of order");
+		return;
+	}
+	char why[160];
+	switch (p->kind) {
+	case PENDING_USER:
+		if (p->cb)
+			p->cb(r, reply, p->arg);
+		break;
+	case PENDING_HANDSHAKE:
+		if (reply->type == REDIS_REPLY_ERROR) {
+			/* Redis's error text never echoes the password. */
+			snprintf(why, sizeof why, "handshake refused: %.*s", (int)reply->len,
+				 reply->str);
+			connection_failed(r, why);
+		} else if (p->last) {
+			handshake_done(r);
+		}
+		break;
+	case PENDING_HEALTH:
+		if (reply->type == REDIS_REPLY_ERROR) {
+			snprintf(why, sizeof why, "PING failed: %.*s", (int)reply->len, reply->str);
+			connection_failed(r, why);
+		}
+		break;
+	case PENDING_SUBSCRIBE:
+		break;
+	}
+	mem_free(p);
+}
+
+static const struct channel *find_channel(const struct redis *r, const redisReply *name)
+{
+	if (name->type != REDIS_REPLY_STRING)
+		return NULL;
+	for (size_t i = 0; i < r->nchannels; i++) {
+		const struct channel *c = &r->channels[i];
+		if (c->len == name->len && memcmp(c->name, name->str, c->len) == 0)
+			return c;
+	}
+	return NULL;
+}
+
+/*
+ * hiredis keeps a SUBSCRIBE callback for the life of the connection and calls
+ * it for every "subscribe" acknowledgement and every "message". Only
+ * acknowledgements answer something in our FIFO.
+ */
+static void on_subscribe_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+	(void)privdata;
+	struct redis *r = ac->data;
+	redisReply *reply = reply_;
+	if (!r || !reply)
+		return;
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	const char *type = reply->element[0]->str;
+
+	if (strcasecmp(type, "message") == 0) {
+		const struct channel *c = find_channel(r, reply->element[1]);
+		const redisReply *payload = reply->element[2];
+		if (c && payload->type == REDIS_REPLY_STRING)
+			c->on_message(r, c->name, payload->str, payload->len, c->arg);
+		return;
+	}
+	if (strcasecmp(type, "subscribe") != 0)
+		return;
+	struct pending *p = pop_pending(r);
+	if (!p || (p->kind != PENDING_SUBSCRIBE && p->kind != PENDING_HEALTH)) {
+		mem_free(p);
+		connection_failed(r, "subscription reply out of order");
+		return;
+	}
+	bool ready = p->kind == PENDING_SUBSCRIBE && p->last;
+	mem_free(p);
+	if (ready)
+		become_ready(r);
+}
+
+/*
+ * Liveness probe. hiredis 0.14 loses the answer to a PING sent in subscribed
+ * mode (it looks "pong" up as a channel and keeps the callback forever), so a
+ * pub/sub client re-SUBSCRIBEs to its first channel instead: idempotent for
+ * Redis, acknowledged in order, and it goes through the same FIFO timeout.
+ */
+static void on_health(uv_timer_t *t)
+{
+	struct redis *r = t->data;
+	/* Commands in flight already carry a deadline. */
+	if (r->state != REDIS_STATE_READY || !r->ac || r->head)
+		return;
+	struct pending *p = new_pending(r, PENDING_HEALTH, r->command_timeout_ms);
+	if (is_pubsub(r)) {
+		const char *argv[2] = {"SUBSCRIBE", r->channels[0].name};
+		size_t lens[2] = {9, r->channels[0].len};
+		if (redisAsyncCommandArgv(r->ac, on_subscribe_reply, r, 2, argv, lens) !=
+		    REDIS_OK) {
+			mem_free(p);
+			connection_failed(r, "cannot queue the health check");
+			return;
+		}
+		push_pending(r, p);
+		return;
+	}
+	const char *argv[1] = {"PING"};
+	send_internal(r, p, on_reply, 1, argv);
+}
+
+static void on_connect(const redisAsyncContext *cac, int status)
+{
+	redisAsyncContext *ac = (redisAsyncContext *)cac;
+	struct redis *r = ac->data;
+	if (!r || status == REDIS_OK)
+		return;
+	/* hiredis frees ac when we return. */
+	char why[128];
+	snprintf(why, sizeof why, "%s", ac->errstr ? ac->errstr : "connect failed");
+	ac->data = NULL;
+	r->ac = NULL;
+	connection_failed(r, why);
+}
+
+static void on_disconnect(const redisAsyncContext *cac, int status)
+{
+	redisAsyncContext *ac = (redisAsyncContext *)cac;
+	struct redis *r = ac->data;
+	if (!r)
+		return;
+	char why[128];
+	if (status == REDIS_OK || !ac->errstr || !ac->errstr[0])
+		snprintf(why, sizeof why, "server closed the connection");
+	else
+		snprintf(why, sizeof why, "%s", ac->errstr);
+	ac->data = NULL;
+	r->ac = NULL;
+	connection_failed(r, why);
+}
+
+/*
+ * hiredis 0.14's adapters/libuv.h ignores a poll error, and libuv reports
+ * POLLERR (a refused connect, a reset connection) as UV_EBADF and stops the
+ * watcher: the connection would hang until a timeout. We keep the adapter's
+ * struct, attach and cleanup, and only swap in a poll callback that lets
+ * hiredis find the socket error itself.
+ */
+static void on_poll(uv_poll_t *handle, int status, int events)
+{
+	redisLibuvEvents *p = handle->data;
+	if (!p->context)
+		return;
+	if (status < 0) {
+		redisAsyncContext *ac = p->context;
+		if (ac->c.flags & REDIS_CONNECTED)
+			redisAsyncHandleRead(ac);
+		else
+			redisAsyncHandleWrite(ac);
+		/* hiredis saw no error (the watcher is stopped): drop it ourselves
+		 * rather than wait for a timeout. */
+		if (p->context) {
+			struct redis *r = p->context->data;
+			char why[64];
+			snprintf(why, sizeof why, "socket error (%s)", uv_strerror(status));
+			if (r)
+				connection_failed(r, why);
+		}
+		return;
+	}
+	if (events & UV_READABLE)
+		redisAsyncHandleRead(p->context);
+	if (p->context && (events & UV_WRITABLE))
+		redisAsyncHandleWrite(p->context);
+}
+
+static void poll_update(redisLibuvEvents *p, int add, int del)
+{
+	p->events = (p->events | add) & ~del;
+	if (p->events)
+		uv_poll_start(&p->handle, p->events, on_poll);
+	else
+		uv_poll_stop(&p->handle);
+}
+
+static void poll_add_read(void *privdata)
+{
+	poll_update(privdata, UV_READABLE, 0);
+}
+
+static void poll_del_read(void *privdata)
+{
+	poll_update(privdata, 0, UV_READABLE);
+}
+
+static void poll_add_write(void *privdata)
+{
+	poll_update(privdata, UV_WRITABLE, 0);
+}
+
+static void poll_del_write(void *privdata)
+{
+	poll_update(privdata, 0, UV_WRITABLE);
+}
+
+static void open_context(struct redis *r, const char *ip)
+{
+	char why[160];
+	redisAsyncContext *ac = redisAsyncConnect(ip, r->port);
+	if (!ac) {
+		connection_failed(r, "out of memory");
+		return;
+	}
+	if (ac->err) {
+		snprintf(why, sizeof why, "%s", ac->errstr);
+		redisAsyncFree(ac);
+		connection_failed(r, why);
+		return;
+	}
+	if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+		redisAsyncFree(ac);
+		connection_failed(r, "cannot attach to the loop");
+		return;
+	}
+	ac->ev.addRead = poll_add_read;
+	ac->ev.delRead = poll_del_read;
+	ac->ev.addWrite = poll_add_write;
+	ac->ev.delWrite = poll_del_write;
+	ac->data = r;
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	r->ac = ac;
+
+	/* The handshake is queued now and written once the TCP connect
+	 * completes. There is always at least one command, so READY is only
+	 * ever reached from a reply, where hiredis defers a free we may do. */
+	const char *argv[2];
+	char db[16];
+	struct pending *p;
+	if (r->password) {
+		argv[0] = "AUTH";
+		argv[1] = r->password;
+		p = new_pending(r, PENDING_HANDSHAKE, r->connect_timeout_ms);
+		p->last = r->db <= 0;
+		if (!send_internal(r, p, on_reply, 2, argv))
+			return;
+	}
+	if (r->db > 0) {
+		snprintf(db, sizeof db, "%d", r->db);
+		argv[0] = "SELECT";
+		argv[1] = db;
+		p = new_pending(r, PENDING_HANDSHAKE, r->connect_timeout_ms);
+		p->last = true;
+		if (!send_internal(r, p, on_reply, 2, argv))
+			return;
+	}
+	if (!r->password && r->db <= 0) {
+		argv[0] = "PING";
+		p = new_pending(r, PENDING_HANDSHAKE, r->connect_timeout_ms);
+		p->last = true;
+		send_internal(r, p, on_reply, 1, argv);
+	}
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct resolve *rs = req->data;
+	struct redis *r = rs->r;
+	r->resolves--;
+	if (r->resolve == rs)
+		r->resolve = NULL;
+	bool current = rs->attempt == r->attempt && r->state == REDIS_STATE_CONNECTING;
+	mem_free(rs);
+	if (!current) {
+		uv_freeaddrinfo(res);
+		/* redis_close() may be waiting for this lookup. */
+		if (r->state == REDIS_STATE_CLOSED)
+			maybe_finish_close(r);
+		return;
+	}
+	char ip[INET6_ADDRSTRLEN] = "";
+	if (status == 0 && res) {
+		if (res->ai_family == AF_INET6)
+			uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+		else
+			uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+	}
+	uv_freeaddrinfo(res);
+	if (!ip[0]) {
+		char why[128];
+		snprintf(why, sizeof why, "cannot resolve %s: %s", r->host,
+			 status ? uv_strerror(status) : "no address");
+		connection_failed(r, why);
+		return;
+	}
+	open_context(r, ip);
+}
+
+static bool is_numeric_host(const char *host)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+static void start_attempt(struct redis *r)
+{
+	if (r->state != REDIS_STATE_DISCONNECTED)
+		return;
+	r->attempt++;
+	r->state = REDIS_STATE_CONNECTING;
+	log_debug(r->name, "connecting to %s:%d (attempt %u)", r->host, r->port,
+		  r->backoff.attempt + 1);
+	uv_timer_start(&r->connect_timer, on_connect_timeout, r->connect_timeout_ms, 0);
+	notify(r, REDIS_STATE_CONNECTING);
+	if (r->state != REDIS_STATE_CONNECTING)
+		return;
+
+	if (is_numeric_host(r->host)) {
+		open_context(r, r->host);
+		return;
+	}
+	/* getaddrinfo() blocks, and hiredis would call it on the loop. */
+	struct resolve *rs = mem_calloc(1, sizeof *rs);
+	rs->r = r;
+	rs->attempt = r->attempt;
+	rs->req.data = rs;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+	int rc = uv_getaddrinfo(r->loop, &rs->req, on_resolved, r->host, NULL, &hints);
+	if (rc) {
+		mem_free(rs);
+		char why[128];
+		snprintf(why, sizeof why, "cannot resolve %s: %s", r->host, uv_strerror(rc));
+		connection_failed(r, why);
+		return;
+	}
+	r->resolves++;
+	r->resolve = rs;
+}
+
+static void on_reconnect_timer(uv_timer_t *t)
+{
+	start_attempt(t->data);
+}
+
+static unsigned or_default(unsigned v, unsigned def)
+{
+	return v ? v : def;
+}
+
+struct redis *redis_new(uv_loop_t *loop, const struct redis_options *opts, redis_state_fn on_state,
+			void *arg)
+{
+	if (!loop || !opts || !opts->host || !opts->host[0] || opts->port <= 0 ||
+	    opts->port > 65535 || opts->db < 0)
+		return NULL;
+	struct redis *r = mem_calloc(1, sizeof *r);
+	r->loop = loop;
+	r->name = mem_strdup(opts->name ? opts->name : "redis");
+	r->host = mem_strdup(opts->host);
+	r->password = opts->password ? mem_strdup(opts->password) : NULL;
+	r->port = opts->port;
+	r->db = opts->db;
+	r->connect_timeout_ms = or_default(opts->connect_timeout_ms, 2000);
+	r->command_timeout_ms = or_default(opts->command_timeout_ms, 3000);
+	r->health_interval_ms = or_default(opts->health_interval_ms, 5000);
+	r->on_state = on_state;
+	r->arg = arg;
+	r->state = REDIS_STATE_DISCONNECTED;
+
+	/* Per process and per client, so that instances restarted together
+	 * still spread their reconnects. */
+	uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ uv_hrtime() ^
+			(uint64_t)(uintptr_t)r;
+	backoff_init(&r->backoff, or_default(opts->backoff_min_ms, 100),
+		     or_default(opts->backoff_max_ms, 5000), seed);
+
+	uv_timer_t *timers[] = {&r->reconnect_timer, &r->connect_timer, &r->command_timer,
+				&r->health_timer};
+	for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+		uv_timer_init(loop, timers[i]);
+		timers[i]->data = r;
+	}
+	return r;
+}
+
+void redis_start(struct redis *r)
+{
+	if (r->started || r->state == REDIS_STATE_CLOSED)
+		return;
+	r->started = true;
+	/* From the loop, so that on_state never runs inside redis_start(). */
+	uv_timer_start(&r->reconnect_timer, on_reconnect_timer, 0, 0);
+}
+
+void redis_subscribe(struct redis *r, const char *channel, redis_message_fn on_message, void *arg)
+{
+	if (r->started) {
+		log_error(r->name, "subscribe to %s after start ignored", channel);
+		return;
+	}
+	r->channels = mem_realloc(r->channels, (r->nchannels + 1) * sizeof *r->channels);
+	struct channel *c = &r->channels[r->nchannels++];
+	c->name = mem_strdup(channel);
+	c->len = strlen(channel);
+	c->on_message = on_message;
+	c->arg = arg;
+}
+
+static int command_check(const struct redis *r)
+{
+	if (r->state != REDIS_STATE_READY || !r->ac ||
+	    (r->ac->c.flags & (REDIS_DISCONNECTING | REDIS_FREEING)))
+		return -ENOTCONN;
+	if (is_pubsub(r))
+		return -EINVAL;
+	return 0;
+}
+
+int redis_command(struct redis *r, redis_reply_fn cb, void *arg, const char *fmt, ...)
+{
+	if (is_pubsub(r))
+		return -EINVAL;
+	int rc = command_check(r);
+	if (rc)
+		return rc;
+	va_list ap;
+	va_start(ap, fmt);
+	rc = redisvAsyncCommand(r->ac, on_reply, r, fmt, ap);
+	va_end(ap);
+	if (rc != REDIS_OK)
+		return -EINVAL;
+	struct pending *p = new_pending(r, PENDING_USER, r->command_timeout_ms);
+	p->cb = cb;
+	p->arg = arg;
+	push_pending(r, p);
+	return 0;
+}
+
+int redis_command_argv(struct redis *r, redis_reply_fn cb, void *arg, int argc, const char **argv,
+		       const size_t *argvlen)
+{
+	if (is_pubsub(r) || argc <= 0 || !argv)
+		return -EINVAL;
+	int rc = command_check(r);
+	if (rc)
+		return rc;
+	if (redisAsyncCommandArgv(r->ac, on_reply, r, argc, argv, argvlen) != REDIS_OK)
+		return -EINVAL;
+	struct pending *p = new_pending(r, PENDING_USER, r->command_timeout_ms);
+	p->cb = cb;
+	p->arg = arg;
+	push_pending(r, p);
+	return 0;
+}
+
+static void finish_close(struct redis *r)
+{
+	fail_pending(r, r->failed);
+	r->failed = NULL;
+	if (r->on_closed)
+		r->on_closed(r->closed_arg);
+	for (size_t i = 0; i < r->nchannels; i++)
+		mem_free(r->channels[i].name);
+	mem_free(r->channels);
+	mem_free(r->name);
+	mem_free(r->host);
+	if (r->password) {
+		/* Keep the secret out of freed heap. */
+		memset(r->password, 0, strlen(r->password));
+		mem_free(r->password);
+	}
+	mem_free(r);
+}
+
+static void maybe_finish_close(struct redis *r)
+{
+	if (r->open_handles == 0 && r->resolves == 0)
+		finish_close(r);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+	struct redis *r = h->data;
+	r->open_handles--;
+	maybe_finish_close(r);
+}
+
+void redis_close(struct redis *r, void (*on_closed)(void *arg), void *arg)
+{
+	if (!r || r->state == REDIS_STATE_CLOSED)
+		return;
+	log_info(r->name, "closing connection to %s:%d", r->host, r->port);
+	r->state = REDIS_STATE_CLOSED;
+	r->on_closed = on_closed;
+	r->closed_arg = arg;
+	drop_context(r);
+	/* Failed from the loop, not from inside redis_close(). */
+	r->failed = take_pending(r);
+	if (r->resolve)
+		uv_cancel((uv_req_t *)&r->resolve->req);
+
+	uv_timer_t *timers[] = {&r->reconnect_timer, &r->connect_timer, &r->command_timer,
+				&r->health_timer};
+	for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+		r->open_handles++;
+		uv_close((uv_handle_t *)timers[i], on_timer_closed);
+	}
+}

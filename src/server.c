@@ -1,1 +1,414 @@
-/* placeholder: implemented by its issue */
+#include "stockalert/server.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "stockalert/auth.h"
+#include "stockalert/http.h"
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+#include "stockalert/metrics.h"
+#include "stockalert/redis.h"
+#include "stockalert/presence.h"
+#include "stockalert/store.h"
+#include "stockalert/ws.h"
+
+#define MOD "server"
+/* File descriptors kept back from lws for Redis, MySQL, static files and
+ * logs, so that at the limit lws stops accepting instead of us failing. */
+#define FD_RESERVE 64
+
+struct server {
+	uv_loop_t loop;
+	struct config *cfg;
+	char *config_path;
+	struct http_env env;
+	struct lws_context *lws;
+	struct lws_vhost *vhost;
+	struct lws_protocols protocols[3]; /* http, ws, terminator */
+	lws_retry_bo_t idle_policy;
+	char *mysql_password;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t grace;
+	bool stopping;
+	bool grace_expired;
+	int open_deps;          /* redis, pubsub, store still closing */
+	bool ever_ready[METRICS_DEP_COUNT];
+	char inventory_channel[128];
+};
+
+static void dep_state(struct server *s, enum metrics_dep d, bool ready)
+{
+	metrics_dep_up(d, ready);
+	if (!ready)
+		return;
+	if (s->ever_ready[d])
+		metrics_dep_reconnect(d);
+	s->ever_ready[d] = true;
+}
+
+static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
+{
+	struct server *s = arg;
+	dep_state(s, r == s->env.pubsub ? METRICS_DEP_REDIS_PUBSUB : METRICS_DEP_REDIS,
+		  st == REDIS_STATE_READY);
+	/* Presence written while Redis was away was lost: say it again. */
+	if (r == s->env.redis && st == REDIS_STATE_READY && s->env.presence)
+		presence_refresh(s->env.presence);
+}
+
+static void on_store_state(struct store *st, enum store_state state, void *arg)
+{
+	(void)st;
+	dep_state(arg, METRICS_DEP_MYSQL, state == STORE_STATE_READY);
+}
+
+static void on_inventory_message(struct redis *r, const char *channel, const char *payload,
+				 size_t len, void *arg)
+{
+	(void)r;
+	(void)arg;
+	(void)payload;
+	metrics_inc(METRICS_EVENTS_RECEIVED);
+	log_debug(MOD, "message on %s (%zu bytes)", channel, len);
+}
+
+static unsigned fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1024;
+	/* Take all the hard limit allows: the soft default (1024) would cap
+	 * connections long before memory does. */
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
+		return 1000000;
+	return rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE)
+					    : (unsigned)rl.rlim_cur;
+}
+
+static void closed_dep(void *arg)
+{
+	struct server *s = arg;
+	s->open_deps--;
+}
+
+static void close_handle(uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void on_drained(void *arg);
+
+static void begin_stop(struct server *s, int signum)
+{
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	log_info(MOD, "received %s, stopping (grace %d s)", strsignal(signum),
+		 s->cfg->shutdown_grace_s);
+
+	close_handle((uv_handle_t *)&s->sig_term);
+	close_handle((uv_handle_t *)&s->sig_int);
+	close_handle((uv_handle_t *)&s->sig_hup);
+	ws_shutdown(&s->env, on_drained, s);
+}
+
+/* Every socket has closed (or there were none): tear down the rest. */
+static void on_drained(void *arg)
+{
+	struct server *s = arg;
+
+	/* With a foreign loop, lws closes its listen socket asynchronously
+	 * on this loop. */
+	if (s->lws) {
+		lws_context_destroy(s->lws);
+		s->lws = NULL;
+		s->env.lws = NULL;
+	}
+	if (s->env.presence) {
+		presence_close(s->env.presence);
+		s->env.presence = NULL;
+	}
+	if (s->env.redis) {
+		redis_close(s->env.redis, closed_dep, s);
+		s->env.redis = NULL;
+	}
+	if (s->env.pubsub) {
+		redis_close(s->env.pubsub, closed_dep, s);
+		s->env.pubsub = NULL;
+	}
+	if (s->env.store) {
+		store_close(s->env.store, closed_dep, s);
+		s->env.store = NULL;
+	}
+}
+
+static void on_grace_expired(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	log_warn(MOD, "shutdown grace of %d s expired; exiting now", s->cfg->shutdown_grace_s);
+	s->grace_expired = true;
+	uv_stop(&s->loop);
+}
+
+static void reload(struct server *s)
+{
+	char err[512];
+	struct config *fresh;
+	if (config_load(s->config_path, &fresh, err, sizeof err) != 0) {
+		log_error(MOD, "SIGHUP: keeping the running configuration: %s", err);
+		return;
+	}
+	log_setup((enum log_level)fresh->log.level, (enum log_format)fresh->log.format);
+	log_route_lws();
+	s->cfg->log = fresh->log;
+	log_info(MOD, "SIGHUP: reloaded log settings from %s (other keys need a restart)",
+		 s->config_path);
+	config_free(fresh);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct server *s = h->data;
+	if (signum == SIGHUP) {
+		reload(s);
+		return;
+	}
+	if (s->stopping)
+		return;
+	/* The grace timer is the hard stop: whatever is still closing when it
+	 * fires is abandoned. Unreferenced, so a clean close ends the loop
+	 * without waiting for it. */
+	uv_timer_start(&s->grace, on_grace_expired, (uint64_t)s->cfg->shutdown_grace_s * 1000, 0);
+	uv_unref((uv_handle_t *)&s->grace);
+	begin_stop(s, signum);
+}
+
+static int start_signal(struct server *s, uv_signal_t *h, int signum)
+{
+	uv_signal_init(&s->loop, h);
+	h->data = s;
+	return uv_signal_start(h, on_signal, signum);
+}
+
+static int create_lws(struct server *s, int *exit_code)
+{
+	struct lws_context_creation_info info;
+	void *foreign_loops[1] = {&s->loop};
+	const struct config *cfg = s->cfg;
+
+	memset(&info, 0, sizeof info);
+	info.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		       LWS_SERVER_OPTION_VALIDATE_UTF8;
+	if (cfg->tls.cert_file)
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.foreign_loops = foreign_loops;
+	info.user = &s->env;
+	info.fd_limit_per_thread = fd_limit();
+	/* Requests must not sit half-received forever (slowloris). */
+	info.timeout_secs = 10;
+	/* Room for an 8 KiB token in a header or the query string, so that
+	 * an oversized one is refused by auth with 401, not cut short. */
+	info.max_http_header_data = 12 * 1024;
+	s->lws = lws_create_context(&info);
+	s->env.lws = s->lws;
+	if (!s->lws) {
+		log_error(MOD, "could not create the libwebsockets context");
+		*exit_code = SERVER_EXIT_START;
+		return -1;
+	}
+
+	struct lws_context_creation_info vinfo;
+	memset(&vinfo, 0, sizeof vinfo);
+	vinfo.vhost_name = "stockalertd";
+	vinfo.port = cfg->listen.port;
+	vinfo.iface = cfg->listen.host;
+	s->protocols[0] = (struct lws_protocols){
+		.name = "http",
+		.callback = http_callback,
+		.per_session_data_size = http_session_size(),
+	};
+	s->protocols[1] = (struct lws_protocols){
+		.name = "stockalert",
+		.callback = ws_callback,
+		.per_session_data_size = ws_session_size(),
+		.rx_buffer_size = (size_t)cfg->ws.max_message_bytes,
+	};
+	s->env.ws_protocol = &s->protocols[1];
+	/* lws picks the WebSocket protocol by subprotocol name; "default"
+	 * makes clients that name none land on ours too. */
+	static const struct lws_protocol_vhost_options pvo_default = {NULL, NULL, "default", "1"};
+	static const struct lws_protocol_vhost_options pvo = {NULL, &pvo_default, "stockalert",
+							       ""};
+	vinfo.pvo = &pvo;
+	vinfo.protocols = s->protocols;
+	/* Protocol pings after ping_interval_s of silence; hang up after
+	 * idle_timeout_s without any valid traffic (pongs included). */
+	s->idle_policy.secs_since_valid_ping = (uint16_t)cfg->ws.ping_interval_s;
+	s->idle_policy.secs_since_valid_hangup = (uint16_t)cfg->ws.idle_timeout_s;
+	vinfo.retry_and_idle_policy = &s->idle_policy;
+	vinfo.options = info.options;
+	vinfo.ssl_cert_filepath = cfg->tls.cert_file;
+	vinfo.ssl_private_key_filepath = cfg->tls.key_file;
+	vinfo.timeout_secs = info.timeout_secs;
+	s->vhost = lws_create_vhost(s->lws, &vinfo);
+	if (!s->vhost) {
+		log_error(MOD, "could not listen on %s:%d (port busy, bad address or TLS files)",
+			  cfg->listen.host, cfg->listen.port);
+		*exit_code = SERVER_EXIT_START;
+		return -1;
+	}
+	log_info(MOD, "listening on %s://%s:%d (fd limit %u)", cfg->tls.cert_file ? "https" : "http",
+		 cfg->listen.host, lws_get_vhost_listen_port(s->vhost), info.fd_limit_per_thread);
+	return 0;
+}
+
+static void create_deps(struct server *s)
+{
+	const struct config *cfg = s->cfg;
+	struct redis_options ro = {
+		.name = "redis",
+		.host = cfg->redis.host,
+		.port = cfg->redis.port,
+		.password = cfg->redis.password,
+		.db = cfg->redis.db,
+	};
+	s->env.redis = redis_new(&s->loop, &ro, on_redis_state, s);
+	ro.name = "redis-pubsub";
+	s->env.pubsub = redis_new(&s->loop, &ro, on_redis_state, s);
+	snprintf(s->inventory_channel, sizeof s->inventory_channel, "%sinventory",
+		 cfg->redis.prefix);
+	redis_subscribe(s->env.pubsub, s->inventory_channel, on_inventory_message, s);
+
+	struct store_options so = {
+		.host = cfg->mysql.host,
+		.port = cfg->mysql.port,
+		.user = cfg->mysql.user,
+		.password = s->mysql_password,
+		.database = cfg->mysql.database,
+	};
+	s->env.store = store_new(&s->loop, &so, on_store_state, s);
+	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix);
+	s->open_deps = 3;
+	redis_start(s->env.redis);
+	redis_start(s->env.pubsub);
+	store_start(s->env.store);
+}
+
+struct server *server_new(struct config *cfg, const char *config_path, int *exit_code)
+{
+	char err[512];
+	struct server *s = mem_calloc(1, sizeof *s);
+
+	s->cfg = cfg;
+	s->config_path = mem_strdup(config_path);
+	s->env.cfg = cfg;
+	*exit_code = SERVER_EXIT_CONFIG;
+
+	/* A peer that vanishes mid-write must not kill the process. */
+	signal(SIGPIPE, SIG_IGN);
+
+	if (cfg->mysql.password_file) {
+		s->mysql_password = config_read_secret(cfg->mysql.password_file, err, sizeof err);
+		if (!s->mysql_password) {
+			log_error(MOD, "mysql.password_file: %s", err);
+			goto err;
+		}
+	} else if (cfg->mysql.password) {
+		s->mysql_password = mem_strdup(cfg->mysql.password);
+	}
+	s->env.auth = auth_new(&cfg->auth, err, sizeof err);
+	if (!s->env.auth) {
+		log_error(MOD, "%s", err);
+		goto err;
+	}
+	char real[PATH_MAX];
+	if (realpath(cfg->static_dir, real))
+		s->env.static_root = mem_strdup(real);
+	else
+		log_warn(MOD, "static_dir %s: %s; the demo page will not be served",
+			 cfg->static_dir, strerror(errno));
+
+	if (uv_loop_init(&s->loop) != 0) {
+		*exit_code = SERVER_EXIT_START;
+		goto err;
+	}
+	uv_timer_init(&s->loop, &s->grace);
+	s->grace.data = s;
+	if (start_signal(s, &s->sig_term, SIGTERM) || start_signal(s, &s->sig_int, SIGINT) ||
+	    start_signal(s, &s->sig_hup, SIGHUP)) {
+		*exit_code = SERVER_EXIT_START;
+		goto err_loop;
+	}
+	metrics_init();
+	s->env.hub = hub_new(&ws_sink_ops, LWS_PRE, (size_t)cfg->ws.send_queue_max);
+	if (create_lws(s, exit_code) != 0)
+		goto err_loop;
+	create_deps(s);
+	*exit_code = SERVER_EXIT_OK;
+	return s;
+
+err_loop:
+	/* Tear down what was created on the loop and let it finish closing. */
+	if (s->lws) {
+		lws_context_destroy(s->lws);
+		s->lws = NULL;
+	}
+	close_handle((uv_handle_t *)&s->sig_term);
+	close_handle((uv_handle_t *)&s->sig_int);
+	close_handle((uv_handle_t *)&s->sig_hup);
+	close_handle((uv_handle_t *)&s->grace);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&s->loop);
+err:
+	if (s->env.hub)
+		hub_free(s->env.hub);
+	auth_free(s->env.auth);
+	mem_free(s->env.static_root);
+	mem_free(s->mysql_password);
+	mem_free(s->config_path);
+	mem_free(s);
+	config_free(cfg);
+	return NULL;
+}
+
+int server_run(struct server *s)
+{
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	if (s->grace_expired)
+		return SERVER_EXIT_OK;
+	close_handle((uv_handle_t *)&s->grace);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(&s->loop) != 0)
+		log_warn(MOD, "loop closed with handles still open");
+	log_info(MOD, "stopped");
+	return SERVER_EXIT_OK;
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	if (s->env.hub && !s->grace_expired)
+		hub_free(s->env.hub);
+	auth_free(s->env.auth);
+	mem_free(s->env.static_root);
+	mem_free(s->mysql_password);
+	mem_free(s->config_path);
+	config_free(s->cfg);
+	mem_free(s);
+}

@@ -70,7 +70,8 @@ bool redis_is_ready(const struct redis *r);
 const char *redis_state_name(enum redis_state s);
 
 /* Disconnects, fails pending commands (callbacks get NULL), stops timers and
- * frees r once libuv has closed its handles; on_closed(arg) runs after that. */
+ * frees r once libuv has closed its handles; on_closed(arg) runs after that.
+ * on_state is not called for CLOSED: on_closed is the notification. */
 void redis_close(struct redis *r, void (*on_closed)(void *arg), void *arg);
 
 #endif

@@ -2,7 +2,7 @@
 #define STOCKALERT_STORE_H
 /*
  * The MySQL/MariaDB store: one connection driven by MariaDB Connector/C's
- * non-blocking API (*_start/*_cont) on a uv_poll_t and a uv_timer_t, so the
+ * non-blocking API (the _start and _cont calls) on a uv_poll_t and a uv_timer_t, so the
  * loop never blocks. Queries are queued and run one at a time in order.
  * On connect the schema (conf/schema.sql, compiled in) is applied; lost
  * connections are re-established with backoff and jitter.
@@ -60,6 +60,9 @@ uint64_t store_result_affected(const struct store_result *res);
 uint64_t store_result_insert_id(const struct store_result *res);
 
 enum store_state store_state(const struct store *s);
+/* MySQL error number of the last failed connect attempt (1045 access
+ * denied, 1049 unknown database, 2003 refused...); 0 once READY. */
+unsigned store_last_connect_error(const struct store *s);
 bool store_is_ready(const struct store *s);
 const char *store_state_name(enum store_state st);
 

@@ -1,0 +1,59 @@
+#ifndef STOCKALERT_HTTP_H
+#define STOCKALERT_HTTP_H
+/*
+ * The HTTP side of the lws vhost: routing, request bodies (Content-Length
+ * only, at most HTTP_BODY_MAX), JSON error bodies of SPEC §4, the ops
+ * endpoints (/healthz, /readyz, /metrics) and static files.
+ *
+ * Handlers answer through http_reply*(); a reply may be given later (after
+ * a Redis or MySQL round trip) as long as the request is still open.
+ */
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "stockalert/auth.h"
+#include "stockalert/config.h"
+#include "stockalert/hub.h"
+#include "stockalert/redis.h"
+#include "stockalert/store.h"
+
+#define HTTP_BODY_MAX (64 * 1024)
+
+/* What the HTTP and WebSocket handlers may use; owned by the server,
+ * outlives every request and socket. Reached from a wsi through
+ * lws_context_user(). */
+struct presence;
+
+struct http_env {
+	const struct config *cfg;
+	struct redis *redis;    /* command connection */
+	struct redis *pubsub;   /* subscriber connection */
+	struct store *store;
+	struct auth *auth;
+	char *static_root;      /* realpath of cfg->static_dir, NULL if missing */
+	struct lws_context *lws;
+	struct hub *hub;                 /* local sockets by user */
+	struct presence *presence;
+	const struct lws_protocols *ws_protocol;
+	bool shutting_down;              /* refuse new sockets */
+	void (*drained)(void *arg);      /* see ws_shutdown() */
+	void *drained_arg;
+};
+
+/* Per-request state; lws allocates http_session_size() bytes of it. */
+struct http_req;
+
+size_t http_session_size(void);
+/* The lws protocol callback for HTTP (protocols[0] of the vhost). */
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		  size_t len);
+
+/* Queues a response; body may be NULL. Headers in extra_headers are
+ * "name: value\r\n" lines (may be NULL). */
+void http_reply(struct http_req *r, int status, const char *content_type, const char *body,
+		size_t len, const char *extra_headers);
+/* Queues {"error":{"code":code,"message":message}} with status. */
+void http_reply_error(struct http_req *r, int status, const char *code, const char *message);
+
+#endif

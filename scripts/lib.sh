@@ -1,0 +1,208 @@
+# Shell helpers shared by scripts/run.sh, scripts/test.sh and the test
+# fixture (tests/integration/servers.sh). Source it; it defines functions only.
+#
+# Every server started here is private: loopback only, its data, socket, log
+# and pid file under a directory the caller chooses, stopped by its pid file
+# (never by name), so it cannot touch a system Redis or MariaDB.
+
+sa_log() { printf '%s: %s\n' "${SA_LOG_TAG:-stockalert}" "$*" >&2; }
+sa_die() { sa_log "error: $*"; exit 1; }
+
+# Packages a fresh Debian 12 needs to build, test and run stockalert.
+SA_BUILD_PKGS="cmake pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
+	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev
+	redis-server mariadb-server curl"
+SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev"
+
+# sa_apt_install PKG...: installs the packages that are not installed yet;
+# runs `apt-get update` at most once per invocation, and only if needed.
+sa_apt_install() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	command -v apt-get >/dev/null || sa_die "missing packages (${missing[*]}) and no apt-get"
+	local sudo=
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	sa_log "installing: ${missing[*]}"
+	if [ -z "${SA_APT_UPDATED:-}" ]; then
+		$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
+		SA_APT_UPDATED=1
+	fi
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		"${missing[@]}"
+}
+
+# node and npm: the Debian `npm` package conflicts with a nodejs coming from
+# another repository (NodeSource ships npm inside nodejs), so only install
+# them when the commands are really missing.
+sa_ensure_node() {
+	local want=()
+	command -v node >/dev/null || want+=(nodejs)
+	command -v npm >/dev/null || want+=(npm)
+	[ ${#want[@]} -eq 0 ] || sa_apt_install "${want[@]}"
+}
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on right now.
+sa_free_port() {
+	python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null ||
+		node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# sa_port_busy HOST PORT: true if something accepts TCP connections there.
+sa_port_busy() {
+	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+# sa_pid_alive PID
+sa_pid_alive() {
+	[ -n "$1" ] && kill -0 "$1" 2>/dev/null
+}
+
+# sa_pidfile_pid FILE: prints the pid in FILE if that process is alive.
+sa_pidfile_pid() {
+	local pid
+	[ -s "$1" ] || return 1
+	pid=$(tr -dc 0-9 <"$1")
+	sa_pid_alive "$pid" || return 1
+	printf '%s\n' "$pid"
+}
+
+# sa_stop_pid PID [GRACE_S]: TERM, wait up to GRACE_S (default 20) seconds,
+# then KILL. Returns once the process is gone.
+sa_stop_pid() {
+	local pid=$1 grace=${2:-20} deadline
+	sa_pid_alive "$pid" || return 0
+	kill -TERM "$pid" 2>/dev/null || return 0
+	deadline=$((SECONDS + grace))
+	while sa_pid_alive "$pid"; do
+		# A zombie child of ours is gone for all purposes.
+		case "$(ps -o stat= -p "$pid" 2>/dev/null)" in Z*) break ;; esac
+		if [ $SECONDS -ge $deadline ]; then
+			sa_log "pid $pid ignored SIGTERM for ${grace}s, killing it"
+			kill -KILL "$pid" 2>/dev/null
+			break
+		fi
+		sleep 0.05
+	done
+	# Reap it if it is our child; harmless otherwise.
+	wait "$pid" 2>/dev/null || true
+}
+
+# sa_stop_pidfile FILE [GRACE_S]
+sa_stop_pidfile() {
+	local pid
+	pid=$(sa_pidfile_pid "$1") && sa_stop_pid "$pid" "${2:-20}"
+	rm -f "$1"
+}
+
+# sa_wait_for DEADLINE_S DESCRIPTION PID CMD...: polls CMD every 50 ms until
+# it succeeds; fails if PID dies or the deadline passes.
+sa_wait_for() {
+	local limit=$1 what=$2 pid=$3 deadline
+	deadline=$((SECONDS + limit))
+	shift 3
+	until "$@" >/dev/null 2>&1; do
+		if ! sa_pid_alive "$pid"; then
+			sa_log "$what exited during startup"
+			return 1
+		fi
+		if [ $SECONDS -ge $deadline ]; then
+			sa_log "$what not ready after $limit s"
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# sa_start_redis DIR PORT: starts a private redis-server on 127.0.0.1:PORT,
+# everything under DIR (redis.pid, redis.log, no persistence), and waits
+# until it answers PING. Writes the pid to DIR/redis.pid.
+sa_start_redis() {
+	local dir=$1 port=$2 pid
+	mkdir -p "$dir"
+	redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
+		--dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+		--daemonize no --save '' --appendonly no \
+		</dev/null >>"$dir/redis.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$dir/redis.pid"
+	if ! sa_wait_for 30 "redis-server on port $port" "$pid" \
+		redis-cli -h 127.0.0.1 -p "$port" ping; then
+		tail -n 20 "$dir/redis.log" >&2
+		sa_stop_pid "$pid" 5
+		return 1
+	fi
+}
+
+# Options shared by install-db and the server: small InnoDB files, so a test
+# instance takes ~40 MB of disk, not 200.
+SA_MARIADB_SMALL="--innodb-log-file-size=8M --innodb-data-file-path=ibdata1:10M:autoextend"
+
+# sa_start_mariadb DIR PORT: initialises DIR/data if empty, then starts a
+# private mariadbd on 127.0.0.1:PORT with socket DIR/sock, log DIR/err.log,
+# pid file DIR/mariadb.pid, and waits until it answers. root@localhost over
+# the socket has no password.
+sa_start_mariadb() {
+	local dir=$1 port=$2 pid user=()
+	mkdir -p "$dir/tmp"
+	# mariadbd refuses to run as root unless told to; as another user it
+	# runs as that user anyway.
+	[ "$(id -u)" -eq 0 ] && user=(--user=root)
+	if [ ! -d "$dir/data/mysql" ]; then
+		# shellcheck disable=SC2086
+		if ! mariadb-install-db --no-defaults "${user[@]}" \
+			--auth-root-authentication-method=normal --skip-test-db \
+			--datadir="$dir/data" $SA_MARIADB_SMALL >"$dir/install.log" 2>&1; then
+			cat "$dir/install.log" >&2
+			return 1
+		fi
+	fi
+	# shellcheck disable=SC2086
+	mariadbd --no-defaults "${user[@]}" --datadir="$dir/data" --socket="$dir/sock" \
+		--pid-file="$dir/mariadb.pid" --port="$port" --bind-address=127.0.0.1 \
+		--skip-name-resolve --log-error="$dir/err.log" --tmpdir="$dir/tmp" \
+		--skip-log-bin --innodb-buffer-pool-size=32M $SA_MARIADB_SMALL \
+		</dev/null >>"$dir/err.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$dir/mariadb.pid"
+	if ! sa_wait_for 60 "mariadbd on port $port" "$pid" \
+		mariadb-admin --no-defaults --socket="$dir/sock" -uroot ping; then
+		tail -n 30 "$dir/err.log" >&2
+		sa_stop_pid "$pid" 10
+		return 1
+	fi
+	# mariadbd rewrites its pid file itself: same pid, keep ours.
+	echo "$pid" >"$dir/mariadb.pid"
+}
+
+# sa_mysql_root DIR SQL: runs SQL as root over DIR/sock.
+sa_mysql_root() {
+	mariadb --no-defaults --socket="$1/sock" -uroot -e "$2"
+}
+
+# Prints a random password: 24 characters of [A-Za-z0-9].
+sa_random_password() {
+	local p
+	p=$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 24)
+	printf '%s\n' "$p"
+}
+
+# sa_create_app_user DIR DATABASE USER PASSWORD [ALL]: creates DATABASE and
+# USER@127.0.0.1 / USER@localhost. With ALL, grants every privilege (private
+# test servers: tests create their own databases); otherwise only DATABASE.*.
+sa_create_app_user() {
+	local dir=$1 db=$2 user=$3 pass=$4 scope="\`$2\`.*"
+	[ "${5:-}" = ALL ] && scope='*.*'
+	sa_mysql_root "$dir" "
+		CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4;
+		CREATE USER IF NOT EXISTS '$user'@'127.0.0.1' IDENTIFIED BY '$pass';
+		CREATE USER IF NOT EXISTS '$user'@'localhost' IDENTIFIED BY '$pass';
+		ALTER USER '$user'@'127.0.0.1' IDENTIFIED BY '$pass';
+		ALTER USER '$user'@'localhost' IDENTIFIED BY '$pass';
+		GRANT ALL PRIVILEGES ON $scope TO '$user'@'127.0.0.1';
+		GRANT ALL PRIVILEGES ON $scope TO '$user'@'localhost';
+		FLUSH PRIVILEGES;"
+}

@@ -1,0 +1,96 @@
+#include "stockalert/presence.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+
+#define MOD "presence"
+
+struct presence {
+	struct redis *redis;
+	struct hub *hub;
+	char *prefix;
+	uv_timer_t timer;
+	char instance[24];
+};
+
+static void announce(struct presence *p, const char *user, bool online)
+{
+	char key[256];
+	snprintf(key, sizeof key, "%sonline:%s", p->prefix, user);
+	/* Fire and forget: a lost update heals at the next refresh, and a
+	 * Redis that is down gets everything re-announced when it returns. */
+	if (online) {
+		redis_command(p->redis, NULL, NULL, "SADD %s %s", key, p->instance);
+		redis_command(p->redis, NULL, NULL, "EXPIRE %s %d", key, PRESENCE_TTL_S);
+	} else {
+		redis_command(p->redis, NULL, NULL, "SREM %s %s", key, p->instance);
+	}
+}
+
+static void announce_cb(const char *user, void *arg)
+{
+	announce(arg, user, true);
+}
+
+void presence_refresh(struct presence *p)
+{
+	if (redis_is_ready(p->redis))
+		hub_each_user(p->hub, announce_cb, p);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+	presence_refresh(t->data);
+}
+
+struct presence *presence_new(uv_loop_t *loop, struct redis *redis, struct hub *hub,
+			      const char *prefix)
+{
+	struct presence *p = mem_calloc(1, sizeof *p);
+	struct timespec ts;
+
+	p->redis = redis;
+	p->hub = hub;
+	p->prefix = mem_strdup(prefix);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(p->instance, sizeof p->instance, "%lx-%x", (unsigned long)ts.tv_sec,
+		 (unsigned)((unsigned)getpid() ^ (unsigned)ts.tv_nsec));
+	uv_timer_init(loop, &p->timer);
+	p->timer.data = p;
+	uv_timer_start(&p->timer, on_timer, PRESENCE_REFRESH_S * 1000, PRESENCE_REFRESH_S * 1000);
+	return p;
+}
+
+void presence_online(struct presence *p, const char *user)
+{
+	announce(p, user, true);
+}
+
+void presence_offline(struct presence *p, const char *user)
+{
+	announce(p, user, false);
+}
+
+const char *presence_instance_id(const struct presence *p)
+{
+	return p->instance;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct presence *p = h->data;
+	mem_free(p->prefix);
+	mem_free(p);
+}
+
+void presence_close(struct presence *p)
+{
+	uv_timer_stop(&p->timer);
+	uv_close((uv_handle_t *)&p->timer, on_closed);
+}

@@ -1,0 +1,482 @@
+#include "stockalert/ws.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stockalert/auth.h"
+#include "stockalert/buf.h"
+#include "stockalert/hub.h"
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+#include "stockalert/metrics.h"
+#include "stockalert/presence.h"
+
+#define MOD "ws"
+/* Malformed client frames tolerated (each answered with an error frame)
+ * before the socket is closed with 1008. */
+#define BAD_FRAMES_MAX 10
+
+enum {
+	CLOSE_NORMAL = 1000,
+	CLOSE_GOING_AWAY = 1001,
+	CLOSE_POLICY = 1008,
+	CLOSE_TOO_BIG = 1009,
+	CLOSE_INTERNAL = 1011,
+	CLOSE_TOKEN_EXPIRED = 4001,
+	CLOSE_TOO_SLOW = 4008,
+	CLOSE_TOO_MANY = 4029,
+};
+
+struct ws_session {
+	struct lws *wsi;
+	struct hub_conn *conn;    /* NULL until registered, and after */
+	lws_sorted_usec_list_t expiry;
+	int64_t exp;              /* token exp, seconds */
+	struct buf rx;            /* fragments of a message being received */
+	uint16_t close_code;      /* non-zero: close at the next WRITEABLE */
+	uint8_t bad_frames;
+	bool counted;             /* included in the open-socket gauge */
+	char conn_id[20];
+};
+
+/*
+ * The claims verified in ws_confirm_upgrade(), handed to the ESTABLISHED
+ * callback of the same wsi. Both run back to back on the loop thread, so
+ * one slot suffices; anything else re-verifies.
+ */
+static struct {
+	const struct lws *wsi;
+	struct auth_claims claims;
+} pending_claims;
+
+static uint64_t conn_counter;
+static char instance_tag[9];
+
+size_t ws_session_size(void)
+{
+	return sizeof(struct ws_session);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct http_env *env_of(struct lws *wsi)
+{
+	return lws_context_user(lws_get_context(wsi));
+}
+
+/* Writes a complete refusal response from inside CONFIRM_UPGRADE. */
+static int refuse(struct lws *wsi, unsigned status, const char *code, const char *message)
+{
+	unsigned char buf[LWS_PRE + 1024];
+	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+	json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+	char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	size_t blen = body ? strlen(body) : 0;
+	int rc = 1;
+
+	metrics_inc(METRICS_WS_UPGRADES_REFUSED);
+	metrics_http_response((int)status);
+	if (lws_add_http_common_headers(wsi, status, "application/json", blen, &p, end) ||
+	    (status == 401 &&
+	     lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+					 (const unsigned char *)"Bearer", 6, &p, end)) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end)) {
+		rc = -1;
+		goto out;
+	}
+	if (blen) {
+		unsigned char *b = mem_alloc(LWS_PRE + blen);
+		memcpy(b + LWS_PRE, body, blen);
+		if (lws_write(wsi, b + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL) < (int)blen)
+			rc = -1;
+		mem_free(b);
+	}
+out:
+	free(body);
+	json_decref(j);
+	return rc;
+}
+
+static bool origin_allowed(struct lws *wsi, const struct config *cfg)
+{
+	char origin[256], host[256], self[300];
+	int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+	if (n <= 0)
+		return lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) == 0; /* none: not a browser */
+	for (size_t i = 0; i < cfg->n_allowed_origins; i++)
+		if (strcmp(origin, cfg->allowed_origins[i]) == 0)
+			return true;
+	/* The daemon's own origin, as the Host header names it, so the page it
+	 * serves works on whatever name it was reached by. */
+	if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) > 0) {
+		snprintf(self, sizeof self, "%s://%s", lws_is_ssl(wsi) ? "https" : "http", host);
+		if (strcmp(origin, self) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Finds the bearer token of the request: Authorization header, else
+ * ?token=. Returns a pointer into buf, or NULL. */
+static const char *request_token(struct lws *wsi, char *buf, size_t len)
+{
+	int n = lws_hdr_copy(wsi, buf, (int)len, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n > 7 && strncasecmp(buf, "Bearer ", 7) == 0) {
+		const char *t = buf + 7;
+		while (*t == ' ')
+			t++;
+		return *t ? t : NULL;
+	}
+	return lws_get_urlarg_by_name(wsi, "token=", buf, (int)len);
+}
+
+static enum auth_result authenticate(struct lws *wsi, struct http_env *env,
+				     struct auth_claims *claims)
+{
+	/* Tokens over 8 KiB are refused by auth_verify; leave room to see
+	 * that they are too long rather than truncate them. */
+	static char tokbuf[9 * 1024];
+	const char *tok = request_token(wsi, tokbuf, sizeof tokbuf);
+	if (!tok)
+		return AUTH_ERR_MALFORMED;
+	return auth_verify(env->auth, tok, strlen(tok), (int64_t)time(NULL), claims);
+}
+
+int ws_confirm_upgrade(struct lws *wsi, struct http_env *env)
+{
+	char path[64];
+	struct auth_claims claims;
+
+	/* Never read `in` here: lws 4.1.6 may hand a freed pointer
+	 * (CVE-2025-11677). Everything comes from the headers. */
+	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || strcmp(path, "/ws") != 0)
+		return refuse(wsi, 404, "not_found", "WebSockets are served at /ws");
+	if (env->shutting_down)
+		return refuse(wsi, 503, "shutting_down", "server is shutting down");
+	if (!origin_allowed(wsi, env->cfg))
+		return refuse(wsi, 403, "origin_refused", "Origin not allowed");
+	enum auth_result ar = authenticate(wsi, env, &claims);
+	if (ar != AUTH_OK) {
+		log_info(MOD, "upgrade refused: %s", auth_result_str(ar));
+		return refuse(wsi, 401, "unauthorized",
+			      ar == AUTH_ERR_MALFORMED ? "missing or malformed token"
+						       : auth_result_str(ar));
+	}
+	if (hub_total_conns(env->hub) >= (size_t)env->cfg->ws.max_connections)
+		return refuse(wsi, 503, "too_many_connections", "server connection limit reached");
+	pending_claims.wsi = wsi;
+	pending_claims.claims = claims;
+	return 0;
+}
+
+/* Encodes j and queues it on this session only. */
+static void send_json(struct ws_session *s, struct http_env *env, json_t *j)
+{
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text || !s->conn) {
+		free(text);
+		return;
+	}
+	struct hub_msg *m = hub_msg_new(env->hub, text, strlen(text));
+	free(text);
+	hub_push(env->hub, s->conn, m);
+	hub_msg_unref(m);
+}
+
+static void send_error(struct ws_session *s, struct http_env *env, const char *code,
+		       const char *message)
+{
+	send_json(s, env, json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message",
+				    message));
+}
+
+static const char *close_reason_text(uint16_t code)
+{
+	switch (code) {
+	case CLOSE_GOING_AWAY: return "server shutting down";
+	case CLOSE_POLICY: return "policy violation";
+	case CLOSE_TOKEN_EXPIRED: return "token expired";
+	case CLOSE_TOO_SLOW: return "too slow: send queue overflow";
+	case CLOSE_TOO_MANY: return "too many connections for this user";
+	default: return "";
+	}
+}
+
+static void close_with(struct ws_session *s, uint16_t code)
+{
+	if (s->close_code)
+		return;
+	s->close_code = code;
+	const char *reason = close_reason_text(code);
+	lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)reason,
+			 strlen(reason));
+	/*
+	 * Close from the wsi's own timer callback (LWS_CALLBACK_TIMER returns
+	 * -1): lws then runs its close handshake, sending the close frame with
+	 * the reason above and dropping a peer that will not take it after 5 s.
+	 * Both other ways drop the socket without a close frame in lws 4.1.6:
+	 * returning -1 from WRITEABLE (taken for a failed write) and a timeout
+	 * kill (taken for a dead peer).
+	 */
+	lws_set_timer_usecs(s->wsi, 1);
+}
+
+static void on_expiry(lws_sorted_usec_list_t *sul)
+{
+	struct ws_session *s = lws_container_of(sul, struct ws_session, expiry);
+	log_debug(MOD, "conn %s: token expired", s->conn_id);
+	close_with(s, CLOSE_TOKEN_EXPIRED);
+}
+
+static void schedule_expiry(struct ws_session *s, struct http_env *env)
+{
+	int64_t at = s->exp + env->cfg->auth.leeway_s;
+	int64_t delay = at - (int64_t)time(NULL);
+	if (delay < 0)
+		delay = 0;
+	lws_sul_schedule(lws_get_context(s->wsi), 0, &s->expiry, on_expiry,
+			 (lws_usec_t)delay * LWS_US_PER_SEC);
+}
+
+static void on_established(struct ws_session *s, struct lws *wsi, struct http_env *env)
+{
+	struct auth_claims claims;
+
+	memset(s, 0, sizeof *s);
+	s->wsi = wsi;
+	if (pending_claims.wsi == wsi) {
+		claims = pending_claims.claims;
+		pending_claims.wsi = NULL;
+	} else if (authenticate(wsi, env, &claims) != AUTH_OK) {
+		close_with(s, CLOSE_POLICY);
+		return;
+	}
+	if (!instance_tag[0])
+		snprintf(instance_tag, sizeof instance_tag, "%08x",
+			 (unsigned)(((uint64_t)now_ms() * 2654435761u) ^ (uint64_t)getpid()));
+	snprintf(s->conn_id, sizeof s->conn_id, "%s-%llx", instance_tag,
+		 (unsigned long long)++conn_counter);
+
+	metrics_inc(METRICS_WS_CONNECTIONS_OPENED);
+	metrics_gauge_add(METRICS_WS_CONNECTIONS, 1);
+	s->counted = true;
+
+	if (hub_user_conns(env->hub, claims.sub) >= (size_t)env->cfg->ws.max_connections_per_user) {
+		log_info(MOD, "user %s over %d connections: closing 4029", claims.sub,
+			 env->cfg->ws.max_connections_per_user);
+		close_with(s, CLOSE_TOO_MANY);
+		return;
+	}
+	s->conn = hub_attach(env->hub, claims.sub, claims.roles, s);
+	if (hub_user_conns(env->hub, claims.sub) == 1 && env->presence)
+		presence_online(env->presence, claims.sub);
+	s->exp = claims.exp;
+	schedule_expiry(s, env);
+
+	send_json(s, env,
+		  json_pack("{s:s,s:s,s:s,s:i,s:I}", "type", "hello", "user_id", claims.sub,
+			    "conn_id", s->conn_id, "heartbeat_s", env->cfg->ws.ping_interval_s,
+			    "server_time", (json_int_t)now_ms()));
+	log_debug(MOD, "conn %s: user %s connected", s->conn_id, claims.sub);
+}
+
+static void on_closed(struct ws_session *s, struct http_env *env)
+{
+	lws_sul_cancel(&s->expiry);
+	buf_free(&s->rx);
+	if (s->conn) {
+		char user[AUTH_SUB_MAX + 1];
+		snprintf(user, sizeof user, "%s", hub_conn_user(s->conn));
+		hub_detach(env->hub, s->conn);
+		s->conn = NULL;
+		if (hub_user_conns(env->hub, user) == 0 && env->presence)
+			presence_offline(env->presence, user);
+	}
+	if (s->counted) {
+		s->counted = false;
+		metrics_inc(METRICS_WS_CONNECTIONS_CLOSED);
+		metrics_gauge_add(METRICS_WS_CONNECTIONS, -1);
+	}
+	if (env->shutting_down && hub_total_conns(env->hub) == 0 && env->drained) {
+		void (*drained)(void *) = env->drained;
+		env->drained = NULL;
+		drained(env->drained_arg);
+	}
+}
+
+static void handle_refresh(struct ws_session *s, struct http_env *env, json_t *msg)
+{
+	const char *tok = json_string_value(json_object_get(msg, "token"));
+	struct auth_claims claims;
+	if (!tok) {
+		send_error(s, env, "bad_message", "refresh needs a string \"token\"");
+		return;
+	}
+	enum auth_result ar = auth_verify(env->auth, tok, strlen(tok), (int64_t)time(NULL), &claims);
+	if (ar != AUTH_OK) {
+		send_error(s, env, "bad_token", auth_result_str(ar));
+		return;
+	}
+	if (strcmp(claims.sub, hub_conn_user(s->conn)) != 0) {
+		send_error(s, env, "bad_token", "refresh token is for another user");
+		return;
+	}
+	s->exp = claims.exp;
+	hub_conn_set_roles(s->conn, claims.roles);
+	schedule_expiry(s, env);
+}
+
+/* Handles one complete client message. */
+static void handle_message(struct ws_session *s, struct http_env *env, const char *data,
+			   size_t len)
+{
+	json_error_t jerr;
+	json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	const char *type = json_string_value(json_object_get(msg, "type"));
+
+	if (!json_is_object(msg) || !type) {
+		json_decref(msg);
+		if (++s->bad_frames > BAD_FRAMES_MAX) {
+			close_with(s, CLOSE_POLICY);
+			return;
+		}
+		send_error(s, env, "bad_message", "expected a JSON object with a string \"type\"");
+		return;
+	}
+	if (strcmp(type, "ping") == 0) {
+		send_json(s, env, json_pack("{s:s}", "type", "pong"));
+	} else if (strcmp(type, "refresh") == 0) {
+		handle_refresh(s, env, msg);
+	} else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
+		send_error(s, env, "unavailable", "subscriptions over the socket are not available yet");
+	} else {
+		if (++s->bad_frames > BAD_FRAMES_MAX)
+			close_with(s, CLOSE_POLICY);
+		else
+			send_error(s, env, "unknown_type", "unknown message type");
+	}
+	json_decref(msg);
+}
+
+static int on_receive(struct ws_session *s, struct http_env *env, const char *in, size_t len)
+{
+	bool final = lws_is_final_fragment(s->wsi) && !lws_remaining_packet_payload(s->wsi);
+	size_t max = (size_t)env->cfg->ws.max_message_bytes;
+
+	if (s->close_code || !s->conn)
+		return 0;
+	if (lws_frame_is_binary(s->wsi)) {
+		close_with(s, CLOSE_POLICY);
+		return 0;
+	}
+	if (s->rx.len + len > max) {
+		buf_free(&s->rx);
+		lws_close_reason(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)"message too big", 15);
+		return -1;
+	}
+	if (final && s->rx.len == 0) {
+		/* The common case: a whole message in one piece, no copy. */
+		handle_message(s, env, in, len);
+		return 0;
+	}
+	buf_append(&s->rx, in, len);
+	if (final) {
+		handle_message(s, env, s->rx.data, s->rx.len);
+		buf_free(&s->rx);
+	}
+	return 0;
+}
+
+static int on_writeable(struct ws_session *s, struct http_env *env)
+{
+	if (s->close_code)
+		return 0; /* lws is sending the close frame */
+	if (env->shutting_down) {
+		close_with(s, CLOSE_GOING_AWAY);
+		return 0;
+	}
+	if (!s->conn)
+		return 0;
+	struct hub_msg *m = hub_peek(s->conn);
+	if (!m)
+		return 0;
+	/* The message is shared by every recipient; lws writes only the frame
+	 * header into the headroom before it, identical for all of them. */
+	int n = lws_write(s->wsi, (unsigned char *)m->data, m->len, LWS_WRITE_TEXT);
+	if (n < (int)m->len)
+		return -1;
+	hub_pop(s->conn);
+	if (hub_peek(s->conn))
+		lws_callback_on_writable(s->wsi);
+	return 0;
+}
+
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		size_t len)
+{
+	struct ws_session *s = user;
+	struct http_env *env = env_of(wsi);
+
+	switch (reason) {
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		/* New connections are bound to the vhost's default protocol
+		 * (ours, see the "default" pvo), so the upgrade decision
+		 * arrives here. Never touch `in` (CVE-2025-11677). */
+		return ws_confirm_upgrade(wsi, env);
+	case LWS_CALLBACK_ESTABLISHED:
+		on_established(s, wsi, env);
+		return 0;
+	case LWS_CALLBACK_RECEIVE:
+		return on_receive(s, env, in, len);
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return on_writeable(s, env);
+	case LWS_CALLBACK_TIMER:
+		return s->close_code ? -1 : 0; /* see close_with() */
+	case LWS_CALLBACK_CLOSED:
+		on_closed(s, env);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+static void sink_wake(void *sink)
+{
+	struct ws_session *s = sink;
+	lws_callback_on_writable(s->wsi);
+}
+
+static void sink_overflow(void *sink)
+{
+	struct ws_session *s = sink;
+	log_info(MOD, "conn %s: send queue overflow: closing 4008", s->conn_id);
+	close_with(s, CLOSE_TOO_SLOW);
+}
+
+const struct hub_sink_ops ws_sink_ops = {.wake = sink_wake, .overflow = sink_overflow};
+
+void ws_shutdown(struct http_env *env, void (*drained)(void *arg), void *arg)
+{
+	env->shutting_down = true;
+	if (hub_total_conns(env->hub) == 0) {
+		drained(arg);
+		return;
+	}
+	env->drained = drained;
+	env->drained_arg = arg;
+	log_info(MOD, "closing %zu sockets with 1001", hub_total_conns(env->hub));
+	lws_callback_on_writable_all_protocol(env->lws, env->ws_protocol);
+}

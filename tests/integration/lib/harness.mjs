@@ -1,0 +1,743 @@
+// Test harness for the node integration tests: free ports, private
+// redis-server / mariadbd instances a test may kill and restart, daemon
+// configs, the daemon itself, tokens, raw HTTP. Every process started here is
+// killed when its test ends (pass `t`) and, whatever happens, when this node
+// process exits or is signalled, so a failing test leaks nothing.
+//
+// Environment (set by tests/CMakeLists.txt and run-with-servers.sh):
+//   STOCKALERTD, SA_SOURCE_DIR, SA_BUILD_DIR, SA_TEST_STATE,
+//   SA_TEST_REDIS_PORT, SA_TEST_MYSQL_{HOST,PORT,USER,PASSWORD,DATABASE,ROOT_SOCKET}
+
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const SOURCE_DIR = process.env.SA_SOURCE_DIR || path.resolve(here, '../../..');
+
+function findDaemon() {
+	if (process.env.STOCKALERTD) return process.env.STOCKALERTD;
+	for (const d of ['build-asan', 'build']) {
+		const p = path.join(SOURCE_DIR, d, 'stockalertd');
+		if (fs.existsSync(p)) return p;
+	}
+	return path.join(SOURCE_DIR, 'build', 'stockalertd');
+}
+export const STOCKALERTD = findDaemon();
+export const BUILD_DIR = process.env.SA_BUILD_DIR || path.dirname(STOCKALERTD);
+export const STATIC_DIR = path.join(BUILD_DIR, 'share', 'stockalert', 'www');
+
+// ---------------------------------------------------------------- cleanup
+
+const live = new Set();   // child processes still running
+const tmpDirs = new Set();
+
+function killAllNow() {
+	for (const c of live) {
+		try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
+	}
+	live.clear();
+	if (!process.env.SA_KEEP_TMP) {
+		for (const d of tmpDirs) {
+			try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* busy */ }
+		}
+	}
+}
+process.on('exit', killAllNow);
+for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]]) {
+	process.on(sig, () => { killAllNow(); process.exit(128 + n); });
+}
+
+function track(child) {
+	live.add(child);
+	child.exitInfo = new Promise((resolve) => {
+		child.once('exit', (code, signal) => {
+			live.delete(child);
+			resolve({ code, signal });
+		});
+		child.once('error', (err) => {
+			live.delete(child);
+			resolve({ code: null, signal: null, error: err });
+		});
+	});
+	return child;
+}
+
+// Registers fn to run when test t ends (if t is given).
+function onEnd(t, fn) {
+	if (t && typeof t.after === 'function') t.after(fn);
+}
+
+export function tmpDir(prefix = 'sa-test-') {
+	const d = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+	tmpDirs.add(d);
+	return d;
+}
+
+// ---------------------------------------------------------------- utilities
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+export function randomId(n = 8) {
+	return crypto.randomBytes(n).toString('hex');
+}
+
+// A TCP port on 127.0.0.1 nothing listens on right now.
+export function freePort() {
+	return new Promise((resolve, reject) => {
+		const s = net.createServer();
+		s.once('error', reject);
+		s.listen(0, '127.0.0.1', () => {
+			const { port } = s.address();
+			s.close(() => resolve(port));
+		});
+	});
+}
+
+// Polls fn (sync or async) every `interval` ms until it returns a truthy
+// value, which is returned. Throws after `timeout` ms, with the last value or
+// error in the message.
+export async function waitFor(fn, { timeout = 30000, interval = 50, what = 'condition' } = {}) {
+	const deadline = Date.now() + timeout;
+	let last;
+	for (;;) {
+		try {
+			const v = await fn();
+			if (v) return v;
+			last = v;
+		} catch (e) {
+			last = e;
+		}
+		if (Date.now() >= deadline) {
+			const detail = last instanceof Error ? last.message : JSON.stringify(last);
+			throw new Error(`timed out after ${timeout} ms waiting for ${what} (last: ${detail})`);
+		}
+		await sleep(interval);
+	}
+}
+
+function tail(text, lines = 40) {
+	return text.split('\n').slice(-lines).join('\n');
+}
+
+function run(cmd, args, opts = {}) {
+	return new Promise((resolve) => {
+		execFile(cmd, args, { timeout: 30000, maxBuffer: 16 << 20, ...opts },
+			(err, stdout, stderr) => {
+				resolve({
+					code: err ? (typeof err.code === 'number' ? err.code : null) : 0,
+					signal: err ? err.signal : null,
+					stdout: String(stdout),
+					stderr: String(stderr),
+				});
+			});
+	});
+}
+
+// ---------------------------------------------------------------- redis
+
+// A private redis-server on 127.0.0.1 (free port unless given), no
+// persistence. The returned handle can stop() and start() it again on the
+// same port.
+export async function startRedis({ t, port } = {}) {
+	const dir = tmpDir('sa-redis-');
+	const h = {
+		port: port || await freePort(),
+		dir,
+		proc: null,
+		get pid() { return this.proc ? this.proc.pid : null; },
+		async start() {
+			const logFd = fs.openSync(path.join(dir, 'redis.log'), 'a');
+			this.proc = track(spawn('redis-server', [
+				'--port', String(this.port), '--bind', '127.0.0.1',
+				'--dir', dir, '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+			], { stdio: ['ignore', logFd, logFd] }));
+			fs.closeSync(logFd);
+			const proc = this.proc;
+			await waitFor(async () => {
+				if (proc.exitCode !== null || proc.signalCode !== null) {
+					throw new Error('redis-server exited: ' +
+						tail(fs.readFileSync(path.join(dir, 'redis.log'), 'utf8')));
+				}
+				return (await redisCommand(this.port, ['PING'])) === 'PONG';
+			}, { timeout: 20000, what: `redis-server on ${this.port}` });
+			return this;
+		},
+		// SIGKILL by default: the daemon must notice a Redis that vanished,
+		// not only one that said goodbye.
+		async stop(signal = 'SIGKILL') {
+			const p = this.proc;
+			if (!p || p.exitCode !== null || p.signalCode !== null) return;
+			p.kill(signal);
+			await p.exitInfo;
+			this.proc = null;
+		},
+		command(args) { return redisCommand(this.port, args); },
+	};
+	onEnd(t, () => h.stop());
+	return h.start();
+}
+
+// Sends one command in RESP and returns the decoded reply (string, number,
+// array, null; Error for an error reply). Enough for tests and waitFor.
+export function redisCommand(port, args, { host = '127.0.0.1', timeout = 3000 } = {}) {
+	return new Promise((resolve, reject) => {
+		const sock = net.connect(port, host);
+		let buf = Buffer.alloc(0);
+		const timer = setTimeout(() => { sock.destroy(); reject(new Error('redis timeout')); },
+			timeout);
+		sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+		sock.on('connect', () => {
+			let out = `*${args.length}\r\n`;
+			for (const a of args) {
+				const b = Buffer.from(String(a));
+				out += `$${b.length}\r\n${b}\r\n`;
+			}
+			sock.write(out);
+		});
+		sock.on('data', (d) => {
+			buf = Buffer.concat([buf, d]);
+			const r = parseResp(buf, 0);
+			if (r) {
+				clearTimeout(timer);
+				sock.end();
+				resolve(r.value);
+			}
+		});
+	});
+}
+
+function parseResp(buf, i) {
+	const eol = buf.indexOf('\r\n', i);
+	if (eol < 0) return null;
+	const type = String.fromCharCode(buf[i]);
+	const line = buf.toString('utf8', i + 1, eol);
+	const next = eol + 2;
+	switch (type) {
+	case '+': return { value: line, next };
+	case '-': return { value: new Error(line), next };
+	case ':': return { value: Number(line), next };
+	case '$': {
+		const n = Number(line);
+		if (n < 0) return { value: null, next };
+		if (buf.length < next + n + 2) return null;
+		return { value: buf.toString('utf8', next, next + n), next: next + n + 2 };
+	}
+	case '*': {
+		const n = Number(line);
+		if (n < 0) return { value: null, next };
+		const arr = [];
+		let j = next;
+		for (let k = 0; k < n; k++) {
+			const r = parseResp(buf, j);
+			if (!r) return null;
+			arr.push(r.value);
+			j = r.next;
+		}
+		return { value: arr, next: j };
+	}
+	default: throw new Error(`bad RESP type ${type}`);
+	}
+}
+
+// ---------------------------------------------------------------- mariadb
+
+// Same recipe as servers.sh: small InnoDB files, loopback only.
+const MARIADB_SMALL = ['--innodb-log-file-size=8M', '--innodb-data-file-path=ibdata1:10M:autoextend'];
+const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+// A private mariadbd on 127.0.0.1 (free port unless given) with database
+// `database` and user `user`@127.0.0.1 / @localhost identified by `password`
+// (random unless given) holding ALL PRIVILEGES. stop() and start() keep the
+// port and the data directory.
+export async function startMariadb({ t, port, user = 'stockalert', password,
+	database = 'stockalert' } = {}) {
+	const dir = tmpDir('sa-mysql-');
+	const datadir = path.join(dir, 'data');
+	const sock = path.join(dir, 'sock');
+	const errLog = path.join(dir, 'err.log');
+	fs.mkdirSync(path.join(dir, 'tmp'));
+	const userArgs = asRoot ? ['--user=root'] : [];
+	const install = await run('mariadb-install-db', ['--no-defaults', ...userArgs,
+		'--auth-root-authentication-method=normal', '--skip-test-db',
+		`--datadir=${datadir}`, ...MARIADB_SMALL], { timeout: 120000 });
+	if (install.code !== 0) {
+		throw new Error(`mariadb-install-db failed: ${install.stdout}${install.stderr}`);
+	}
+	const h = {
+		port: port || await freePort(),
+		dir, socket: sock, user, database,
+		password: password || randomId(12),
+		proc: null,
+		get pid() { return this.proc ? this.proc.pid : null; },
+		async start() {
+			const fd = fs.openSync(errLog, 'a');
+			this.proc = track(spawn('mariadbd', ['--no-defaults', ...userArgs,
+				`--datadir=${datadir}`, `--socket=${sock}`,
+				`--pid-file=${path.join(dir, 'mariadb.pid')}`, `--port=${this.port}`,
+				'--bind-address=127.0.0.1', '--skip-name-resolve', `--log-error=${errLog}`,
+				`--tmpdir=${path.join(dir, 'tmp')}`, '--skip-log-bin',
+				'--innodb-buffer-pool-size=32M', ...MARIADB_SMALL,
+			], { stdio: ['ignore', fd, fd] }));
+			fs.closeSync(fd);
+			const proc = this.proc;
+			await waitFor(async () => {
+				if (proc.exitCode !== null || proc.signalCode !== null) {
+					throw new Error('mariadbd exited: ' + tail(fs.readFileSync(errLog, 'utf8')));
+				}
+				const r = await run('mariadb-admin', ['--no-defaults', `--socket=${sock}`,
+					'-uroot', 'ping'], { timeout: 5000 });
+				return r.code === 0;
+			}, { timeout: 60000, what: `mariadbd on ${this.port}` });
+			return this;
+		},
+		async stop(signal = 'SIGKILL') {
+			const p = this.proc;
+			if (!p || p.exitCode !== null || p.signalCode !== null) return;
+			p.kill(signal);
+			await p.exitInfo;
+			this.proc = null;
+		},
+		// Runs SQL as root over the socket; returns stdout (tab-separated).
+		async sql(query, db) {
+			return mysqlRoot(sock, query, db);
+		},
+	};
+	onEnd(t, () => h.stop());
+	await h.start();
+	const pw = h.password.replace(/'/g, "''");
+	await h.sql(`CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4;
+		CREATE USER IF NOT EXISTS '${user}'@'127.0.0.1' IDENTIFIED BY '${pw}';
+		CREATE USER IF NOT EXISTS '${user}'@'localhost' IDENTIFIED BY '${pw}';
+		GRANT ALL PRIVILEGES ON *.* TO '${user}'@'127.0.0.1';
+		GRANT ALL PRIVILEGES ON *.* TO '${user}'@'localhost';
+		FLUSH PRIVILEGES;`);
+	return h;
+}
+
+// Runs SQL as root over a unix socket (default: the fixture's); returns
+// stdout, batch mode (tab-separated, no headers). Throws on error.
+export async function mysqlRoot(socket, query, db) {
+	const sock = socket || process.env.SA_TEST_MYSQL_ROOT_SOCKET;
+	if (!sock) throw new Error('no MySQL root socket (SA_TEST_MYSQL_ROOT_SOCKET unset)');
+	const args = ['--no-defaults', `--socket=${sock}`, '-uroot', '-B', '-N', '-e', query];
+	if (db) args.push(db);
+	const r = await run('mariadb', args);
+	if (r.code !== 0) throw new Error(`mariadb: ${r.stderr.trim()}`);
+	return r.stdout;
+}
+
+// Creates a fresh database on the fixture's server (for tests that need an
+// empty schema) and drops it when t ends. Returns its name.
+export async function freshDatabase(t) {
+	const name = `stockalert_t${randomId(6)}`;
+	await mysqlRoot(null, `CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4`);
+	onEnd(t, () => mysqlRoot(null, `DROP DATABASE IF EXISTS \`${name}\``).catch(() => {}));
+	return name;
+}
+
+// ---------------------------------------------------------------- config
+
+function isObject(v) {
+	return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+// Deep merge; an override value of `undefined` deletes the key.
+function merge(base, over) {
+	const out = { ...base };
+	for (const [k, v] of Object.entries(over || {})) {
+		if (v === undefined) delete out[k];
+		else if (isObject(v) && isObject(out[k])) out[k] = merge(out[k], v);
+		else out[k] = v;
+	}
+	return out;
+}
+
+// Writes a daemon config into a fresh temp dir: listen on 127.0.0.1 on a
+// free port, the fixture's Redis and MySQL (override with `redis`/`mysql`
+// handles from startRedis/startMariadb or plain overrides), a fresh 48-byte
+// HS256 secret, a Redis prefix unique to this config so tests never collide
+// in the shared Redis, the build tree's static dir.
+// Returns { path, dir, config, port, url, secret, secretFile }.
+export async function makeConfig(overrides = {}, { redis, mysql } = {}) {
+	const dir = tmpDir('sa-conf-');
+	const env = process.env;
+	const secret = crypto.randomBytes(48).toString('base64');
+	const secretFile = path.join(dir, 'jwt.secret');
+	fs.writeFileSync(secretFile, secret + '\n', { mode: 0o600 });
+
+	const mysqlPassword = mysql ? mysql.password : (env.SA_TEST_MYSQL_PASSWORD || '');
+	const passwordFile = path.join(dir, 'mysql.password');
+	fs.writeFileSync(passwordFile, mysqlPassword + '\n', { mode: 0o600 });
+
+	const port = await freePort();
+	const base = {
+		listen: { host: '127.0.0.1', port },
+		auth: { algorithm: 'HS256', secret_file: secretFile },
+		redis: {
+			host: '127.0.0.1',
+			port: redis ? redis.port : Number(env.SA_TEST_REDIS_PORT || 6379),
+			prefix: `t${randomId(6)}:`,
+		},
+		mysql: {
+			host: mysql ? '127.0.0.1' : (env.SA_TEST_MYSQL_HOST || '127.0.0.1'),
+			port: mysql ? mysql.port : Number(env.SA_TEST_MYSQL_PORT || 3306),
+			user: mysql ? mysql.user : (env.SA_TEST_MYSQL_USER || 'stockalert'),
+			password_file: passwordFile,
+			database: mysql ? mysql.database : (env.SA_TEST_MYSQL_DATABASE || 'stockalert'),
+		},
+		static_dir: STATIC_DIR,
+		shutdown_grace_s: 5,
+		log: { level: 'info', format: 'text' },
+	};
+	const config = merge(base, overrides);
+	const file = path.join(dir, 'stockalertd.json');
+	fs.writeFileSync(file, JSON.stringify(config, null, 2) + '\n');
+	const p = config.listen && config.listen.port;
+	return {
+		path: file, dir, config, port: p, url: `http://127.0.0.1:${p}`,
+		wsUrl: `ws://127.0.0.1:${p}`, secret, secretFile,
+	};
+}
+
+// Writes raw text as a config file (for malformed-config tests).
+export function writeRawConfig(text) {
+	const file = path.join(tmpDir('sa-conf-'), 'stockalertd.json');
+	fs.writeFileSync(file, typeof text === 'string' ? text : JSON.stringify(text));
+	return file;
+}
+
+// ---------------------------------------------------------------- daemon
+
+// Runs the binary to completion (CLI tests). Returns { code, signal, stdout, stderr }.
+export function runDaemonCli(args, opts = {}) {
+	return run(STOCKALERTD, args, { timeout: 20000, ...opts });
+}
+
+// Spawns `stockalertd -c cfg.path`, stdout and stderr into files in the
+// config's dir. Returns a handle: { proc, pid, url, port, logFile, log(),
+// exited }. Killed when t ends (SIGTERM, then SIGKILL after 10 s).
+export function startDaemon(cfg, { t, args = [], env = {} } = {}) {
+	const logFile = path.join(cfg.dir, `stockalertd.${randomId(3)}.log`);
+	const fd = fs.openSync(logFile, 'a');
+	const proc = track(spawn(STOCKALERTD, ['-c', cfg.path, ...args], {
+		stdio: ['ignore', fd, fd],
+		env: { ...process.env, ...env },
+	}));
+	fs.closeSync(fd);
+	const d = {
+		proc, pid: proc.pid, cfg, url: cfg.url, wsUrl: cfg.wsUrl, port: cfg.port, logFile,
+		exited: proc.exitInfo,
+		get running() { return proc.exitCode === null && proc.signalCode === null; },
+		log() {
+			try { return fs.readFileSync(logFile, 'utf8'); } catch { return ''; }
+		},
+	};
+	onEnd(t, async () => {
+		if (!d.running) return;
+		proc.kill('SIGTERM');
+		const timer = setTimeout(() => { try { proc.kill('SIGKILL'); } catch { /* gone */ } },
+			10000);
+		await proc.exitInfo;
+		clearTimeout(timer);
+	});
+	return d;
+}
+
+// Polls GET /readyz until it answers 200. `target` is a daemon handle or a
+// base URL. Fails early (with the daemon's log) if the daemon exits.
+export async function waitReady(target, timeout = 30000) {
+	const d = typeof target === 'string' ? null : target;
+	const url = d ? d.url : target;
+	try {
+		return await waitFor(async () => {
+			if (d && !d.running) {
+				const info = await d.exited;
+				throw new Error(`daemon exited (code ${info.code}, signal ${info.signal})`);
+			}
+			const r = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) });
+			await r.arrayBuffer();
+			return r.status === 200;
+		}, { timeout, what: `${url}/readyz == 200` });
+	} catch (e) {
+		if (d) e.message += `\n--- daemon log (tail) ---\n${tail(d.log())}`;
+		throw e;
+	}
+}
+
+// Polls GET /readyz until pred(status, json) is true; returns { status, body }.
+export async function waitReadyz(d, pred, timeout = 45000, what = 'readyz state') {
+	let last;
+	try {
+		return await waitFor(async () => {
+			if (!d.running) throw new Error('daemon exited');
+			const r = await fetch(`${d.url}/readyz`, { signal: AbortSignal.timeout(3000) });
+			const text = await r.text();
+			let body = null;
+			try { body = JSON.parse(text); } catch { /* not JSON */ }
+			last = { status: r.status, text };
+			return pred(r.status, body) ? { status: r.status, body } : false;
+		}, { timeout, what });
+	} catch (e) {
+		e.message += `\nlast /readyz: ${JSON.stringify(last)}` +
+			`\n--- daemon log (tail) ---\n${tail(d.log())}`;
+		throw e;
+	}
+}
+
+// Sends signal and waits for the daemon to exit. Returns { code, signal, ms }.
+// If it has not exited after `timeout` ms it is SIGKILLed and `killed` is true.
+export async function stop(d, signal = 'SIGTERM', timeout = 30000) {
+	if (!d.running) return { ...(await d.exited), ms: 0, killed: false };
+	const t0 = Date.now();
+	d.proc.kill(signal);
+	let killed = false;
+	const timer = setTimeout(() => { killed = true; d.proc.kill('SIGKILL'); }, timeout);
+	const info = await d.exited;
+	clearTimeout(timer);
+	return { code: info.code, signal: info.signal, ms: Date.now() - t0, killed };
+}
+
+// Sanitizer or crash reports in a daemon log, or null.
+export function sanitizerReport(log) {
+	const m = log.match(/(==\d+==ERROR: \w+Sanitizer[\s\S]*|^.*runtime error:.*$)/m);
+	return m ? m[0].slice(0, 4000) : null;
+}
+
+// `stockalertd gentoken`; returns the token (throws with stderr on failure).
+export async function gentoken(configPath, sub, roles = [], ttl) {
+	const args = ['gentoken', '--sub', sub, '-c', configPath];
+	if (roles && roles.length) args.push('--roles', roles.join(','));
+	if (ttl !== undefined) args.push('--ttl', String(ttl));
+	const r = await runDaemonCli(args);
+	if (r.code !== 0) throw new Error(`gentoken exited ${r.code}: ${r.stderr}`);
+	return r.stdout.trim();
+}
+
+// Decodes a JWT without verifying it: { header, payload, parts }.
+export function decodeJwt(token) {
+	const parts = token.split('.');
+	if (parts.length !== 3) throw new Error(`not a JWT: ${token}`);
+	const dec = (s) => JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
+	return { header: dec(parts[0]), payload: dec(parts[1]), parts };
+}
+
+// Signs an HS256 JWT with `secret` (for tests of rejected/forged tokens).
+export function signJwt(payload, secret, header = { alg: 'HS256', typ: 'JWT' }) {
+	const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+	const data = `${enc(header)}.${enc(payload)}`;
+	const sig = crypto.createHmac('sha256', secret).update(data).digest('base64url');
+	return `${data}.${sig}`;
+}
+
+// ---------------------------------------------------------------- raw HTTP
+
+// Sends `head` (request line + headers, CRLF-terminated, without the blank
+// line), then the blank line, then `body` (unless `bodyAfterResponseTimeout`
+// asks to hold it back until the server has had a chance to answer on the
+// headers alone). Resolves { status, headers, body, raw } once a complete
+// response arrived or the server closed.
+export function rawRequest(port, head, body = '', { timeout = 10000, holdBodyMs = 0 } = {}) {
+	return new Promise((resolve, reject) => {
+		const sock = net.connect(port, '127.0.0.1');
+		let buf = Buffer.alloc(0);
+		let done = false;
+		const finish = (err) => {
+			if (done) return;
+			const res = parseHttpResponse(buf);
+			if (!res && err) {
+				done = true;
+				sock.destroy();
+				reject(err);
+				return;
+			}
+			if (res && (res.complete || err)) {
+				done = true;
+				sock.destroy();
+				resolve(res);
+			}
+		};
+		const timer = setTimeout(() => finish(new Error(
+			`no complete HTTP response within ${timeout} ms; got: ${JSON.stringify(buf.toString())}`)),
+		timeout);
+		sock.on('connect', () => {
+			sock.write(head + '\r\n');
+			if (!body) return;
+			if (holdBodyMs > 0) {
+				setTimeout(() => { if (!done) sock.write(body, () => {}); }, holdBodyMs);
+			} else {
+				sock.write(body, () => {});
+			}
+		});
+		sock.on('data', (d) => { buf = Buffer.concat([buf, d]); finish(); });
+		// A server may reset a connection it refused a body on: what we
+		// already received still counts.
+		sock.on('error', (e) => { clearTimeout(timer); finish(e); });
+		sock.on('close', () => { clearTimeout(timer); finish(new Error('connection closed')); });
+	});
+}
+
+export function parseHttpResponse(buf) {
+	const end = buf.indexOf('\r\n\r\n');
+	if (end < 0) return null;
+	const lines = buf.toString('latin1', 0, end).split('\r\n');
+	const m = lines[0].match(/^HTTP\/1\.[01] (\d{3})/);
+	if (!m) return null;
+	const headers = {};
+	for (const l of lines.slice(1)) {
+		const i = l.indexOf(':');
+		if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+	}
+	let body = buf.subarray(end + 4);
+	let complete = false;
+	if (headers['content-length'] !== undefined) {
+		const n = Number(headers['content-length']);
+		complete = body.length >= n;
+		body = body.subarray(0, n);
+	} else if (/chunked/i.test(headers['transfer-encoding'] || '')) {
+		const dec = decodeChunked(body);
+		complete = dec !== null;
+		if (dec) body = dec;
+	}
+	return { status: Number(m[1]), headers, body: body.toString('utf8'), complete, raw: buf };
+}
+
+function decodeChunked(b) {
+	const out = [];
+	let i = 0;
+	for (;;) {
+		const eol = b.indexOf('\r\n', i);
+		if (eol < 0) return null;
+		const n = parseInt(b.toString('latin1', i, eol), 16);
+		if (Number.isNaN(n)) return null;
+		if (n === 0) return Buffer.concat(out);
+		if (b.length < eol + 2 + n + 2) return null;
+		out.push(b.subarray(eol + 2, eol + 2 + n));
+		i = eol + 2 + n + 2;
+	}
+}
+
+// Asserts-free check of the SPEC §4 error shape; returns the parsed body or
+// throws describing what is wrong.
+export function parseErrorBody(text) {
+	let j;
+	try { j = JSON.parse(text); } catch {
+		throw new Error(`error body is not JSON: ${JSON.stringify(text)}`);
+	}
+	if (!isObject(j) || !isObject(j.error) || typeof j.error.code !== 'string' ||
+	    !j.error.code || typeof j.error.message !== 'string' || !j.error.message) {
+		throw new Error(`error body is not {"error":{"code","message"}}: ${text}`);
+	}
+	return j;
+}
+
+// ---------------------------------------------------------------- prometheus
+
+// Strict parser for the Prometheus text format (0.0.4). Returns
+// { samples: [{name, labels, value}], types: {name: type}, help: {name: text} }
+// or throws naming the offending line.
+export function parsePrometheus(text) {
+	const NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
+	const types = {};
+	const help = {};
+	const samples = [];
+	const seen = new Set();
+	if (!text.endsWith('\n')) throw new Error('exposition does not end with a newline');
+	const lines = text.split('\n').slice(0, -1);
+	lines.forEach((line, idx) => {
+		const where = `line ${idx + 1}: ${JSON.stringify(line)}`;
+		if (line === '') return;
+		if (line.startsWith('#')) {
+			const m = line.match(/^# (HELP|TYPE) (\S+)(?: (.*))?$/);
+			if (!m) {
+				if (/^# (HELP|TYPE)\b/.test(line)) throw new Error(`malformed ${where}`);
+				return; // plain comment
+			}
+			const [, kind, name, rest] = m;
+			if (!NAME.test(name)) throw new Error(`bad metric name in ${where}`);
+			if (kind === 'TYPE') {
+				if (!/^(counter|gauge|histogram|summary|untyped)$/.test(rest || '')) {
+					throw new Error(`bad TYPE in ${where}`);
+				}
+				if (types[name]) throw new Error(`second TYPE for ${name} at ${where}`);
+				if (samples.some((s) => baseName(s.name, rest) === name)) {
+					throw new Error(`TYPE after samples of ${name} at ${where}`);
+				}
+				types[name] = rest;
+			} else {
+				if (help[name] !== undefined) throw new Error(`second HELP for ${name}`);
+				help[name] = rest || '';
+			}
+			return;
+		}
+		const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)( -?\d+)?$/);
+		if (!m) throw new Error(`malformed sample ${where}`);
+		const [, name, , labelText, valueText] = m;
+		const labels = {};
+		if (labelText !== undefined && labelText !== '') {
+			const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)/y;
+			let pos = 0;
+			while (pos < labelText.length) {
+				re.lastIndex = pos;
+				const lm = re.exec(labelText);
+				if (!lm) throw new Error(`malformed labels in ${where}`);
+				if (labels[lm[1]] !== undefined) throw new Error(`duplicate label in ${where}`);
+				labels[lm[1]] = lm[2].replace(/\\n/g, '\n').replace(/\\(["\\])/g, '$1');
+				pos = re.lastIndex;
+				if (lm[3] === '' && pos !== labelText.length) {
+					throw new Error(`malformed labels in ${where}`);
+				}
+			}
+		}
+		if (!/^([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]?Inf|NaN)$/.test(valueText)) {
+			throw new Error(`bad value in ${where}`);
+		}
+		const key = name + JSON.stringify(Object.entries(labels).sort());
+		if (seen.has(key)) throw new Error(`duplicate sample ${where}`);
+		seen.add(key);
+		const value = valueText.endsWith('Inf') ? (valueText.startsWith('-') ? -Infinity : Infinity)
+			: Number(valueText);
+		samples.push({ name, labels, value });
+	});
+	return { samples, types, help };
+}
+
+function baseName(sample, type) {
+	if (type === 'histogram') return sample.replace(/_(bucket|sum|count)$/, '');
+	if (type === 'summary') return sample.replace(/_(sum|count)$/, '');
+	return sample;
+}
+
+// ---------------------------------------------------------------- /proc
+
+// File descriptors of pid that are epoll instances, with the number of fds
+// each one watches (tfd: lines in fdinfo).
+export function epollFds(pid) {
+	const out = [];
+	for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+		let target;
+		try { target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+		if (target !== 'anon_inode:[eventpoll]') continue;
+		let watched = 0;
+		try {
+			watched = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8')
+				.split('\n').filter((l) => l.startsWith('tfd:')).length;
+		} catch { /* raced with close */ }
+		out.push({ fd: Number(fd), watched });
+	}
+	return out;
+}
+
+// Best effort: is `cmd` on PATH?
+export function have(cmd) {
+	try {
+		execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+		return true;
+	} catch {
+		return false;
+	}
+}
