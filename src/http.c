@@ -7,11 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
+#include "stockalert/api.h"
 #include "stockalert/buf.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
 #define PATH_MAX_LEN 512
@@ -52,7 +55,94 @@ struct http_req {
 	/* The client sent a body we will not read: close after replying rather
 	 * than parse its body as the next request. */
 	bool close_after;
+	struct http_async *async;  /* outstanding async handle, if any */
 };
+
+struct http_async {
+	struct http_req *req;  /* NULL once the request is gone */
+};
+
+struct http_async *http_async_begin(struct http_req *r)
+{
+	struct http_async *a = mem_calloc(1, sizeof *a);
+	if (r->async)
+		r->async->req = NULL;
+	a->req = r;
+	r->async = a;
+	return a;
+}
+
+struct http_req *http_async_req(const struct http_async *a)
+{
+	return a->req;
+}
+
+void http_async_end(struct http_async *a)
+{
+	if (a->req && a->req->async == a)
+		a->req->async = NULL;
+	mem_free(a);
+}
+
+static void async_detach(struct http_req *r)
+{
+	if (r->async) {
+		r->async->req = NULL;
+		r->async = NULL;
+	}
+}
+
+const char *http_req_path(const struct http_req *r)
+{
+	return r->path;
+}
+
+const char *http_req_body(const struct http_req *r, size_t *len)
+{
+	*len = r->body_in.len;
+	return r->body_in.data ? r->body_in.data : "";
+}
+
+int http_req_method(const struct http_req *r)
+{
+	return r->method;
+}
+
+int http_req_query(struct http_req *r, const char *name, char *out, size_t outlen)
+{
+	char key[64];
+	snprintf(key, sizeof key, "%s=", name);
+	const char *v = lws_get_urlarg_by_name(r->wsi, key, out, (int)outlen);
+	if (!v)
+		return -1;
+	size_t n = strlen(v);
+	memmove(out, v, n + 1);
+	return (int)n;
+}
+
+int http_authenticate(struct http_req *r, struct http_env *env, struct auth_claims *claims)
+{
+	/* Tokens over 8 KiB are refused by auth_verify: leave room to see
+	 * that one is too long rather than cut it short. */
+	static char hdr[9 * 1024];
+	int n = lws_hdr_copy(r->wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION);
+	const char *tok = NULL;
+	if (n > 7 && strncasecmp(hdr, "Bearer ", 7) == 0) {
+		tok = hdr + 7;
+		while (*tok == ' ')
+			tok++;
+	}
+	if (!tok || !*tok) {
+		http_reply_error(r, 401, "unauthorized", "missing bearer token");
+		return -1;
+	}
+	enum auth_result ar = auth_verify(env->auth, tok, strlen(tok), (int64_t)time(NULL), claims);
+	if (ar != AUTH_OK) {
+		http_reply_error(r, 401, "unauthorized", auth_result_str(ar));
+		return -1;
+	}
+	return 0;
+}
 
 static void handle_healthz(struct http_req *r, struct http_env *env);
 static void handle_readyz(struct http_req *r, struct http_env *env);
@@ -62,6 +152,9 @@ static const struct route routes[] = {
 	{"/healthz", M_GET, handle_healthz},
 	{"/readyz", M_GET, handle_readyz},
 	{"/metrics", M_GET, handle_metrics},
+	{"/api/products/", M_GET, api_get_product},
+	{"/api/me/subscriptions", M_GET, api_list_subscriptions},
+	{"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription},
 };
 
 size_t http_session_size(void)
@@ -131,7 +224,7 @@ void http_reply_error(struct http_req *r, int status, const char *code, const ch
 	json_decref(j);
 }
 
-static void reply_json(struct http_req *r, int status, json_t *j)
+void http_reply_json(struct http_req *r, int status, json_t *j)
 {
 	char *text = json_dumps(j, JSON_COMPACT);
 	if (text) {
@@ -157,7 +250,11 @@ static void handle_readyz(struct http_req *r, struct http_env *env)
 	bool mysql_up = store_is_ready(env->store);
 	json_t *j = json_pack("{s:s,s:s}", "redis", redis_up ? "up" : "down", "mysql",
 			      mysql_up ? "up" : "down");
-	reply_json(r, redis_up && mysql_up ? 200 : 503, j);
+	/* Still ready while the index is rebuilt (subscribing works), but say
+	 * so: alerts may miss subscribers until it is done. */
+	if (env->subs && subs_rebuilding(env->subs))
+		json_object_set_new(j, "index", json_string("rebuilding"));
+	http_reply_json(r, redis_up && mysql_up ? 200 : 503, j);
 }
 
 static void handle_metrics(struct http_req *r, struct http_env *env)
@@ -389,6 +486,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	case LWS_CALLBACK_HTTP:
 		/* A keep-alive connection reuses the same pss for the next
 		 * request: drop what the previous one left. */
+		async_detach(r);
 		req_reset(r);
 		memset(r, 0, sizeof *r);
 		return on_request(r, wsi, env);
@@ -422,8 +520,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-		if (r)
+		if (r) {
+			async_detach(r);
 			req_reset(r);
+		}
 		return 0;
 
 	default:

@@ -207,12 +207,17 @@ static void connection_failed(struct redis *r, const char *why)
 	r->state = REDIS_STATE_DISCONNECTED;
 	uint32_t delay = backoff_next(&r->backoff);
 	uv_timer_start(&r->reconnect_timer, on_reconnect_timer, delay, 0);
-	if (prev == REDIS_STATE_READY)
+	if (prev == REDIS_STATE_READY) {
 		log_warn(r->name, "connection to %s:%d lost (%s); retry in %u ms", r->host, r->port,
 			 why, delay);
-	else
-		log_warn(r->name, "cannot connect to %s:%d (%s); retry in %u ms", r->host, r->port,
-			 why, delay);
+	} else {
+		/* A long outage says so every tenth attempt, not every attempt. */
+		enum log_level level = r->backoff.attempt == 1 || r->backoff.attempt % 10 == 0
+					       ? LOG_LEVEL_WARN
+					       : LOG_LEVEL_DEBUG;
+		log_at(level, r->name, "cannot connect to %s:%d (%s, attempt %u); retry in %u ms",
+		       r->host, r->port, why, r->backoff.attempt, delay);
+	}
 
 	notify(r, REDIS_STATE_DISCONNECTED);
 	fail_pending(r, failed);
@@ -619,13 +624,22 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 			maybe_finish_close(r);
 		return;
 	}
+	/* IPv4 first, as hiredis does: "localhost" often lists ::1 first while
+	 * Redis listens on 127.0.0.1 only. */
 	char ip[INET6_ADDRSTRLEN] = "";
-	if (status == 0 && res) {
-		if (res->ai_family == AF_INET6)
-			uv_ip6_name((const struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
-		else
-			uv_ip4_name((const struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+	const struct addrinfo *pick = NULL;
+	for (const struct addrinfo *a = status == 0 ? res : NULL; a; a = a->ai_next) {
+		if (a->ai_family == AF_INET) {
+			pick = a;
+			break;
+		}
+		if (a->ai_family == AF_INET6 && !pick)
+			pick = a;
 	}
+	if (pick && pick->ai_family == AF_INET)
+		uv_ip4_name((const struct sockaddr_in *)pick->ai_addr, ip, sizeof ip);
+	else if (pick)
+		uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, ip, sizeof ip);
 	uv_freeaddrinfo(res);
 	if (!ip[0]) {
 		char why[128];

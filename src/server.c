@@ -19,12 +19,16 @@
 #include "stockalert/redis.h"
 #include "stockalert/presence.h"
 #include "stockalert/store.h"
+#include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
 #define MOD "server"
 /* File descriptors kept back from lws for Redis, MySQL, static files and
  * logs, so that at the limit lws stops accepting instead of us failing. */
 #define FD_RESERVE 64
+/* MySQL's ER_ACCESS_DENIED_ERROR and ER_DBACCESS_DENIED_ERROR. */
+#define ER_ACCESS_DENIED_ERROR_CODE 1045u
+#define ER_DBACCESS_DENIED_ERROR_CODE 1044u
 
 struct server {
 	uv_loop_t loop;
@@ -40,6 +44,7 @@ struct server {
 	uv_timer_t grace;
 	bool stopping;
 	bool grace_expired;
+	int exit_code;
 	int open_deps;          /* redis, pubsub, store still closing */
 	bool ever_ready[METRICS_DEP_COUNT];
 	char inventory_channel[128];
@@ -60,15 +65,35 @@ static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 	struct server *s = arg;
 	dep_state(s, r == s->env.pubsub ? METRICS_DEP_REDIS_PUBSUB : METRICS_DEP_REDIS,
 		  st == REDIS_STATE_READY);
-	/* Presence written while Redis was away was lost: say it again. */
-	if (r == s->env.redis && st == REDIS_STATE_READY && s->env.presence)
-		presence_refresh(s->env.presence);
+	if (r == s->env.redis && st == REDIS_STATE_READY) {
+		/* Presence written while Redis was away was lost: say it
+		 * again; and the index may have gone with the server. */
+		if (s->env.presence)
+			presence_refresh(s->env.presence);
+		if (s->env.subs)
+			subs_redis_ready(s->env.subs);
+	}
 }
+
+static void begin_stop(struct server *s, int signum);
 
 static void on_store_state(struct store *st, enum store_state state, void *arg)
 {
-	(void)st;
-	dep_state(arg, METRICS_DEP_MYSQL, state == STORE_STATE_READY);
+	struct server *s = arg;
+	dep_state(s, METRICS_DEP_MYSQL, state == STORE_STATE_READY);
+
+	/* A server that is down may come up later; one that refuses our
+	 * credentials at start will not, and an operator must hear it: exit 2
+	 * (SPEC §1). After a first success we keep retrying whatever happens,
+	 * as a running service should. */
+	unsigned e = store_last_connect_error(st);
+	if (state == STORE_STATE_DISCONNECTED && !s->ever_ready[METRICS_DEP_MYSQL] &&
+	    (e == ER_ACCESS_DENIED_ERROR_CODE || e == ER_DBACCESS_DENIED_ERROR_CODE)) {
+		log_error(MOD, "mysql refused our credentials (error %u): check mysql.user, "
+			       "mysql.password_file and mysql.database", e);
+		s->exit_code = SERVER_EXIT_START;
+		begin_stop(s, SIGTERM);
+	}
 }
 
 static void on_inventory_message(struct redis *r, const char *channel, const char *payload,
@@ -112,14 +137,21 @@ static void close_handle(uv_handle_t *h)
 }
 
 static void on_drained(void *arg);
+static void on_grace_expired(uv_timer_t *t);
 
 static void begin_stop(struct server *s, int signum)
 {
 	if (s->stopping)
 		return;
 	s->stopping = true;
-	log_info(MOD, "received %s, stopping (grace %d s)", strsignal(signum),
-		 s->cfg->shutdown_grace_s);
+	/* The grace timer is the hard stop: whatever is still closing when it
+	 * fires is abandoned. Unreferenced, so a clean close ends the loop
+	 * without waiting for it. */
+	uv_timer_start(&s->grace, on_grace_expired, (uint64_t)s->cfg->shutdown_grace_s * 1000, 0);
+	uv_unref((uv_handle_t *)&s->grace);
+	if (s->exit_code == SERVER_EXIT_OK)
+		log_info(MOD, "received %s, stopping (grace %d s)", strsignal(signum),
+			 s->cfg->shutdown_grace_s);
 
 	close_handle((uv_handle_t *)&s->sig_term);
 	close_handle((uv_handle_t *)&s->sig_int);
@@ -142,6 +174,10 @@ static void on_drained(void *arg)
 	if (s->env.presence) {
 		presence_close(s->env.presence);
 		s->env.presence = NULL;
+	}
+	if (s->env.subs) {
+		subs_close(s->env.subs);
+		s->env.subs = NULL;
 	}
 	if (s->env.redis) {
 		redis_close(s->env.redis, closed_dep, s);
@@ -188,13 +224,6 @@ static void on_signal(uv_signal_t *h, int signum)
 		reload(s);
 		return;
 	}
-	if (s->stopping)
-		return;
-	/* The grace timer is the hard stop: whatever is still closing when it
-	 * fires is abandoned. Unreferenced, so a clean close ends the loop
-	 * without waiting for it. */
-	uv_timer_start(&s->grace, on_grace_expired, (uint64_t)s->cfg->shutdown_grace_s * 1000, 0);
-	uv_unref((uv_handle_t *)&s->grace);
 	begin_stop(s, signum);
 }
 
@@ -303,6 +332,8 @@ static void create_deps(struct server *s)
 	};
 	s->env.store = store_new(&s->loop, &so, on_store_state, s);
 	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix);
+	s->env.subs = subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
+			       cfg->subscriptions_max_per_user);
 	s->open_deps = 3;
 	redis_start(s->env.redis);
 	redis_start(s->env.pubsub);
@@ -390,13 +421,13 @@ int server_run(struct server *s)
 {
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	if (s->grace_expired)
-		return SERVER_EXIT_OK;
+		return s->exit_code;
 	close_handle((uv_handle_t *)&s->grace);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&s->loop) != 0)
 		log_warn(MOD, "loop closed with handles still open");
 	log_info(MOD, "stopped");
-	return SERVER_EXIT_OK;
+	return s->exit_code;
 }
 
 void server_free(struct server *s)

@@ -4,6 +4,8 @@
 #include <errmsg.h>
 #include <mysql.h>
 #include <mysqld_error.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -356,6 +358,7 @@ static void on_deadline(uv_timer_t *t)
 	char why[96];
 
 	if (s->state == STORE_STATE_CONNECTING) {
+		s->addr_rot++;
 		snprintf(why, sizeof(why), "connect timed out after %u ms",
 			 s->op == OP_CONNECT ? s->connect_timeout_ms : s->query_timeout_ms);
 		conn_lost(s, why, "timeout");

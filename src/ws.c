@@ -17,6 +17,7 @@
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
 #include "stockalert/presence.h"
+#include "stockalert/subs.h"
 
 #define MOD "ws"
 /* Malformed client frames tolerated (each answered with an error frame)
@@ -34,8 +35,25 @@ enum {
 	CLOSE_TOO_MANY = 4029,
 };
 
+/*
+ * What an asynchronous operation (a subscribe going to MySQL and Redis)
+ * holds on to instead of the session, which lws frees when the socket
+ * closes: the session clears `s` then, and the last reference frees it.
+ */
+struct ws_ticket {
+	struct ws_session *s;
+	unsigned refs;
+};
+
+struct ws_pending {
+	struct ws_ticket *ticket;
+	int64_t product;
+	bool subscribe;
+};
+
 struct ws_session {
 	struct lws *wsi;
+	struct ws_ticket *ticket;  /* lazily, for the first async operation */
 	struct hub_conn *conn;    /* NULL until registered, and after */
 	lws_sorted_usec_list_t expiry;
 	int64_t exp;              /* token exp, seconds */
@@ -293,9 +311,20 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 	log_debug(MOD, "conn %s: user %s connected", s->conn_id, claims.sub);
 }
 
+static void ticket_unref(struct ws_ticket *t)
+{
+	if (--t->refs == 0)
+		mem_free(t);
+}
+
 static void on_closed(struct ws_session *s, struct http_env *env)
 {
 	lws_sul_cancel(&s->expiry);
+	if (s->ticket) {
+		s->ticket->s = NULL;
+		ticket_unref(s->ticket);
+		s->ticket = NULL;
+	}
 	buf_free(&s->rx);
 	if (s->conn) {
 		char user[AUTH_SUB_MAX + 1];
@@ -339,6 +368,71 @@ static void handle_refresh(struct ws_session *s, struct http_env *env, json_t *m
 	schedule_expiry(s, env);
 }
 
+static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *arg)
+{
+	(void)e;
+	struct ws_pending *p = arg;
+	struct ws_session *s = p->ticket->s;
+	if (s && s->conn) {
+		struct http_env *env = env_of(s->wsi);
+		const char *code = NULL, *msg = NULL;
+		switch (st) {
+		case SUBS_CREATED:
+		case SUBS_UPDATED:
+		case SUBS_DELETED:
+		case SUBS_NOT_SUBSCRIBED: /* unsubscribed either way: idempotent */
+			send_json(s, env,
+				  json_pack("{s:s,s:I}", "type",
+					    p->subscribe ? "subscribed" : "unsubscribed", "product_id",
+					    (json_int_t)p->product));
+			break;
+		case SUBS_NO_PRODUCT:
+			code = "not_found";
+			msg = "no such product";
+			break;
+		case SUBS_OVER_LIMIT:
+			code = "limit_reached";
+			msg = "subscriptions.max_per_user reached";
+			break;
+		default:
+			code = "unavailable";
+			msg = "the subscription store is unavailable; retry";
+			break;
+		}
+		if (code)
+			send_json(s, env,
+				  json_pack("{s:s,s:s,s:s,s:I}", "type", "error", "code", code,
+					    "message", msg, "product_id", (json_int_t)p->product));
+	}
+	ticket_unref(p->ticket);
+	mem_free(p);
+}
+
+static void handle_subscribe(struct ws_session *s, struct http_env *env, json_t *msg,
+			     bool subscribe)
+{
+	json_t *pid = json_object_get(msg, "product_id");
+	if (!json_is_integer(pid) || json_integer_value(pid) <= 0) {
+		send_error(s, env, "bad_message", "product_id: expected a positive integer");
+		return;
+	}
+	if (!s->ticket) {
+		s->ticket = mem_calloc(1, sizeof *s->ticket);
+		s->ticket->s = s;
+		s->ticket->refs = 1;
+	}
+	struct ws_pending *p = mem_calloc(1, sizeof *p);
+	p->ticket = s->ticket;
+	p->ticket->refs++;
+	p->product = (int64_t)json_integer_value(pid);
+	p->subscribe = subscribe;
+	if (subscribe)
+		subs_put(env->subs, hub_conn_user(s->conn), p->product, SUBS_ALL_KINDS, -1,
+			 on_subs_done, p);
+	else
+		subs_delete(env->subs, hub_conn_user(s->conn), p->product, on_subs_done, p);
+}
+
 /* Handles one complete client message. */
 static void handle_message(struct ws_session *s, struct http_env *env, const char *data,
 			   size_t len)
@@ -361,7 +455,7 @@ static void handle_message(struct ws_session *s, struct http_env *env, const cha
 	} else if (strcmp(type, "refresh") == 0) {
 		handle_refresh(s, env, msg);
 	} else if (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0) {
-		send_error(s, env, "unavailable", "subscriptions over the socket are not available yet");
+		handle_subscribe(s, env, msg, type[0] == 's');
 	} else {
 		if (++s->bad_frames > BAD_FRAMES_MAX)
 			close_with(s, CLOSE_POLICY);

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct json_t;
+
 #include "stockalert/auth.h"
 #include "stockalert/config.h"
 #include "stockalert/hub.h"
@@ -24,6 +26,7 @@
  * outlives every request and socket. Reached from a wsi through
  * lws_context_user(). */
 struct presence;
+struct subs;
 
 struct http_env {
 	const struct config *cfg;
@@ -35,6 +38,7 @@ struct http_env {
 	struct lws_context *lws;
 	struct hub *hub;                 /* local sockets by user */
 	struct presence *presence;
+	struct subs *subs;               /* subscription writes and index */
 	const struct lws_protocols *ws_protocol;
 	bool shutting_down;              /* refuse new sockets */
 	void (*drained)(void *arg);      /* see ws_shutdown() */
@@ -55,5 +59,29 @@ void http_reply(struct http_req *r, int status, const char *content_type, const 
 		size_t len, const char *extra_headers);
 /* Queues {"error":{"code":code,"message":message}} with status. */
 void http_reply_error(struct http_req *r, int status, const char *code, const char *message);
+/* Queues a JSON body (compact) with status; takes the reference to j. */
+void http_reply_json(struct http_req *r, int status, struct json_t *j);
+
+/* The path (without query), the body received (NUL-terminated), a query
+ * argument (returns its length, or -1 if absent). */
+const char *http_req_path(const struct http_req *r);
+const char *http_req_body(const struct http_req *r, size_t *len);
+int http_req_query(struct http_req *r, const char *name, char *out, size_t outlen);
+int http_req_method(const struct http_req *r); /* LWSHUMETH_* */
+
+/* Verifies the request's "Authorization: Bearer" token. On failure replies
+ * 401 (with WWW-Authenticate) and returns -1. */
+int http_authenticate(struct http_req *r, struct http_env *env, struct auth_claims *claims);
+
+/*
+ * A handle on a request for replies that come after a Redis or MySQL round
+ * trip: the client may hang up meanwhile, and lws frees the request then.
+ * http_async_req() returns the request, or NULL once it is gone. Every
+ * begin is paired with one end.
+ */
+struct http_async;
+struct http_async *http_async_begin(struct http_req *r);
+struct http_req *http_async_req(const struct http_async *a);
+void http_async_end(struct http_async *a);
 
 #endif

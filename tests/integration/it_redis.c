@@ -263,15 +263,15 @@ static void on_message(struct redis *r, const char *channel, const char *payload
 	}
 }
 
-static struct client *client_new(const char *label, int port, const char *password, int db,
-				 bool pubsub)
+static struct client *client_host_new(const char *label, const char *host, int port,
+				      const char *password, int db, bool pubsub)
 {
 	struct client *c = calloc(1, sizeof *c);
 	c->label = label;
 	c->state = REDIS_STATE_DISCONNECTED;
 	struct redis_options o = {
 		.name = label,
-		.host = "127.0.0.1",
+		.host = host,
 		.port = port,
 		.password = password,
 		.db = db,
@@ -289,6 +289,12 @@ static struct client *client_new(const char *label, int port, const char *passwo
 	redis_start(c->r);
 	in_api = false;
 	return c;
+}
+
+static struct client *client_new(const char *label, int port, const char *password, int db,
+				 bool pubsub)
+{
+	return client_host_new(label, "127.0.0.1", port, password, db, pubsub);
 }
 
 static bool is_ready(void *arg)
@@ -555,7 +561,8 @@ static void test_auth(void)
 	start_redis(1, port, PASSWORD);
 
 	struct client *good = client_new("it-auth", port, PASSWORD, 2, false);
-	struct client *sub = client_new("it-auth-sub", port, PASSWORD, 0, true);
+	/* By name: the lookup runs off the loop. */
+	struct client *sub = client_host_new("it-auth-sub", "localhost", port, PASSWORD, 0, true);
 	struct client *bad = client_new("it-badpw", port, "wrong-password", 0, false);
 	struct client *none = client_new("it-nopw", port, NULL, 0, false);
 	struct client *quitter = client_new("it-quitter", port, "wrong-password", 0, false);

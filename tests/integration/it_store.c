@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -682,6 +683,80 @@ static int t_wrong_password(void)
 	return close_store(s);
 }
 
+/* A host name is resolved off the loop (uv_getaddrinfo) before libmariadb
+ * sees it. The machine's own name must resolve to loopback for this. */
+static int t_hostname(void)
+{
+	struct addrinfo hints, *ai = NULL, *a;
+	struct store_options o = base;
+	char name[256];
+	struct watch w;
+	struct store *s;
+	struct qres q;
+	bool loopback = true;
+
+	CHECK(gethostname(name, sizeof(name)) == 0, "gethostname");
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if (getaddrinfo(name, NULL, &hints, &ai))
+		loopback = false;
+	for (a = ai; a && loopback; a = a->ai_next)
+		loopback = a->ai_family == AF_INET &&
+			   (ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+	if (ai)
+		freeaddrinfo(ai);
+	if (!loopback) {
+		printf("# skip hostname: %s does not resolve to 127.0.0.0/8 only\n", name);
+		return 0;
+	}
+	o.host = name;
+	s = open_store(&o, &w);
+	CHECK(s, "not ready through host name %s", name);
+	if (sql_ok(s, "SELECT 1", &q))
+		return -1;
+	return close_store(s);
+}
+
+static bool connecting(void *arg)
+{
+	struct watch *w = arg;
+
+	return w->state == STORE_STATE_CONNECTING && w->n[STORE_STATE_CONNECTING] >= 3;
+}
+
+/* A server that accepts TCP but never greets: the connect deadline fires,
+ * the attempt is dropped and retried, and closing mid-connect is clean. */
+static int t_connect_timeout(void)
+{
+	struct store_options o = base;
+	struct sockaddr_in a;
+	socklen_t len = sizeof(a);
+	struct watch w;
+	struct store *s;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	CHECK(fd >= 0, "socket");
+	memset(&a, 0, sizeof(a));
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 16) == 0 &&
+	      getsockname(fd, (struct sockaddr *)&a, &len) == 0, "listen");
+	o.port = ntohs(a.sin_port);
+	o.connect_timeout_ms = 150;
+	o.backoff_min_ms = 10;
+	o.backoff_max_ms = 20;
+	memset(&w, 0, sizeof(w));
+	s = store_new(loop, &o, on_state, &w);
+	store_start(s);
+	CHECK(wait_for(connecting, &w, 5000), "attempts %u state %s",
+	      w.n[STORE_STATE_CONNECTING], store_state_name(w.state));
+	CHECK(w.n[STORE_STATE_DISCONNECTED] >= 2 && w.n[STORE_STATE_READY] == 0,
+	      "no timeouts seen");
+	close(fd);
+	return close_store(s);
+}
+
 /* --- closing from inside callbacks ------------------------------------------ */
 
 struct close_ctx {
@@ -808,6 +883,8 @@ int main(void)
 		{ "kill", t_kill },
 		{ "server_missing_then_up", t_server_missing_then_up },
 		{ "wrong_password", t_wrong_password },
+		{ "hostname", t_hostname },
+		{ "connect_timeout", t_connect_timeout },
 		{ "close_in_callback", t_close_in_callback },
 	};
 	const char *lvl = getenv("SA_TEST_LOG_LEVEL");

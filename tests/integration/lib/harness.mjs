@@ -741,3 +741,183 @@ export function have(cmd) {
 		return false;
 	}
 }
+
+// ---------------------------------------------------------------- WebSocket (ws tests)
+
+// Wraps a client WebSocket (the npm `ws` class, passed in so this file does
+// not depend on it): records text frames as parsed JSON and the close, so a
+// test can wait for them. Returns { ws, messages, opened, closed, next(pred,
+// timeout), send(obj) }; `opened` rejects with { status, headers } on an HTTP
+// refusal of the upgrade, `closed` resolves { code, reason, ms } (ms since
+// creation).
+export function wsTrack(ws) {
+	const t0 = Date.now();
+	const messages = [];
+	const waiters = new Set();
+	const h = { ws, messages, closeInfo: null };
+	h.opened = new Promise((resolve, reject) => {
+		ws.once('open', resolve);
+		ws.once('unexpected-response', (req, res) => {
+			let body = '';
+			res.setEncoding('utf8');
+			res.on('data', (d) => { body += d; });
+			res.on('end', () => reject(Object.assign(new Error(`HTTP ${res.statusCode}`),
+				{ status: res.statusCode, headers: res.headers, body })));
+			res.on('error', () => {});
+		});
+		ws.once('error', reject);
+	});
+	h.opened.catch(() => {});
+	h.closed = new Promise((resolve) => {
+		ws.on('error', () => {});
+		ws.once('close', (code, reason) => {
+			h.closeInfo = { code, reason: String(reason), ms: Date.now() - t0 };
+			for (const w of waiters) w.check();
+			resolve(h.closeInfo);
+		});
+	});
+	ws.on('message', (data, isBinary) => {
+		let v;
+		try { v = isBinary ? { binary: data } : JSON.parse(String(data)); } catch {
+			v = { unparsable: String(data) };
+		}
+		messages.push(v);
+		for (const w of waiters) w.check();
+	});
+	// Resolves the first message (from `from` on, default: any not yet
+	// consumed by next()) that pred accepts; rejects on close or timeout.
+	h.cursor = 0;
+	h.next = (pred = () => true, timeout = 10000, what = 'a message') =>
+		new Promise((resolve, reject) => {
+			const w = {
+				check() {
+					for (; h.cursor < messages.length; h.cursor++) {
+						if (pred(messages[h.cursor])) {
+							const m = messages[h.cursor++];
+							done();
+							resolve(m);
+							return;
+						}
+					}
+					if (h.closeInfo) {
+						done();
+						reject(new Error(`socket closed (${h.closeInfo.code} ` +
+							`${h.closeInfo.reason}) while waiting for ${what}; got ` +
+							JSON.stringify(messages).slice(0, 1000)));
+					}
+				},
+			};
+			const timer = setTimeout(() => {
+				done();
+				reject(new Error(`timed out after ${timeout} ms waiting for ${what}; got ` +
+					JSON.stringify(messages).slice(0, 1000)));
+			}, timeout);
+			const done = () => { clearTimeout(timer); waiters.delete(w); };
+			waiters.add(w);
+			w.check();
+		});
+	h.send = (obj) => ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj));
+	return h;
+}
+
+// The value of one sample of the daemon's /metrics (labels must match), or
+// undefined when absent.
+export async function metricValue(url, name, labels = {}) {
+	const r = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(3000) });
+	const m = parsePrometheus(await r.text());
+	const s = m.samples.find((x) => x.name === name &&
+		Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+	return s ? s.value : undefined;
+}
+
+// VmRSS of pid in KiB.
+export function rssKiB(pid) {
+	const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
+	return m ? Number(m[1]) : NaN;
+}
+
+export function fdCount(pid) {
+	return fs.readdirSync(`/proc/${pid}/fd`).length;
+}
+
+// A masked client WebSocket frame (RFC 6455 §5.2), FIN set unless fin=false.
+export function wsClientFrame(payload, opcode = 0x1, fin = true) {
+	const data = Buffer.isBuffer(payload) ? payload : Buffer.from(String(payload));
+	const n = data.length;
+	const ext = n < 126 ? 0 : n < 65536 ? 2 : 8;
+	const out = Buffer.alloc(2 + ext + 4 + n);
+	out[0] = (fin ? 0x80 : 0) | opcode;
+	if (ext === 0) out[1] = 0x80 | n;
+	else if (ext === 2) { out[1] = 0x80 | 126; out.writeUInt16BE(n, 2); }
+	else { out[1] = 0x80 | 127; out.writeBigUInt64BE(BigInt(n), 2); }
+	const mask = crypto.randomBytes(4);
+	mask.copy(out, 2 + ext);
+	for (let i = 0; i < n; i++) out[2 + ext + 4 + i] = data[i] ^ mask[i & 3];
+	return out;
+}
+
+// Parses the unmasked server frames at the start of buf. Returns { frames:
+// [{ fin, opcode, payload }], rest } (rest: an incomplete trailing frame).
+export function wsParseFrames(buf) {
+	const frames = [];
+	let i = 0;
+	for (;;) {
+		if (buf.length < i + 2) break;
+		let n = buf[i + 1] & 0x7f;
+		let h = 2;
+		if (n === 126) {
+			if (buf.length < i + 4) break;
+			n = buf.readUInt16BE(i + 2);
+			h = 4;
+		} else if (n === 127) {
+			if (buf.length < i + 10) break;
+			n = Number(buf.readBigUInt64BE(i + 2));
+			h = 10;
+		}
+		if (buf.length < i + h + n) break;
+		frames.push({ fin: !!(buf[i] & 0x80), opcode: buf[i] & 0x0f,
+			payload: buf.subarray(i + h, i + h + n) });
+		i += h + n;
+	}
+	return { frames, rest: buf.subarray(i) };
+}
+
+// Opens a raw TCP connection and performs the WebSocket upgrade by hand.
+// Resolves { sock, status, headers, rest } once the response head arrived;
+// `rest` holds bytes after it. The socket is paused and has no data
+// listener: the caller decides whether to read.
+export function wsRawConnect(port, pathAndQuery, extraHeaders = {}, timeout = 10000) {
+	return new Promise((resolve, reject) => {
+		const key = crypto.randomBytes(16).toString('base64');
+		const sock = net.connect(port, '127.0.0.1');
+		let buf = Buffer.alloc(0);
+		const timer = setTimeout(() => { sock.destroy(); reject(new Error('handshake timeout')); },
+			timeout);
+		const onData = (d) => {
+			buf = Buffer.concat([buf, d]);
+			const end = buf.indexOf('\r\n\r\n');
+			if (end < 0) return;
+			clearTimeout(timer);
+			sock.removeListener('data', onData);
+			sock.pause();
+			const res = parseHttpResponse(buf);
+			const accept = crypto.createHash('sha1')
+				.update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC11B07').digest('base64');
+			if (res.status === 101 && res.headers['sec-websocket-accept'] !== accept) {
+				sock.destroy();
+				reject(new Error(`bad Sec-WebSocket-Accept ${res.headers['sec-websocket-accept']}`));
+				return;
+			}
+			resolve({ sock, status: res.status, headers: res.headers, rest: buf.subarray(end + 4) });
+		};
+		sock.on('data', onData);
+		sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+		sock.on('connect', () => {
+			let head = `GET ${pathAndQuery} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n` +
+				'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
+				`Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n`;
+			for (const [k, v] of Object.entries(extraHeaders)) head += `${k}: ${v}\r\n`;
+			sock.write(head + '\r\n');
+		});
+	});
+}

@@ -1,0 +1,91 @@
+#ifndef STOCKALERT_SUBS_H
+#define STOCKALERT_SUBS_H
+/*
+ * Subscriptions: MySQL is the durable truth, Redis the live index
+ * (SPEC §7): <prefix>user:{user}:subs (set of product ids),
+ * <prefix>product:{product}:subs (sorted set of users by subscription time,
+ * ms) and <prefix>sub:{user}:{product} (hash: kinds, threshold, created, v).
+ *
+ * A write goes to MySQL first, bumping the row's version, then to Redis by a
+ * Lua script that applies it only when its version is newer than the one
+ * Redis holds. Writers on several instances therefore converge on MySQL's
+ * state whatever order their Redis updates arrive in. If Redis fails after
+ * MySQL succeeded, the MySQL change is undone (guarded by its version) and
+ * the caller gets "unavailable": nothing is left half-written.
+ *
+ * If Redis loses the index (FLUSHALL, failover to an empty replica), the
+ * missing marker key <prefix>index:ready gives it away; the index is rebuilt
+ * from MySQL in batches, without blocking the loop.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "stockalert/redis.h"
+#include "stockalert/store.h"
+
+enum subs_kind {
+	SUBS_BACK_IN_STOCK = 1u << 0,
+	SUBS_LOW_STOCK = 1u << 1,
+	SUBS_SOLD_OUT = 1u << 2,
+	SUBS_ALL_KINDS = (1u << 3) - 1
+};
+
+enum subs_status {
+	SUBS_CREATED,           /* 201 */
+	SUBS_UPDATED,           /* 200 */
+	SUBS_DELETED,           /* 204 */
+	SUBS_NO_PRODUCT,        /* 404: unknown product */
+	SUBS_NOT_SUBSCRIBED,    /* 404 on delete */
+	SUBS_OVER_LIMIT,        /* 409: subscriptions.max_per_user */
+	SUBS_UNAVAILABLE        /* 503: MySQL or Redis down or failed */
+};
+
+/* One subscription as the API shows it. threshold < 0 means "the
+ * product's low_stock_threshold". */
+struct subs_entry {
+	int64_t product_id;
+	unsigned kinds;
+	int threshold;
+	int64_t created_ms;
+};
+
+struct subs;
+
+/* e is the subscription as stored after a successful put (NULL otherwise). */
+typedef void (*subs_done_fn)(enum subs_status st, const struct subs_entry *e, void *arg);
+
+struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store,
+		      const char *prefix, int max_per_user);
+void subs_close(struct subs *s);
+
+void subs_put(struct subs *s, const char *user, int64_t product_id, unsigned kinds, int threshold,
+	      subs_done_fn done, void *arg);
+void subs_delete(struct subs *s, const char *user, int64_t product_id, subs_done_fn done,
+		 void *arg);
+
+/* Redis (re)connected: check the index marker now. */
+void subs_redis_ready(struct subs *s);
+/* True while the index is being rebuilt from MySQL. */
+bool subs_rebuilding(const struct subs *s);
+
+/* "back_in_stock" -> SUBS_BACK_IN_STOCK; 0 if unknown. */
+unsigned subs_kind_parse(const char *name);
+const char *subs_kind_name(unsigned kind);
+/* "a,b" <-> bits; the text form is what MySQL and Redis store. */
+unsigned subs_kinds_from_csv(const char *csv);
+void subs_kinds_to_csv(unsigned kinds, char *out, size_t outlen);
+
+/*
+ * Parses an optional PUT body {"kinds":[...],"threshold":N}. Empty body =
+ * defaults (all kinds, product threshold). Returns 0, or -1 with a message
+ * naming the field in err.
+ */
+int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshold, char *err,
+		    size_t errlen);
+
+/* Strict decimal id in 1..2^63-1 (no sign, no spaces, no leading zeros). */
+int subs_parse_id(const char *s, size_t len, int64_t *out);
+
+#endif
