@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Shell helpers shared by scripts/run.sh, scripts/test.sh and the test
 # fixture (tests/integration/servers.sh). Source it; it defines functions only.
 #
@@ -118,13 +119,14 @@ sa_wait_for() {
 }
 
 # sa_start_redis DIR PORT: starts a private redis-server on 127.0.0.1:PORT,
-# everything under DIR (redis.pid, redis.log, no persistence), and waits
+# everything under DIR (redis.pid, redis.log), no persistence, and waits
 # until it answers PING. Writes the pid to DIR/redis.pid.
 sa_start_redis() {
 	local dir=$1 port=$2 pid
 	mkdir -p "$dir"
-	redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
-		--dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+	# No --logfile: redis logs to stdout, which goes to DIR/redis.log.
+	${SA_DETACH:+setsid} redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
+		--dir "$dir" --pidfile "$dir/redis.pid" \
 		--daemonize no --save '' --appendonly no \
 		</dev/null >>"$dir/redis.log" 2>&1 &
 	pid=$!
@@ -144,16 +146,17 @@ SA_MARIADB_SMALL="--innodb-log-file-size=8M --innodb-data-file-path=ibdata1:10M:
 # sa_start_mariadb DIR PORT: initialises DIR/data if empty, then starts a
 # private mariadbd on 127.0.0.1:PORT with socket DIR/sock, log DIR/err.log,
 # pid file DIR/mariadb.pid, and waits until it answers. root@localhost over
-# the socket has no password.
+# the socket has no password. DIR/sock may be a symlink (see sa_mysql_sock).
 sa_start_mariadb() {
-	local dir=$1 port=$2 pid user=()
+	local dir=$1 port=$2 pid asroot=() sock
+	sock=$(sa_mysql_sock "$dir")
 	mkdir -p "$dir/tmp"
 	# mariadbd refuses to run as root unless told to; as another user it
 	# runs as that user anyway.
-	[ "$(id -u)" -eq 0 ] && user=(--user=root)
+	[ "$(id -u)" -ne 0 ] || asroot=(--user=root)
 	if [ ! -d "$dir/data/mysql" ]; then
 		# shellcheck disable=SC2086
-		if ! mariadb-install-db --no-defaults "${user[@]}" \
+		if ! mariadb-install-db --no-defaults "${asroot[@]}" \
 			--auth-root-authentication-method=normal --skip-test-db \
 			--datadir="$dir/data" $SA_MARIADB_SMALL >"$dir/install.log" 2>&1; then
 			cat "$dir/install.log" >&2
@@ -161,7 +164,7 @@ sa_start_mariadb() {
 		fi
 	fi
 	# shellcheck disable=SC2086
-	mariadbd --no-defaults "${user[@]}" --datadir="$dir/data" --socket="$dir/sock" \
+	${SA_DETACH:+setsid} mariadbd --no-defaults "${asroot[@]}" --datadir="$dir/data" --socket="$sock" \
 		--pid-file="$dir/mariadb.pid" --port="$port" --bind-address=127.0.0.1 \
 		--skip-name-resolve --log-error="$dir/err.log" --tmpdir="$dir/tmp" \
 		--skip-log-bin --innodb-buffer-pool-size=32M $SA_MARIADB_SMALL \
@@ -169,7 +172,7 @@ sa_start_mariadb() {
 	pid=$!
 	echo "$pid" >"$dir/mariadb.pid"
 	if ! sa_wait_for 60 "mariadbd on port $port" "$pid" \
-		mariadb-admin --no-defaults --socket="$dir/sock" -uroot ping; then
+		mariadb-admin --no-defaults --socket="$sock" -uroot ping; then
 		tail -n 30 "$dir/err.log" >&2
 		sa_stop_pid "$pid" 10
 		return 1
@@ -178,9 +181,33 @@ sa_start_mariadb() {
 	echo "$pid" >"$dir/mariadb.pid"
 }
 
-# sa_mysql_root DIR SQL: runs SQL as root over DIR/sock.
+# sa_mysql_sock DIR: prints the socket path for the server in DIR. A unix
+# socket path is limited to 107 bytes; under a deep checkout the socket lives
+# in a short temporary directory that DIR/sock.dir names.
+sa_mysql_sock() {
+	local dir=$1 d
+	if [ $((${#dir} + 5)) -le 100 ]; then
+		printf '%s\n' "$dir/sock"
+		return
+	fi
+	if [ ! -s "$dir/sock.dir" ] || [ ! -d "$(cat "$dir/sock.dir")" ]; then
+		d=$(mktemp -d /tmp/sa-sock.XXXXXX)
+		printf '%s\n' "$d" >"$dir/sock.dir"
+	fi
+	printf '%s\n' "$(cat "$dir/sock.dir")/sock"
+}
+
+# sa_mysql_sock_cleanup DIR: removes the short socket directory, if any.
+sa_mysql_sock_cleanup() {
+	if [ -s "$1/sock.dir" ]; then
+		rm -rf "$(cat "$1/sock.dir")"
+		rm -f "$1/sock.dir"
+	fi
+}
+
+# sa_mysql_root DIR SQL: runs SQL as root over the server's socket.
 sa_mysql_root() {
-	mariadb --no-defaults --socket="$1/sock" -uroot -e "$2"
+	mariadb --no-defaults --socket="$(sa_mysql_sock "$1")" -uroot -e "$2"
 }
 
 # Prints a random password: 24 characters of [A-Za-z0-9].

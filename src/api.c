@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "stockalert/alerts.h"
+#include "stockalert/events.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/subs.h"
@@ -226,4 +228,108 @@ void api_subscription(struct http_req *r, struct http_env *env)
 	}
 	a = http_async_begin(r);
 	subs_put(env->subs, claims.sub, id, kinds, threshold, on_subs_done, a);
+}
+
+/* --- GET /api/me/alerts?since=ID&limit=N ---------------------------------- */
+
+#define ALERTS_LIMIT_DEFAULT 100
+#define ALERTS_LIMIT_MAX 1000
+
+static void on_alerts(int status, json_t *alerts, bool recovered, json_t *snapshot, void *arg)
+{
+	(void)snapshot;
+	struct http_async *a = arg;
+	struct http_req *r = http_async_req(a);
+	http_async_end(a);
+	if (!r)
+		return;
+	if (status != 0) {
+		reply_unavailable(r, "the alert history is unavailable");
+		return;
+	}
+	/* recovered=false: the history no longer reaches back to since; what
+	 * is returned is all that is left. */
+	http_reply_json(r, 200,
+			json_pack("{s:O,s:b}", "alerts", alerts, "recovered", recovered));
+}
+
+void api_list_alerts(struct http_req *r, struct http_env *env)
+{
+	struct auth_claims claims;
+	char since[48] = "", limit_s[24];
+	long long limit = ALERTS_LIMIT_DEFAULT;
+
+	if (http_authenticate(r, env, &claims) != 0)
+		return;
+	if (http_req_query(r, "since", since, sizeof since) >= 0 && since[0]) {
+		uint64_t order;
+		if (alerts_parse_id(since, &order) != 0) {
+			http_reply_error(r, 400, "bad_request",
+					 "since: expected an alert id like 1700000000000-0");
+			return;
+		}
+	}
+	if (http_req_query(r, "limit", limit_s, sizeof limit_s) >= 0) {
+		char *end;
+		limit = strtoll(limit_s, &end, 10);
+		if (!limit_s[0] || *end || limit < 1 || limit > ALERTS_LIMIT_MAX) {
+			http_reply_error(r, 400, "bad_request", "limit: expected an integer from 1 to 1000");
+			return;
+		}
+	}
+	struct http_async *a = http_async_begin(r);
+	alerts_history(env->alerts, claims.sub, claims.roles, since, (size_t)limit, false, on_alerts,
+		       a);
+}
+
+/* --- POST /api/inventory/events ------------------------------------------- */
+
+struct publish_ctx {
+	struct http_async *a;
+	char event_id[EVENTS_ID_MAX + 1];
+};
+
+static void on_published(int rc, void *arg)
+{
+	struct publish_ctx *p = arg;
+	struct http_req *r = http_async_req(p->a);
+	http_async_end(p->a);
+	if (r) {
+		if (rc == 0)
+			http_reply_json(r, 202, json_pack("{s:s}", "event_id", p->event_id));
+		else
+			reply_unavailable(r, "could not publish the event; retry with the same event_id");
+	}
+	mem_free(p);
+}
+
+void api_post_event(struct http_req *r, struct http_env *env)
+{
+	struct auth_claims claims;
+	struct inv_event ev;
+	char err[256];
+	size_t len;
+
+	if (http_authenticate(r, env, &claims) != 0)
+		return;
+	if (!(claims.roles & (AUTH_ROLE_SERVICE | AUTH_ROLE_ADMIN))) {
+		http_reply_error(r, 403, "forbidden", "publishing events needs role service or admin");
+		return;
+	}
+	const char *body = http_req_body(r, &len);
+	if (events_parse(body, len, true, &ev, err, sizeof err) != 0) {
+		http_reply_error(r, 400, "bad_request", err);
+		return;
+	}
+	if (!ev.event_id[0]) {
+		/* Generated ids are unique per process and time; a client that
+		 * needs retries to be idempotent sends its own. */
+		static uint64_t counter;
+		snprintf(ev.event_id, sizeof ev.event_id, "%s-%" PRIu64,
+			 alerts_instance(env->alerts), ++counter);
+	}
+	struct publish_ctx *p = mem_calloc(1, sizeof *p);
+	p->a = http_async_begin(r);
+	snprintf(p->event_id, sizeof p->event_id, "%s", ev.event_id);
+	alerts_publish(env->alerts, &ev, on_published, p);
 }

@@ -110,13 +110,19 @@ int http_req_method(const struct http_req *r)
 
 int http_req_query(struct http_req *r, const char *name, char *out, size_t outlen)
 {
+	/* lws copies each query fragment in turn into the buffer and gives up
+	 * at the first that does not fit, so the buffer must hold the longest
+	 * fragment anyone sends (a token, say), not just the one we want. */
+	static char args[9 * 1024];
 	char key[64];
 	snprintf(key, sizeof key, "%s=", name);
-	const char *v = lws_get_urlarg_by_name(r->wsi, key, out, (int)outlen);
+	const char *v = lws_get_urlarg_by_name(r->wsi, key, args, sizeof args);
 	if (!v)
 		return -1;
 	size_t n = strlen(v);
-	memmove(out, v, n + 1);
+	if (n >= outlen)
+		return -1;
+	memcpy(out, v, n + 1);
 	return (int)n;
 }
 
@@ -155,6 +161,8 @@ static const struct route routes[] = {
 	{"/api/products/", M_GET, api_get_product},
 	{"/api/me/subscriptions", M_GET, api_list_subscriptions},
 	{"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription},
+	{"/api/me/alerts", M_GET, api_list_alerts},
+	{"/api/inventory/events", M_POST, api_post_event},
 };
 
 size_t http_session_size(void)

@@ -122,6 +122,7 @@ struct hub_msg *hub_msg_new(const struct hub *h, const char *data, size_t len)
 	struct hub_msg *m = mem_alloc(sizeof *m + h->headroom + len + 1);
 
 	m->refs = 1;
+	m->order = 0;
 	m->len = len;
 	m->data = (char *)(m + 1) + h->headroom;
 	if (len)
@@ -278,6 +279,20 @@ size_t hub_send_to_user(struct hub *h, const char *user, struct hub_msg *m)
 	for (struct hub_conn *c = u->conns; c; c = c->next)
 		if (hub_push(h, c, m) == 0)
 			n++;
+	return n;
+}
+
+size_t hub_send_to_role_except(struct hub *h, unsigned role_mask, struct hub_msg *m,
+			       bool (*skip)(const char *user, void *arg), void *arg)
+{
+	size_t n = 0;
+	struct hub_conn *next;
+
+	for (struct hub_conn *c = h->role_conns; c; c = next) {
+		next = c->rnext;
+		if ((c->roles & role_mask) && !skip(hub_conn_user(c), arg) && hub_push(h, c, m) == 0)
+			n++;
+	}
 	return n;
 }
 

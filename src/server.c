@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "stockalert/alerts.h"
 #include "stockalert/auth.h"
 #include "stockalert/http.h"
 #include "stockalert/log.h"
@@ -48,6 +49,7 @@ struct server {
 	int open_deps;          /* redis, pubsub, store still closing */
 	bool ever_ready[METRICS_DEP_COUNT];
 	char inventory_channel[128];
+	char subs_channel[128];
 };
 
 static void dep_state(struct server *s, enum metrics_dep d, bool ready)
@@ -65,6 +67,10 @@ static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 	struct server *s = arg;
 	dep_state(s, r == s->env.pubsub ? METRICS_DEP_REDIS_PUBSUB : METRICS_DEP_REDIS,
 		  st == REDIS_STATE_READY);
+	/* Events published while either connection was away may have been
+	 * recorded by another instance: deliver them from the history. */
+	if (st == REDIS_STATE_READY && s->env.alerts)
+		alerts_redis_ready(s->env.alerts);
 	if (r == s->env.redis && st == REDIS_STATE_READY) {
 		/* Presence written while Redis was away was lost: say it
 		 * again; and the index may have gone with the server. */
@@ -100,10 +106,20 @@ static void on_inventory_message(struct redis *r, const char *channel, const cha
 				 size_t len, void *arg)
 {
 	(void)r;
-	(void)arg;
-	(void)payload;
-	metrics_inc(METRICS_EVENTS_RECEIVED);
-	log_debug(MOD, "message on %s (%zu bytes)", channel, len);
+	(void)channel;
+	struct server *s = arg;
+	if (s->env.alerts)
+		alerts_on_inventory(s->env.alerts, payload, len);
+}
+
+static void on_subs_change_message(struct redis *r, const char *channel, const char *payload,
+				   size_t len, void *arg)
+{
+	(void)r;
+	(void)channel;
+	struct server *s = arg;
+	if (s->env.alerts)
+		alerts_on_subs_change(s->env.alerts, payload, len);
 }
 
 static unsigned fd_limit(void)
@@ -178,6 +194,10 @@ static void on_drained(void *arg)
 	if (s->env.subs) {
 		subs_close(s->env.subs);
 		s->env.subs = NULL;
+	}
+	if (s->env.alerts) {
+		alerts_close(s->env.alerts);
+		s->env.alerts = NULL;
 	}
 	if (s->env.redis) {
 		redis_close(s->env.redis, closed_dep, s);
@@ -322,6 +342,8 @@ static void create_deps(struct server *s)
 	snprintf(s->inventory_channel, sizeof s->inventory_channel, "%sinventory",
 		 cfg->redis.prefix);
 	redis_subscribe(s->env.pubsub, s->inventory_channel, on_inventory_message, s);
+	snprintf(s->subs_channel, sizeof s->subs_channel, "%ssubs:changes", cfg->redis.prefix);
+	redis_subscribe(s->env.pubsub, s->subs_channel, on_subs_change_message, s);
 
 	struct store_options so = {
 		.host = cfg->mysql.host,
@@ -334,6 +356,7 @@ static void create_deps(struct server *s)
 	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix);
 	s->env.subs = subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
 			       cfg->subscriptions_max_per_user);
+	s->env.alerts = alerts_new(&s->loop, &s->env);
 	s->open_deps = 3;
 	redis_start(s->env.redis);
 	redis_start(s->env.pubsub);

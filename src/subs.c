@@ -22,10 +22,11 @@
 #define TOMBSTONE_MS 86400000
 
 /*
- * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}
+ * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}, product:{p}:thr
  * ARGV: user, product, version, active, kinds, threshold ("" = product's),
- *       created_ms
- * Applies the change when its version is newer than the stored one.
+ *       created_ms, tombstone ttl ms, change channel
+ * Applies the change when its version is newer than the stored one, and
+ * tells every instance (their rosters of connected users follow it).
  * Returns 1 if applied, 0 if Redis already had this or a newer version.
  */
 static const char apply_lua[] =
@@ -37,12 +38,18 @@ static const char apply_lua[] =
 	"  redis.call('PERSIST', KEYS[3])\n"
 	"  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'kinds', ARGV[5], 'threshold', ARGV[6],"
 	" 'created', ARGV[7], 'active', '1')\n"
+	"  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])\n"
+	"  else redis.call('ZREM', KEYS[4], ARGV[1]) end\n"
 	"else\n"
 	"  redis.call('SREM', KEYS[1], ARGV[2])\n"
 	"  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+	"  redis.call('ZREM', KEYS[4], ARGV[1])\n"
 	"  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'active', '0')\n"
 	"  redis.call('PEXPIRE', KEYS[3], ARGV[8])\n"
 	"end\n"
+	"redis.call('PUBLISH', ARGV[9], cjson.encode({user = ARGV[1],"
+	" product_id = tonumber(ARGV[2]), active = ARGV[4] == '1', kinds = ARGV[5],"
+	" threshold = tonumber(ARGV[6]), created = tonumber(ARGV[7])}))\n"
 	"return 1\n";
 
 static const char *const kind_names[] = {"back_in_stock", "low_stock", "sold_out"};
@@ -290,11 +297,13 @@ static int query_row(struct op *op, store_result_fn cb)
 static int redis_apply(struct subs *s, const char *user, int64_t product, const struct row_state *st,
 		       redis_reply_fn cb, void *arg)
 {
-	char k_user[160], k_product[160], k_sub[200], pid[24], ver[24], thr[16], created[24],
-		kinds[64], tomb[16];
+	char k_user[160], k_product[160], k_sub[200], k_thr[160], channel[96], pid[24], ver[24],
+		thr[16], created[24], kinds[64], tomb[16];
 	snprintf(k_user, sizeof k_user, "%suser:%s:subs", s->prefix, user);
 	snprintf(k_product, sizeof k_product, "%sproduct:%" PRId64 ":subs", s->prefix, product);
 	snprintf(k_sub, sizeof k_sub, "%ssub:%s:%" PRId64, s->prefix, user, product);
+	snprintf(k_thr, sizeof k_thr, "%sproduct:%" PRId64 ":thr", s->prefix, product);
+	snprintf(channel, sizeof channel, "%ssubs:changes", s->prefix);
 	snprintf(pid, sizeof pid, "%" PRId64, product);
 	snprintf(ver, sizeof ver, "%" PRId64, st->version);
 	if (st->threshold >= 0)
@@ -304,8 +313,9 @@ static int redis_apply(struct subs *s, const char *user, int64_t product, const 
 	snprintf(created, sizeof created, "%" PRId64, st->created_ms);
 	snprintf(tomb, sizeof tomb, "%d", TOMBSTONE_MS);
 	subs_kinds_to_csv(st->kinds, kinds, sizeof kinds);
-	const char *argv[] = {"EVAL", apply_lua, "3",	k_user, k_product, k_sub, user, pid,
-			      ver,    st->active ? "1" : "0", kinds, thr, created, tomb};
+	const char *argv[] = {"EVAL", apply_lua, "4",	k_user, k_product, k_sub, k_thr,
+			      user,   pid,	 ver,	st->active ? "1" : "0", kinds, thr, created,
+			      tomb,   channel};
 	return redis_command_argv(s->redis, cb, arg, (int)(sizeof argv / sizeof argv[0]), argv,
 				  NULL);
 }

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stockalert/alerts.h"
 #include "stockalert/auth.h"
 #include "stockalert/buf.h"
 #include "stockalert/hub.h"
@@ -23,6 +24,8 @@
 /* Malformed client frames tolerated (each answered with an error frame)
  * before the socket is closed with 1008. */
 #define BAD_FRAMES_MAX 10
+/* Alerts replayed on resume at most; GET /api/me/alerts pages the rest. */
+#define WS_REPLAY_MAX 1000
 
 enum {
 	CLOSE_NORMAL = 1000,
@@ -58,6 +61,12 @@ struct ws_session {
 	lws_sorted_usec_list_t expiry;
 	int64_t exp;              /* token exp, seconds */
 	struct buf rx;            /* fragments of a message being received */
+	/* Frames that go out before anything queued in the hub: hello, then a
+	 * resume's replay. Live alerts queue in the hub meanwhile. */
+	struct hub_msg **pre;
+	uint32_t npre, pre_pos;
+	bool replaying;           /* hold all output until the replay is in */
+	uint64_t floor;           /* live alerts up to this order were replayed */
 	uint16_t close_code;      /* non-zero: close at the next WRITEABLE */
 	uint8_t bad_frames;
 	bool counted;             /* included in the open-socket gauge */
@@ -72,6 +81,8 @@ struct ws_session {
 static struct {
 	const struct lws *wsi;
 	struct auth_claims claims;
+	bool has_since;
+	char since[48];  /* ?since= (headers are gone by ESTABLISHED) */
 } pending_claims;
 
 static uint64_t conn_counter;
@@ -196,6 +207,12 @@ int ws_confirm_upgrade(struct lws *wsi, struct http_env *env)
 		return refuse(wsi, 503, "too_many_connections", "server connection limit reached");
 	pending_claims.wsi = wsi;
 	pending_claims.claims = claims;
+	/* lws copies each query fragment in turn into the buffer and stops at
+	 * the first that does not fit: it must hold the token's too. */
+	static char args[9 * 1024];
+	const char *v = lws_get_urlarg_by_name(wsi, "since=", args, sizeof args);
+	pending_claims.has_since = v != NULL;
+	snprintf(pending_claims.since, sizeof pending_claims.since, "%s", v ? v : "");
 	return 0;
 }
 
@@ -212,6 +229,33 @@ static void send_json(struct ws_session *s, struct http_env *env, json_t *j)
 	free(text);
 	hub_push(env->hub, s->conn, m);
 	hub_msg_unref(m);
+}
+
+static void pre_add(struct ws_session *s, struct hub_msg *m)
+{
+	s->pre = mem_realloc(s->pre, (s->npre + 1) * sizeof *s->pre);
+	s->pre[s->npre++] = m;
+}
+
+static void pre_add_json(struct ws_session *s, struct http_env *env, json_t *j, uint64_t order)
+{
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return;
+	struct hub_msg *m = hub_msg_new(env->hub, text, strlen(text));
+	m->order = order;
+	free(text);
+	pre_add(s, m);
+}
+
+static void pre_free(struct ws_session *s)
+{
+	for (uint32_t i = s->pre_pos; i < s->npre; i++)
+		hub_msg_unref(s->pre[i]);
+	mem_free(s->pre);
+	s->pre = NULL;
+	s->npre = s->pre_pos = 0;
 }
 
 static void send_error(struct ws_session *s, struct http_env *env, const char *code,
@@ -269,14 +313,96 @@ static void schedule_expiry(struct ws_session *s, struct http_env *env)
 			 (lws_usec_t)delay * LWS_US_PER_SEC);
 }
 
+static struct ws_ticket *ticket_of(struct ws_session *s)
+{
+	if (!s->ticket) {
+		s->ticket = mem_calloc(1, sizeof *s->ticket);
+		s->ticket->s = s;
+		s->ticket->refs = 1;
+	}
+	s->ticket->refs++;
+	return s->ticket;
+}
+
+static void ticket_unref(struct ws_ticket *t);
+
+static void on_replay(int status, json_t *alerts, bool recovered, json_t *snapshot, void *arg)
+{
+	struct ws_ticket *t = arg;
+	struct ws_session *s = t->s;
+	size_t count = 0, i;
+	json_t *al;
+
+	if (s && s->conn) {
+		struct http_env *env = env_of(s->wsi);
+		if (status != 0) {
+			pre_add_json(s, env,
+				     json_pack("{s:s,s:s,s:s}", "type", "error", "code",
+					       "replay_unavailable", "message",
+					       "the alert history is unavailable right now"),
+				     0);
+			recovered = false;
+		} else if (recovered) {
+			json_array_foreach(alerts, i, al) {
+				uint64_t order = 0;
+				alerts_parse_id(json_string_value(json_object_get(al, "id")), &order);
+				if (order > s->floor)
+					s->floor = order;
+				pre_add_json(s, env, json_incref(al), order);
+				count++;
+			}
+		} else {
+			/* Not pretending: the state now instead of a history
+			 * with holes. */
+			pre_add_json(s, env,
+				     json_pack("{s:s,s:O}", "type", "snapshot", "products",
+					       snapshot ? snapshot : json_array()),
+				     0);
+			s->floor = 0;
+		}
+		pre_add_json(s, env,
+			     json_pack("{s:s,s:I,s:b}", "type", "replay_done", "count",
+				       (json_int_t)count, "recovered", recovered),
+			     0);
+		s->replaying = false;
+		lws_callback_on_writable(s->wsi);
+	}
+	ticket_unref(t);
+}
+
+/* Queues, after hello, what user missed since the alert id since. */
+static void start_replay(struct ws_session *s, struct http_env *env, const char *since,
+			 unsigned roles)
+{
+	uint64_t order;
+	if (alerts_parse_id(since, &order) != 0) {
+		pre_add_json(s, env,
+			     json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_since",
+				       "message", "since: expected an alert id like 1700000000000-0"),
+			     0);
+		lws_callback_on_writable(s->wsi);
+		return;
+	}
+	s->replaying = true;
+	s->floor = order;
+	/* At most this many alerts are replayed; older ones are in
+	 * GET /api/me/alerts. */
+	alerts_history(env->alerts, hub_conn_user(s->conn), roles, since, WS_REPLAY_MAX, true,
+		       on_replay, ticket_of(s));
+}
+
 static void on_established(struct ws_session *s, struct lws *wsi, struct http_env *env)
 {
 	struct auth_claims claims;
+	char since[sizeof pending_claims.since];
+	bool has_since = false;
 
 	memset(s, 0, sizeof *s);
 	s->wsi = wsi;
 	if (pending_claims.wsi == wsi) {
 		claims = pending_claims.claims;
+		has_since = pending_claims.has_since;
+		snprintf(since, sizeof since, "%s", pending_claims.since);
 		pending_claims.wsi = NULL;
 	} else if (authenticate(wsi, env, &claims) != AUTH_OK) {
 		close_with(s, CLOSE_POLICY);
@@ -304,11 +430,20 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 	s->exp = claims.exp;
 	schedule_expiry(s, env);
 
-	send_json(s, env,
-		  json_pack("{s:s,s:s,s:s,s:i,s:I}", "type", "hello", "user_id", claims.sub,
-			    "conn_id", s->conn_id, "heartbeat_s", env->cfg->ws.ping_interval_s,
-			    "server_time", (json_int_t)now_ms()));
+	if (hub_user_conns(env->hub, claims.sub) == 1 && env->alerts)
+		alerts_user_online(env->alerts, claims.sub);
+	pre_add_json(s, env,
+		     json_pack("{s:s,s:s,s:s,s:i,s:I}", "type", "hello", "user_id", claims.sub,
+			       "conn_id", s->conn_id, "heartbeat_s", env->cfg->ws.ping_interval_s,
+			       "server_time", (json_int_t)now_ms()),
+		     0);
 	log_debug(MOD, "conn %s: user %s connected", s->conn_id, claims.sub);
+
+	if (has_since && env->alerts) {
+		start_replay(s, env, since, claims.roles);
+		return;
+	}
+	lws_callback_on_writable(wsi);
 }
 
 static void ticket_unref(struct ws_ticket *t)
@@ -320,6 +455,7 @@ static void ticket_unref(struct ws_ticket *t)
 static void on_closed(struct ws_session *s, struct http_env *env)
 {
 	lws_sul_cancel(&s->expiry);
+	pre_free(s);
 	if (s->ticket) {
 		s->ticket->s = NULL;
 		ticket_unref(s->ticket);
@@ -331,8 +467,12 @@ static void on_closed(struct ws_session *s, struct http_env *env)
 		snprintf(user, sizeof user, "%s", hub_conn_user(s->conn));
 		hub_detach(env->hub, s->conn);
 		s->conn = NULL;
-		if (hub_user_conns(env->hub, user) == 0 && env->presence)
-			presence_offline(env->presence, user);
+		if (hub_user_conns(env->hub, user) == 0) {
+			if (env->presence)
+				presence_offline(env->presence, user);
+			if (env->alerts)
+				alerts_user_offline(env->alerts, user);
+		}
 	}
 	if (s->counted) {
 		s->counted = false;
@@ -416,14 +556,8 @@ static void handle_subscribe(struct ws_session *s, struct http_env *env, json_t 
 		send_error(s, env, "bad_message", "product_id: expected a positive integer");
 		return;
 	}
-	if (!s->ticket) {
-		s->ticket = mem_calloc(1, sizeof *s->ticket);
-		s->ticket->s = s;
-		s->ticket->refs = 1;
-	}
 	struct ws_pending *p = mem_calloc(1, sizeof *p);
-	p->ticket = s->ticket;
-	p->ticket->refs++;
+	p->ticket = ticket_of(s);
 	p->product = (int64_t)json_integer_value(pid);
 	p->subscribe = subscribe;
 	if (subscribe)
@@ -502,18 +636,32 @@ static int on_writeable(struct ws_session *s, struct http_env *env)
 		close_with(s, CLOSE_GOING_AWAY);
 		return 0;
 	}
-	if (!s->conn)
+	if (!s->conn || s->replaying)
 		return 0;
-	struct hub_msg *m = hub_peek(s->conn);
-	if (!m)
-		return 0;
+	struct hub_msg *m;
+	bool from_pre = s->pre_pos < s->npre;
+	if (from_pre) {
+		m = s->pre[s->pre_pos];
+	} else {
+		/* Live alerts the replay already carried are skipped. */
+		while ((m = hub_peek(s->conn)) && m->order && m->order <= s->floor)
+			hub_pop(s->conn);
+		if (!m)
+			return 0;
+	}
 	/* The message is shared by every recipient; lws writes only the frame
 	 * header into the headroom before it, identical for all of them. */
 	int n = lws_write(s->wsi, (unsigned char *)m->data, m->len, LWS_WRITE_TEXT);
 	if (n < (int)m->len)
 		return -1;
-	hub_pop(s->conn);
-	if (hub_peek(s->conn))
+	if (from_pre) {
+		hub_msg_unref(m);
+		if (++s->pre_pos == s->npre)
+			pre_free(s);
+	} else {
+		hub_pop(s->conn);
+	}
+	if (s->pre_pos < s->npre || hub_peek(s->conn))
 		lws_callback_on_writable(s->wsi);
 	return 0;
 }

@@ -13,6 +13,11 @@ void api_list_subscriptions(struct http_req *r, struct http_env *env);
 /* PUT and DELETE /api/me/subscriptions/{product_id} */
 void api_subscription(struct http_req *r, struct http_env *env);
 
+/* GET /api/me/alerts?since=ID&limit=N */
+void api_list_alerts(struct http_req *r, struct http_env *env);
+/* POST /api/inventory/events (role service or admin) */
+void api_post_event(struct http_req *r, struct http_env *env);
+
 /* Formats ms since the epoch as RFC 3339 UTC with milliseconds. */
 void api_format_time(int64_t ms, char *out, size_t outlen);
 

@@ -27,6 +27,7 @@ struct json_t;
  * lws_context_user(). */
 struct presence;
 struct subs;
+struct alerts;
 
 struct http_env {
 	const struct config *cfg;
@@ -39,6 +40,7 @@ struct http_env {
 	struct hub *hub;                 /* local sockets by user */
 	struct presence *presence;
 	struct subs *subs;               /* subscription writes and index */
+	struct alerts *alerts;           /* the alert pipeline */
 	const struct lws_protocols *ws_protocol;
 	bool shutting_down;              /* refuse new sockets */
 	void (*drained)(void *arg);      /* see ws_shutdown() */

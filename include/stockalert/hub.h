@@ -23,6 +23,10 @@ struct hub_conn;
 
 struct hub_msg {
 	uint32_t refs;
+	/* For alerts, the alert id as a number ((ms << 22) | seq), so that a
+	 * socket that resumed can skip what its replay already carried; 0 for
+	 * everything else. */
+	uint64_t order;
 	size_t len;     /* payload bytes */
 	char *data;     /* payload; data - headroom .. data is writable */
 };
@@ -62,6 +66,10 @@ size_t hub_send_to_user(struct hub *h, const char *user, struct hub_msg *m);
 /* Queues m on every connection whose roles include any of role_mask.
  * Walks only connections holding some role, not every connection. */
 size_t hub_send_to_role(struct hub *h, unsigned role_mask, struct hub_msg *m);
+/* Same, leaving out the connections of users for whom skip() is true (they
+ * got m some other way). */
+size_t hub_send_to_role_except(struct hub *h, unsigned role_mask, struct hub_msg *m,
+			       bool (*skip)(const char *user, void *arg), void *arg);
 
 /* The next queued message of c (NULL if none), still queued. */
 struct hub_msg *hub_peek(const struct hub_conn *c);

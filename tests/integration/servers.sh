@@ -23,6 +23,8 @@ case "$dir" in /*) ;; *) dir="$(pwd)/$dir" ;; esac
 stop_all() {
 	sa_stop_pidfile "$dir/redis/redis.pid" 10
 	sa_stop_pidfile "$dir/mysql/mariadb.pid" 30
+	[ -d "$dir/mysql" ] && sa_mysql_sock_cleanup "$dir/mysql"
+	return 0
 }
 
 start_all() {
@@ -62,7 +64,7 @@ export SA_TEST_MYSQL_USER=stockalert
 export SA_TEST_MYSQL_PASSWORD=$pass
 export SA_TEST_MYSQL_PASSWORD_FILE=$dir/mysql.password
 export SA_TEST_MYSQL_DATABASE=stockalert
-export SA_TEST_MYSQL_ROOT_SOCKET=$dir/mysql/sock
+export SA_TEST_MYSQL_ROOT_SOCKET=$(sa_mysql_sock "$dir/mysql")
 export SA_TEST_MYSQL_PID=$(cat "$dir/mysql/mariadb.pid")
 ENV
 	sa_log "redis on 127.0.0.1:$rport, mariadb on 127.0.0.1:$mport; env in $dir/env.sh"

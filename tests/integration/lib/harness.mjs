@@ -52,9 +52,12 @@ for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15], ['SIGHUP', 1]]) {
 	process.on(sig, () => { killAllNow(); process.exit(128 + n); });
 }
 
+// Children are unref'd so a test file that forgot one still ends (and the
+// exit handler kills it); waiting for a child's exit refs it again.
 function track(child) {
 	live.add(child);
-	child.exitInfo = new Promise((resolve) => {
+	child.unref();
+	const info = new Promise((resolve) => {
 		child.once('exit', (code, signal) => {
 			live.delete(child);
 			resolve({ code, signal });
@@ -63,6 +66,9 @@ function track(child) {
 			live.delete(child);
 			resolve({ code: null, signal: null, error: err });
 		});
+	});
+	Object.defineProperty(child, 'exitInfo', {
+		get() { child.ref(); return info; },
 	});
 	return child;
 }
@@ -431,7 +437,7 @@ export function startDaemon(cfg, { t, args = [], env = {} } = {}) {
 	fs.closeSync(fd);
 	const d = {
 		proc, pid: proc.pid, cfg, url: cfg.url, wsUrl: cfg.wsUrl, port: cfg.port, logFile,
-		exited: proc.exitInfo,
+		get exited() { return proc.exitInfo; },
 		get running() { return proc.exitCode === null && proc.signalCode === null; },
 		log() {
 			try { return fs.readFileSync(logFile, 'utf8'); } catch { return ''; }
@@ -902,7 +908,7 @@ export function wsRawConnect(port, pathAndQuery, extraHeaders = {}, timeout = 10
 			sock.pause();
 			const res = parseHttpResponse(buf);
 			const accept = crypto.createHash('sha1')
-				.update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC11B07').digest('base64');
+				.update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
 			if (res.status === 101 && res.headers['sec-websocket-accept'] !== accept) {
 				sock.destroy();
 				reject(new Error(`bad Sec-WebSocket-Accept ${res.headers['sec-websocket-accept']}`));
@@ -920,4 +926,80 @@ export function wsRawConnect(port, pathAndQuery, extraHeaders = {}, timeout = 10
 			sock.write(head + '\r\n');
 		});
 	});
+}
+
+// ---------------------------------------------------------------- subscriptions (subs tests)
+
+// One JSON API call: { status, headers (object, lower-case), text, json }.
+// `body` is sent as is when it is a string, as JSON otherwise.
+export async function apiCall(url, method, p, { token, body, headers = {}, timeout = 15000 } = {}) {
+	const h = { ...headers };
+	if (token !== undefined) h.Authorization = `Bearer ${token}`;
+	let data;
+	if (body !== undefined) {
+		data = typeof body === 'string' ? body : JSON.stringify(body);
+		if (!Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) {
+			h['Content-Type'] = 'application/json';
+		}
+	}
+	const r = await fetch(`${url}${p}`, { method, headers: h, body: data,
+		signal: AbortSignal.timeout(timeout) });
+	const text = await r.text();
+	let json = null;
+	try { json = JSON.parse(text); } catch { /* not JSON */ }
+	return { status: r.status, headers: Object.fromEntries(r.headers), text, json };
+}
+
+// Every key matching pattern (SCAN, never KEYS), sorted.
+export async function redisScanKeys(port, pattern) {
+	const keys = new Set();
+	let cursor = '0';
+	do {
+		const r = await redisCommand(port, ['SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000]);
+		if (r instanceof Error) throw r;
+		cursor = String(r[0]);
+		for (const k of r[1]) keys.add(k);
+	} while (cursor !== '0');
+	return [...keys].sort();
+}
+
+// The live subscription index of SPEC §7 under prefix, canonical:
+// { users: { user: [product ids as strings, sorted] },
+//   products: { product: { user: score } } }.
+export async function subsIndexFromRedis(port, prefix) {
+	const users = {};
+	const products = {};
+	for (const k of await redisScanKeys(port, `${prefix}user:*:subs`)) {
+		const user = k.slice(prefix.length + 'user:'.length, -':subs'.length);
+		const m = await redisCommand(port, ['SMEMBERS', k]);
+		if (m instanceof Error) throw m;
+		users[user] = m.map(String).sort();
+	}
+	for (const k of await redisScanKeys(port, `${prefix}product:*:subs`)) {
+		const pid = k.slice(prefix.length + 'product:'.length, -':subs'.length);
+		const z = await redisCommand(port, ['ZRANGE', k, 0, -1, 'WITHSCORES']);
+		if (z instanceof Error) throw z;
+		const o = {};
+		for (let i = 0; i < z.length; i += 2) o[z[i]] = Number(z[i + 1]);
+		products[pid] = o;
+	}
+	return { users, products };
+}
+
+// The same shape from MySQL's active subscription rows. `sql(query)` runs a
+// query in the daemon's database and returns batch output (mysqlRoot or a
+// startMariadb handle's sql, bound to the database).
+export async function subsIndexFromMysql(sql) {
+	const out = await sql('SELECT user_id, product_id, ' +
+		'CAST(UNIX_TIMESTAMP(created_at) * 1000 AS UNSIGNED) FROM subscriptions WHERE active = 1');
+	const users = {};
+	const products = {};
+	for (const line of out.split('\n')) {
+		if (!line) continue;
+		const [user, pid, ms] = line.split('\t');
+		(users[user] ||= []).push(pid);
+		(products[pid] ||= {})[user] = Number(ms);
+	}
+	for (const u of Object.keys(users)) users[u].sort();
+	return { users, products };
 }

@@ -1,0 +1,66 @@
+#ifndef STOCKALERT_ALERTS_H
+#define STOCKALERT_ALERTS_H
+/*
+ * The alert pipeline (SPEC §5, §6): inventory event -> exactly-once
+ * classification and history in Redis -> local recipients from the roster ->
+ * per-user rate limit -> the hub.
+ *
+ * Redis layout (besides the subscription index of subs.h):
+ *   <prefix>event:{event_id}      hash: the event's outcome (kind, alert id,
+ *                                 prev), written once by whichever instance
+ *                                 ran the event first; TTL history_s
+ *   <prefix>event:{event_id}:i    set of instances that delivered it
+ *   <prefix>stock:{product_id}    the shared stock state (last level seen)
+ *   <prefix>alerts                stream of every alert, trimmed to
+ *                                 history_s; entry ids are the alert ids
+ *   <prefix>alerts:start          id of the stream's first entry ever
+ *                                 (gone with the stream if Redis loses it)
+ *   <prefix>rate:{user}:{window}  hash: alerts let through in that window
+ *   <prefix>product:{id}:thr      custom low-stock thresholds in use
+ */
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stockalert/events.h"
+#include "stockalert/http.h"
+
+struct alerts;
+
+struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env);
+void alerts_close(struct alerts *a);
+const char *alerts_instance(const struct alerts *a);
+
+/* Pub/sub input: <prefix>inventory and <prefix>subs:changes. */
+void alerts_on_inventory(struct alerts *a, const char *payload, size_t len);
+void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len);
+/* A Redis connection came back: deliver what was recorded meanwhile. */
+void alerts_redis_ready(struct alerts *a);
+
+/* The first socket of user opened here / the last one closed. */
+void alerts_user_online(struct alerts *a, const char *user);
+void alerts_user_offline(struct alerts *a, const char *user);
+
+/* "1700000000000-3" -> ((ms << 22) | seq); -1 if not an alert id. */
+int alerts_parse_id(const char *id, uint64_t *order);
+
+/*
+ * History of what user would have received after since (NULL or "" = the
+ * whole history), oldest first, at most limit alerts. recovered is false
+ * when the history no longer reaches back to since (trimmed, or Redis lost
+ * it); snapshot (only then, when asked for) lists {product_id, stock} for
+ * each subscribed product. status: 0, or -1 when Redis is unavailable.
+ * The callee keeps no reference to alerts/snapshot after fn returns.
+ */
+typedef void (*alerts_history_fn)(int status, json_t *alerts, bool recovered, json_t *snapshot,
+				  void *arg);
+void alerts_history(struct alerts *a, const char *user, unsigned roles, const char *since,
+		    size_t limit, bool want_snapshot, alerts_history_fn fn, void *arg);
+
+/* Publishes ev on <prefix>inventory (POST /api/inventory/events).
+ * done(0 | -1, arg). */
+void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(int rc, void *arg),
+		    void *arg);
+
+#endif

@@ -1,0 +1,49 @@
+#ifndef STOCKALERT_ROSTER_H
+#define STOCKALERT_ROSTER_H
+/*
+ * The subscriptions of the users connected to this instance, indexed both
+ * ways: user -> products, product -> local users. An event costs a lookup
+ * of its product and a walk over local subscribers, with no Redis round
+ * trip per user. Users appear when their first socket opens (loaded from
+ * Redis) and go with their last one; changes arrive from every instance over
+ * pub/sub. Pure data structure, no I/O.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct roster_sub {
+	int64_t product_id;
+	unsigned kinds;      /* enum subs_kind bits */
+	int threshold;       /* < 0: the product's low_stock_threshold */
+	int64_t created_ms;
+};
+
+struct roster;
+
+struct roster *roster_new(void);
+void roster_free(struct roster *r);
+
+/* Adds user (or replaces all of its subscriptions) with subs[0..n). */
+void roster_set_user(struct roster *r, const char *user, const struct roster_sub *subs, size_t n);
+/* Removes user and every index entry of it. */
+void roster_drop_user(struct roster *r, const char *user);
+bool roster_has_user(const struct roster *r, const char *user);
+size_t roster_users(const struct roster *r);
+
+/* Applies one change to a present user (ignored for absent users):
+ * active adds or updates sub, !active removes it. */
+void roster_update(struct roster *r, const char *user, const struct roster_sub *sub, bool active);
+
+const struct roster_sub *roster_get(const struct roster *r, const char *user, int64_t product_id);
+/* Number of local users subscribed to product_id. */
+size_t roster_subscribers(const struct roster *r, int64_t product_id);
+/* Calls fn for each local subscriber of product_id; fn must not modify r. */
+void roster_each_subscriber(const struct roster *r, int64_t product_id,
+			    void (*fn)(const char *user, const struct roster_sub *sub, void *arg),
+			    void *arg);
+/* Calls fn for each subscription of user; fn must not modify r. */
+void roster_each_sub(const struct roster *r, const char *user,
+		     void (*fn)(const struct roster_sub *sub, void *arg), void *arg);
+
+#endif

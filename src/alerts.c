@@ -1,0 +1,1253 @@
+#include "stockalert/alerts.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "stockalert/buf.h"
+#include "stockalert/catalog.h"
+#include "stockalert/dict.h"
+#include "stockalert/hub.h"
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+#include "stockalert/metrics.h"
+#include "stockalert/roster.h"
+#include "stockalert/subs.h"
+
+#define MOD "alerts"
+/* Alerts read from the history per Redis round trip. */
+#define HISTORY_PAGE 500
+/* Seq part of an alert id kept in its order number. */
+#define SEQ_BITS 22
+
+/*
+ * Runs an event exactly once across every instance and tells each instance
+ * whether it has delivered it yet.
+ * KEYS: event hash, stock state, history stream, custom thresholds zset,
+ *       delivered-by set, history start marker
+ * ARGV: instance, product, stock, prev ("" = from the shared state),
+ *       fallback prev ("" = unknown), default threshold, name, event id, ts,
+ *       trim MINID, ttl s
+ * Returns {kind, alert id, prev, first, mine}.
+ */
+static const char process_lua[] =
+	"local first = 0\n"
+	"if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+	"  local prev = ARGV[4]\n"
+	"  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
+	"  redis.call('SET', KEYS[2], ARGV[3])\n"
+	"  local kind, id = 'none', ''\n"
+	"  if prev ~= '' then\n"
+	"    local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])\n"
+	"    if p <= 0 and s > 0 then kind = 'back_in_stock'\n"
+	"    elseif p > 0 and s <= 0 then kind = 'sold_out'\n"
+	"    elseif s > 0 and p > s then\n"
+	"      if (p > t and t >= s) or\n"
+	"         #redis.call('ZRANGEBYSCORE', KEYS[4], s, p - 1, 'LIMIT', 0, 1) > 0 then\n"
+	"        kind = 'low_stock'\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  if kind ~= 'none' then\n"
+	"    id = redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[10], '*', 'kind', kind,\n"
+	"      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
+	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9])\n"
+	"    redis.call('SET', KEYS[6], id, 'NX')\n"
+	"  end\n"
+	"  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev)\n"
+	"  redis.call('EXPIRE', KEYS[1], ARGV[11])\n"
+	"  first = 1\n"
+	"end\n"
+	"local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
+	"redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
+	"local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev')\n"
+	"return {r[1], r[2], r[3], first, mine}\n";
+
+/*
+ * The per-user window limit, shared by all instances. An alert already
+ * decided for a user (by another instance, or earlier) keeps its decision,
+ * so a user connected to two instances is counted once.
+ * KEYS: rate hash per user; ARGV: max, ttl, then one alert id per key.
+ * Returns 1 (deliver) or 0 (hold) per key.
+ */
+static const char rate_lua[] =
+	"local out = {}\n"
+	"for i, key in ipairs(KEYS) do\n"
+	"  local id = ARGV[2 + i]\n"
+	"  local d = redis.call('HGET', key, id)\n"
+	"  if not d then\n"
+	"    if tonumber(redis.call('HGET', key, '_n') or '0') < tonumber(ARGV[1]) then\n"
+	"      redis.call('HINCRBY', key, '_n', 1)\n"
+	"      d = '1'\n"
+	"    else\n"
+	"      d = '0'\n"
+	"    end\n"
+	"    redis.call('HSET', key, id, d)\n"
+	"    redis.call('EXPIRE', key, ARGV[2])\n"
+	"  end\n"
+	"  out[i] = tonumber(d)\n"
+	"end\n"
+	"return out\n";
+
+/* KEYS: stream, start marker. Returns {start marker or '', max deleted id}. */
+static const char history_info_lua[] =
+	"local start = redis.call('GET', KEYS[2]) or ''\n"
+	"local deleted = '0-0'\n"
+	"if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+	"  local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
+	"  for i = 1, #info, 2 do\n"
+	"    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end\n"
+	"  end\n"
+	"end\n"
+	"return {start, deleted}\n";
+
+/* One alert as delivered: encoded once, shared by every recipient. */
+struct alert {
+	char id[32];
+	uint64_t order;
+	unsigned kind;
+	int64_t product_id;
+	int64_t stock;
+	int64_t prev;
+	int default_threshold;
+	struct hub_msg *msg;
+};
+
+/* A user's alerts held back by the rate limit: the newest per product. */
+struct held {
+	struct dict *by_product;    /* decimal product id -> struct held_msg */
+};
+
+struct held_msg {
+	struct hub_msg *msg;
+	int64_t product_id;
+	char id[32];
+};
+
+struct alerts {
+	uv_loop_t *loop;
+	struct http_env *env;
+	const struct config *cfg;
+	struct roster *roster;
+	struct catalog *catalog;
+	struct dict *held;          /* user -> struct held */
+	size_t nheld;               /* users with held alerts */
+	uv_timer_t window_timer;
+	char instance[32];
+	char prefix[80];
+	char last_id[32];           /* newest alert this instance delivered or saw */
+	bool catching_up;
+	bool closing;
+	int inflight;               /* async operations holding a pointer */
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_window_timer_closed(uv_handle_t *h);
+
+static void maybe_free(struct alerts *a)
+{
+	if (a->closing && a->inflight == 0 && !uv_is_closing((uv_handle_t *)&a->window_timer))
+		uv_close((uv_handle_t *)&a->window_timer, on_window_timer_closed);
+}
+
+static void op_done(struct alerts *a)
+{
+	a->inflight--;
+	maybe_free(a);
+}
+
+int alerts_parse_id(const char *id, uint64_t *order)
+{
+	char *end;
+	if (!id || !*id || *id < '0' || *id > '9')
+		return -1;
+	errno = 0;
+	unsigned long long ms = strtoull(id, &end, 10);
+	if (errno || *end != '-' || ms >= (1ull << (64 - SEQ_BITS)))
+		return -1;
+	const char *s = end + 1;
+	if (*s < '0' || *s > '9')
+		return -1;
+	unsigned long long seq = strtoull(s, &end, 10);
+	if (errno || *end || seq >= (1ull << SEQ_BITS))
+		return -1;
+	*order = (ms << SEQ_BITS) | seq;
+	return 0;
+}
+
+static const char *kind_str(unsigned kind)
+{
+	return subs_kind_name(kind);
+}
+
+static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
+{
+	int n = snprintf(out, outlen, "%s", a->prefix);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(out + n, outlen - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+/* --- the alert object ------------------------------------------------------ */
+
+static json_t *alert_json(const char *id, unsigned kind, int64_t product, const char *name,
+			  int64_t stock, int64_t prev, const char *event_id, int64_t ts)
+{
+	json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:I}", "type", "alert", "id", id,
+			      "kind", kind_str(kind), "product_id", (json_int_t)product, "stock",
+			      (json_int_t)stock, "prev_stock", (json_int_t)prev, "event_id",
+			      event_id, "ts", (json_int_t)ts);
+	if (j && name && *name)
+		json_object_set_new(j, "name", json_string(name));
+	return j;
+}
+
+static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
+{
+	char *text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	if (!text)
+		return NULL;
+	struct hub_msg *m = hub_msg_new(a->env->hub, text, strlen(text));
+	m->order = order;
+	free(text);
+	return m;
+}
+
+/* --- rate limit -------------------------------------------------------------- */
+
+static int64_t window_ms(const struct alerts *a)
+{
+	return (int64_t)a->cfg->alerts.window_s * 1000;
+}
+
+static void rate_key(const struct alerts *a, const char *user, char *out, size_t outlen)
+{
+	key(out, outlen, a, "rate:%s:%" PRId64, user, now_ms() / window_ms(a));
+}
+
+static void on_window(uv_timer_t *t);
+
+static void arm_window_timer(struct alerts *a)
+{
+	if (a->nheld == 0 || a->closing || uv_is_active((uv_handle_t *)&a->window_timer))
+		return;
+	int64_t w = window_ms(a);
+	/* Just past the next window boundary, when the limit allows again. */
+	uv_timer_start(&a->window_timer, on_window, (uint64_t)(w - now_ms() % w + 5), 0);
+}
+
+static void hold(struct alerts *a, const char *user, struct hub_msg *msg, int64_t product,
+		 const char *id)
+{
+	char pid[24];
+	struct held *h = dict_get(a->held, user);
+	if (!h) {
+		h = mem_calloc(1, sizeof *h);
+		h->by_product = dict_new();
+		dict_set(a->held, user, h);
+		a->nheld++;
+	}
+	snprintf(pid, sizeof pid, "%" PRId64, product);
+	struct held_msg *hm = dict_get(h->by_product, pid);
+	if (hm) {
+		/* The newer alert for the product replaces the one waiting:
+		 * the user hears the last word, not a backlog. */
+		hub_msg_unref(hm->msg);
+		metrics_inc(METRICS_ALERTS_COALESCED);
+	} else {
+		hm = mem_calloc(1, sizeof *hm);
+		hm->product_id = product;
+		dict_set(h->by_product, pid, hm);
+		metrics_inc(METRICS_ALERTS_DELAYED);
+	}
+	hub_msg_ref(msg);
+	hm->msg = msg;
+	snprintf(hm->id, sizeof hm->id, "%s", id);
+	arm_window_timer(a);
+}
+
+static int free_held_msg(const char *k, void *v, void *arg)
+{
+	(void)k;
+	(void)arg;
+	struct held_msg *hm = v;
+	hub_msg_unref(hm->msg);
+	mem_free(hm);
+	return 0;
+}
+
+static void drop_held(struct alerts *a, const char *user)
+{
+	struct held *h = dict_del(a->held, user);
+	if (!h)
+		return;
+	dict_each(h->by_product, free_held_msg, NULL);
+	dict_free(h->by_product);
+	mem_free(h);
+	a->nheld--;
+}
+
+/* Forgets the held alert of user for product if it is still id (a newer one
+ * may have replaced it while we asked Redis). */
+static void release_held(struct alerts *a, const char *user, int64_t product, const char *id)
+{
+	char pid[24];
+	struct held *h = dict_get(a->held, user);
+	if (!h)
+		return;
+	snprintf(pid, sizeof pid, "%" PRId64, product);
+	struct held_msg *hm = dict_get(h->by_product, pid);
+	if (!hm || strcmp(hm->id, id) != 0)
+		return;
+	dict_del(h->by_product, pid);
+	free_held_msg(pid, hm, NULL);
+	if (dict_size(h->by_product) == 0)
+		drop_held(a, user);
+}
+
+static void deliver_to_user(struct alerts *a, const char *user, struct hub_msg *m)
+{
+	metrics_add(METRICS_ALERTS_DELIVERED, hub_send_to_user(a->env->hub, user, m));
+}
+
+/* (user, alert) pairs waiting for the rate script's verdict. */
+struct rate_pair {
+	char *user;
+	struct hub_msg *msg;
+	int64_t product_id;
+	char id[32];
+};
+
+struct rate_batch {
+	struct alerts *a;
+	bool from_held;     /* re-asking for held alerts at a new window */
+	size_t n, cap;
+	struct rate_pair *pairs;
+};
+
+static void batch_add(struct rate_batch *b, const char *user, struct hub_msg *msg, int64_t product,
+		      const char *id)
+{
+	if (b->n == b->cap) {
+		b->cap = b->cap ? 2 * b->cap : 16;
+		b->pairs = mem_realloc(b->pairs, b->cap * sizeof *b->pairs);
+	}
+	struct rate_pair *p = &b->pairs[b->n++];
+	p->user = mem_strdup(user);
+	hub_msg_ref(msg);
+	p->msg = msg;
+	p->product_id = product;
+	snprintf(p->id, sizeof p->id, "%s", id);
+}
+
+static void batch_free(struct rate_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		mem_free(b->pairs[i].user);
+		hub_msg_unref(b->pairs[i].msg);
+	}
+	mem_free(b->pairs);
+	mem_free(b);
+}
+
+static void on_rate(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct rate_batch *b = arg;
+	struct alerts *a = b->a;
+	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == b->n;
+
+	if (!ok && !a->closing)
+		log_warn(MOD, "rate limit check failed (%s): delivering without it",
+			 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+	for (size_t i = 0; i < b->n && !a->closing; i++) {
+		struct rate_pair *p = &b->pairs[i];
+		/* Without an answer we deliver: a late alert is worse than one
+		 * over the limit. */
+		bool allow = !ok || (reply->element[i]->type == REDIS_REPLY_INTEGER &&
+				     reply->element[i]->integer == 1);
+		if (allow) {
+			deliver_to_user(a, p->user, p->msg);
+			if (b->from_held)
+				release_held(a, p->user, p->product_id, p->id);
+		} else if (!b->from_held) {
+			hold(a, p->user, p->msg, p->product_id, p->id);
+		}
+	}
+	if (b->from_held)
+		arm_window_timer(a);
+	batch_free(b);
+	op_done(a);
+}
+
+/* Sends the batch to the rate script (or delivers at once if Redis is not
+ * there). Takes ownership of b. */
+static void rate_check(struct alerts *a, struct rate_batch *b)
+{
+	if (b->n == 0) {
+		batch_free(b);
+		return;
+	}
+	size_t argc = 5 + 2 * b->n;
+	const char **argv = mem_calloc(argc, sizeof *argv);
+	char **keys = mem_calloc(b->n, sizeof *keys);
+	char nkeys[24], max[16], ttl[24];
+
+	snprintf(nkeys, sizeof nkeys, "%zu", b->n);
+	snprintf(max, sizeof max, "%d", a->cfg->alerts.max_per_window);
+	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
+	argv[0] = "EVAL";
+	argv[1] = rate_lua;
+	argv[2] = nkeys;
+	for (size_t i = 0; i < b->n; i++) {
+		keys[i] = mem_alloc(256);
+		rate_key(a, b->pairs[i].user, keys[i], 256);
+		argv[3 + i] = keys[i];
+		argv[3 + b->n + 2 + i] = b->pairs[i].id;
+	}
+	argv[3 + b->n] = max;
+	argv[3 + b->n + 1] = ttl;
+	a->inflight++;
+	int rc = redis_command_argv(a->env->redis, on_rate, b, (int)argc, argv, NULL);
+	for (size_t i = 0; i < b->n; i++)
+		mem_free(keys[i]);
+	mem_free(keys);
+	mem_free(argv);
+	if (rc != 0)
+		on_rate(NULL, NULL, b);
+}
+
+struct collect_held {
+	struct rate_batch *b;
+	const char *user;
+};
+
+static int collect_held_msg(const char *k, void *v, void *arg)
+{
+	(void)k;
+	struct collect_held *c = arg;
+	struct held_msg *hm = v;
+	batch_add(c->b, c->user, hm->msg, hm->product_id, hm->id);
+	return 0;
+}
+
+static int collect_held_user(const char *user, void *v, void *arg)
+{
+	struct held *h = v;
+	struct collect_held c = {arg, user};
+	dict_each(h->by_product, collect_held_msg, &c);
+	return 0;
+}
+
+static void on_window(uv_timer_t *t)
+{
+	struct alerts *a = t->data;
+	struct rate_batch *b = mem_calloc(1, sizeof *b);
+	b->a = a;
+	b->from_held = true;
+	dict_each(a->held, collect_held_user, b);
+	rate_check(a, b);
+}
+
+/* --- delivery ---------------------------------------------------------------- */
+
+struct recipients {
+	struct alerts *a;
+	const struct alert *al;
+	struct rate_batch *b;
+	struct dict *seen;      /* users reached through a subscription */
+};
+
+static void consider_subscriber(const char *user, const struct roster_sub *sub, void *arg)
+{
+	struct recipients *rc = arg;
+	const struct alert *al = rc->al;
+	int64_t thr = sub->threshold >= 0 ? sub->threshold : al->default_threshold;
+	if (!(sub->kinds & al->kind) || events_classify(al->prev, al->stock, thr) != al->kind)
+		return;
+	batch_add(rc->b, user, al->msg, al->product_id, al->id);
+	dict_set(rc->seen, user, (void *)1);
+}
+
+static bool already_reached(const char *user, void *arg)
+{
+	return dict_get(arg, user) != NULL;
+}
+
+static void deliver(struct alerts *a, const struct alert *al)
+{
+	struct rate_batch *b = mem_calloc(1, sizeof *b);
+	struct recipients rc = {a, al, b, dict_new()};
+
+	b->a = a;
+	roster_each_subscriber(a->roster, al->product_id, consider_subscriber, &rc);
+	/* The operations view: every sold_out, and low_stock by the
+	 * product's own threshold, to admins; not rate limited, not twice to
+	 * an admin who also subscribed. */
+	if (al->kind == SUBS_SOLD_OUT ||
+	    (al->kind == SUBS_LOW_STOCK &&
+	     events_classify(al->prev, al->stock, al->default_threshold) == SUBS_LOW_STOCK))
+		metrics_add(METRICS_ALERTS_DELIVERED,
+			    hub_send_to_role_except(a->env->hub, AUTH_ROLE_ADMIN, al->msg,
+						    already_reached, rc.seen));
+	dict_free(rc.seen);
+	rate_check(a, b);
+}
+
+static void note_seen(struct alerts *a, const char *id, uint64_t order)
+{
+	uint64_t last;
+	if (alerts_parse_id(a->last_id, &last) != 0 || order > last)
+		snprintf(a->last_id, sizeof a->last_id, "%s", id);
+}
+
+/* --- event processing -------------------------------------------------------- */
+
+struct ev_job {
+	struct alerts *a;
+	struct inv_event ev;
+	char *name;
+	int threshold;
+	int64_t received_ms;
+};
+
+static int64_t reply_int(const redisReply *r)
+{
+	if (!r)
+		return 0;
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return 0;
+}
+
+static const char *reply_str(const redisReply *r)
+{
+	return r && r->type == REDIS_REPLY_STRING ? r->str : "";
+}
+
+static void job_free(struct ev_job *j)
+{
+	mem_free(j->name);
+	mem_free(j);
+}
+
+static void on_processed(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct ev_job *j = arg;
+	struct alerts *a = j->a;
+
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+		if (!a->closing)
+			log_warn(MOD, "event %s: not processed (%s); it is delivered from the "
+				      "history once Redis is back, if another instance recorded it",
+				 j->ev.event_id,
+				 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+		goto out;
+	}
+	const char *kind_name = reply_str(reply->element[0]);
+	const char *id = reply_str(reply->element[1]);
+	const char *prev = reply_str(reply->element[2]);
+	bool first = reply_int(reply->element[3]) == 1;
+	bool mine = reply_int(reply->element[4]) == 1;
+
+	if (first)
+		catalog_set_stock(a->catalog, j->ev.product_id, j->ev.stock);
+	if (!mine) {
+		metrics_inc(METRICS_EVENTS_DUPLICATE);
+		log_debug(MOD, "event %s: already delivered here", j->ev.event_id);
+		goto out;
+	}
+	unsigned kind = subs_kind_parse(kind_name);
+	struct alert al = {.kind = kind, .product_id = j->ev.product_id, .stock = j->ev.stock};
+	if (!kind || alerts_parse_id(id, &al.order) != 0)
+		goto out;
+	snprintf(al.id, sizeof al.id, "%s", id);
+	al.prev = strtoll(prev, NULL, 10);
+	al.default_threshold = j->threshold;
+	al.msg = encode(a,
+			alert_json(al.id, kind, al.product_id, j->name, al.stock, al.prev,
+				   j->ev.event_id, j->ev.has_ts ? j->ev.ts_ms : j->received_ms),
+			al.order);
+	if (al.msg) {
+		note_seen(a, al.id, al.order);
+		deliver(a, &al);
+		hub_msg_unref(al.msg);
+	}
+out:
+	job_free(j);
+	op_done(a);
+}
+
+static void on_product_info(const struct product_info *p, void *arg)
+{
+	struct ev_job *j = arg;
+	struct alerts *a = j->a;
+	char k_event[256], k_stock[128], k_stream[96], k_thr[128], k_inst[272], k_start[112];
+	char pid[24], stock[24], prev[24], fallback[24], thr[16], ts[24], minid[32], ttl[16];
+
+	j->name = p->name ? mem_strdup(p->name) : NULL;
+	j->threshold = p->threshold;
+	key(k_event, sizeof k_event, a, "event:%s", j->ev.event_id);
+	key(k_stock, sizeof k_stock, a, "stock:%" PRId64, j->ev.product_id);
+	key(k_stream, sizeof k_stream, a, "alerts");
+	key(k_thr, sizeof k_thr, a, "product:%" PRId64 ":thr", j->ev.product_id);
+	snprintf(k_inst, sizeof k_inst, "%s:i", k_event);
+	key(k_start, sizeof k_start, a, "alerts:start");
+	snprintf(pid, sizeof pid, "%" PRId64, j->ev.product_id);
+	snprintf(stock, sizeof stock, "%" PRId64, j->ev.stock);
+	if (j->ev.has_prev)
+		snprintf(prev, sizeof prev, "%" PRId64, j->ev.prev_stock);
+	else
+		prev[0] = '\0';
+	/* Without prev_stock and without shared state yet (first event for
+	 * the product since Redis started), MySQL's products.stock is the
+	 * previous level. */
+	if (p->has_stock)
+		snprintf(fallback, sizeof fallback, "%" PRId64, p->stock);
+	else
+		fallback[0] = '\0';
+	snprintf(thr, sizeof thr, "%d", p->threshold);
+	snprintf(ts, sizeof ts, "%" PRId64, j->ev.has_ts ? j->ev.ts_ms : j->received_ms);
+	snprintf(minid, sizeof minid, "%" PRId64,
+		 now_ms() - (int64_t)a->cfg->alerts.history_s * 1000);
+	snprintf(ttl, sizeof ttl, "%d", a->cfg->alerts.history_s);
+
+	const char *argv[] = {"EVAL",  process_lua, "6",   k_event,	 k_stock,	 k_stream,
+			      k_thr,   k_inst,	    k_start, a->instance, pid,		 stock,
+			      prev,    fallback,    thr,   j->name ? j->name : "", j->ev.event_id,
+			      ts,      minid,	    ttl};
+	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
+					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
+		on_processed(NULL, NULL, j);
+}
+
+void alerts_on_inventory(struct alerts *a, const char *payload, size_t len)
+{
+	char err[256];
+	struct ev_job *j = mem_calloc(1, sizeof *j);
+
+	metrics_inc(METRICS_EVENTS_RECEIVED);
+	if (events_parse(payload, len, false, &j->ev, err, sizeof err) != 0) {
+		metrics_inc(METRICS_EVENTS_MALFORMED);
+		log_warn(MOD, "malformed event skipped: %s (%zu bytes: %.80s%s)", err, len,
+			 payload, len > 80 ? "..." : "");
+		mem_free(j);
+		return;
+	}
+	j->a = a;
+	j->received_ms = now_ms();
+	a->inflight++;
+	catalog_get(a->catalog, j->ev.product_id, on_product_info, j);
+}
+
+/* --- catch-up after Redis came back ------------------------------------------ */
+
+struct catchup {
+	struct alerts *a;
+	struct alert al;
+	char *name;
+	char event_id[EVENTS_ID_MAX + 1];
+	int64_t ts;
+};
+
+static void on_catchup_mark(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct catchup *c = arg;
+	struct alerts *a = c->a;
+	if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1 && !a->closing) {
+		c->al.msg = encode(a,
+				   alert_json(c->al.id, c->al.kind, c->al.product_id, c->name,
+					      c->al.stock, c->al.prev, c->event_id, c->ts),
+				   c->al.order);
+		if (c->al.msg) {
+			log_info(MOD, "catch-up: delivering %s (event %s)", c->al.id, c->event_id);
+			deliver(a, &c->al);
+			hub_msg_unref(c->al.msg);
+		}
+	}
+	mem_free(c->name);
+	mem_free(c);
+	op_done(a);
+}
+
+static const char *field(const redisReply *fields, const char *name)
+{
+	for (size_t i = 0; i + 1 < fields->elements; i += 2)
+		if (fields->element[i]->type == REDIS_REPLY_STRING &&
+		    strcmp(fields->element[i]->str, name) == 0)
+			return reply_str(fields->element[i + 1]);
+	return "";
+}
+
+static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct alerts *a = arg;
+	a->catching_up = false;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || a->closing) {
+		op_done(a);
+		return;
+	}
+	for (size_t i = 0; i < reply->elements; i++) {
+		redisReply *e = reply->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+			continue;
+		struct catchup *c = mem_calloc(1, sizeof *c);
+		c->a = a;
+		snprintf(c->al.id, sizeof c->al.id, "%s", reply_str(e->element[0]));
+		redisReply *f = e->element[1];
+		c->al.kind = subs_kind_parse(field(f, "kind"));
+		c->al.product_id = strtoll(field(f, "product_id"), NULL, 10);
+		c->al.stock = strtoll(field(f, "stock"), NULL, 10);
+		c->al.prev = strtoll(field(f, "prev"), NULL, 10);
+		c->al.default_threshold = (int)strtol(field(f, "thr"), NULL, 10);
+		c->name = mem_strdup(field(f, "name"));
+		snprintf(c->event_id, sizeof c->event_id, "%s", field(f, "event_id"));
+		c->ts = strtoll(field(f, "ts"), NULL, 10);
+		if (!c->al.kind || alerts_parse_id(c->al.id, &c->al.order) != 0) {
+			mem_free(c->name);
+			mem_free(c);
+			continue;
+		}
+		note_seen(a, c->al.id, c->al.order);
+		/* Claim it for this instance; whoever delivered it live already
+		 * holds the claim, so nothing is delivered twice. */
+		char k_inst[300];
+		key(k_inst, sizeof k_inst, a, "event:%s:i", c->event_id);
+		a->inflight++;
+		if (redis_command(a->env->redis, on_catchup_mark, c, "SADD %s %s", k_inst,
+				  a->instance) != 0)
+			on_catchup_mark(NULL, NULL, c);
+	}
+	op_done(a);
+}
+
+void alerts_redis_ready(struct alerts *a)
+{
+	char k_stream[96], start[40];
+	if (a->catching_up || a->closing || !redis_is_ready(a->env->redis))
+		return;
+	key(k_stream, sizeof k_stream, a, "alerts");
+	snprintf(start, sizeof start, "(%s", a->last_id);
+	a->catching_up = true;
+	a->inflight++;
+	if (redis_command(a->env->redis, on_catchup_range, a, "XRANGE %s %s + COUNT 10000",
+			  k_stream, start) != 0) {
+		a->catching_up = false;
+		op_done(a);
+	}
+}
+
+/* --- the roster: local users' subscriptions ----------------------------------- */
+
+struct load {
+	struct alerts *a;
+	char user[AUTH_SUB_MAX + 1];
+	size_t n;
+	int64_t *products;
+	void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok);
+	void *arg;
+};
+
+static void on_load_details(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct load *l = arg;
+	struct roster_sub *subs = mem_calloc(l->n ? l->n : 1, sizeof *subs);
+	size_t m = 0;
+	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == l->n;
+
+	for (size_t i = 0; ok && i < l->n; i++) {
+		redisReply *e = reply->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
+		    strcmp(reply_str(e->element[3]), "1") != 0)
+			continue;
+		subs[m].product_id = l->products[i];
+		subs[m].kinds = subs_kinds_from_csv(reply_str(e->element[0]));
+		const char *thr = reply_str(e->element[1]);
+		subs[m].threshold = *thr ? (int)strtol(thr, NULL, 10) : -1;
+		subs[m].created_ms = strtoll(reply_str(e->element[2]), NULL, 10);
+		m++;
+	}
+	l->done(l, subs, m, ok);
+	mem_free(subs);
+	mem_free(l->products);
+	struct alerts *a = l->a;
+	mem_free(l);
+	op_done(a);
+}
+
+/* Reads every subscription hash of the user in one script call, so the
+ * load costs one round trip whatever the count. */
+static const char load_lua[] =
+	"local out = {}\n"
+	"for i, p in ipairs(ARGV) do\n"
+	"  out[i] = redis.call('HMGET', KEYS[1] .. p, 'kinds', 'threshold', 'created', 'active')\n"
+	"end\n"
+	"return out\n";
+
+static void on_load_members(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct load *l = arg;
+	struct alerts *a = l->a;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || a->closing) {
+		l->done(l, NULL, 0, false);
+		mem_free(l);
+		op_done(a);
+		return;
+	}
+	l->n = reply->elements;
+	l->products = mem_calloc(l->n ? l->n : 1, sizeof *l->products);
+	const char **argv = mem_calloc(4 + l->n, sizeof *argv);
+	char prefix[256];
+	key(prefix, sizeof prefix, a, "sub:%s:", l->user);
+	argv[0] = "EVAL";
+	argv[1] = load_lua;
+	argv[2] = "1";
+	argv[3] = prefix;
+	for (size_t i = 0; i < l->n; i++) {
+		argv[4 + i] = reply_str(reply->element[i]);
+		l->products[i] = strtoll(argv[4 + i], NULL, 10);
+	}
+	/* One more hop: the reply (and argv's strings) die when we return,
+	 * and hiredis copies argv before that. */
+	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(4 + l->n), argv, NULL) !=
+	    0)
+		on_load_details(NULL, NULL, l);
+	mem_free(argv);
+}
+
+static void load_user(struct alerts *a, const char *user,
+		      void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok),
+		      void *arg)
+{
+	char k[200];
+	struct load *l = mem_calloc(1, sizeof *l);
+	l->a = a;
+	snprintf(l->user, sizeof l->user, "%s", user);
+	l->done = done;
+	l->arg = arg;
+	key(k, sizeof k, a, "user:%s:subs", user);
+	a->inflight++;
+	if (redis_command(a->env->redis, on_load_members, l, "SMEMBERS %s", k) != 0)
+		on_load_members(NULL, NULL, l);
+}
+
+static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, bool ok)
+{
+	struct alerts *a = l->a;
+	if (!ok) {
+		log_warn(MOD, "could not load the subscriptions of %s; they are loaded at their "
+			      "next connection", l->user);
+		return;
+	}
+	/* Still connected? The socket may have closed while we asked. */
+	if (hub_user_conns(a->env->hub, l->user) > 0)
+		roster_set_user(a->roster, l->user, subs, n);
+}
+
+void alerts_user_online(struct alerts *a, const char *user)
+{
+	/* Present at once (empty) so that changes arriving while the load is
+	 * in flight are not lost for a user we do not know yet. */
+	roster_set_user(a->roster, user, NULL, 0);
+	load_user(a, user, on_roster_loaded, NULL);
+}
+
+void alerts_user_offline(struct alerts *a, const char *user)
+{
+	roster_drop_user(a->roster, user);
+	drop_held(a, user);
+}
+
+void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(payload, len, 0, &jerr);
+	const char *user = json_string_value(json_object_get(j, "user"));
+	json_t *pid = json_object_get(j, "product_id");
+	if (!user || !json_is_integer(pid)) {
+		log_warn(MOD, "bad subscription change notice ignored");
+		json_decref(j);
+		return;
+	}
+	struct roster_sub sub = {
+		.product_id = (int64_t)json_integer_value(pid),
+		.kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
+		.threshold = json_is_integer(json_object_get(j, "threshold"))
+				     ? (int)json_integer_value(json_object_get(j, "threshold"))
+				     : -1,
+		.created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
+	};
+	roster_update(a->roster, user, &sub, json_is_true(json_object_get(j, "active")));
+	json_decref(j);
+}
+
+/* --- history and resume ------------------------------------------------------- */
+
+struct history {
+	struct alerts *a;
+	char user[AUTH_SUB_MAX + 1];
+	unsigned roles;
+	char since[40];
+	uint64_t since_order;
+	size_t limit;
+	bool want_snapshot;
+	bool recovered;
+	struct roster_sub *subs;
+	size_t nsubs;
+	json_t *alerts;
+	json_t *snapshot;
+	alerts_history_fn fn;
+	void *arg;
+	size_t pending;           /* snapshot lookups outstanding */
+};
+
+static void history_finish(struct history *h, int status)
+{
+	struct alerts *a = h->a;
+	h->fn(status, h->alerts, h->recovered, h->snapshot, h->arg);
+	json_decref(h->alerts);
+	json_decref(h->snapshot);
+	mem_free(h->subs);
+	mem_free(h);
+	op_done(a);
+}
+
+static const struct roster_sub *find_sub(const struct history *h, int64_t product)
+{
+	for (size_t i = 0; i < h->nsubs; i++)
+		if (h->subs[i].product_id == product)
+			return &h->subs[i];
+	return NULL;
+}
+
+/* Would the user have received this history entry? */
+static bool wanted(const struct history *h, unsigned kind, int64_t product, int64_t stock,
+		   int64_t prev, int default_thr, uint64_t order)
+{
+	const struct roster_sub *sub = find_sub(h, product);
+	if (sub && (sub->kinds & kind) && (uint64_t)sub->created_ms <= (order >> SEQ_BITS)) {
+		int64_t thr = sub->threshold >= 0 ? sub->threshold : default_thr;
+		if (events_classify(prev, stock, thr) == kind)
+			return true;
+	}
+	return (h->roles & AUTH_ROLE_ADMIN) &&
+	       (kind == SUBS_SOLD_OUT ||
+		(kind == SUBS_LOW_STOCK && events_classify(prev, stock, default_thr) == kind));
+}
+
+static void history_page(struct history *h, const char *after);
+
+static void on_history_range(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct history *h = arg;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+		history_finish(h, -1);
+		return;
+	}
+	char last[40] = "";
+	for (size_t i = 0; i < reply->elements; i++) {
+		redisReply *e = reply->element[i];
+		uint64_t order;
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+		    alerts_parse_id(reply_str(e->element[0]), &order) != 0)
+			continue;
+		const char *id = reply_str(e->element[0]);
+		snprintf(last, sizeof last, "%s", id);
+		redisReply *f = e->element[1];
+		unsigned kind = subs_kind_parse(field(f, "kind"));
+		int64_t product = strtoll(field(f, "product_id"), NULL, 10);
+		int64_t stock = strtoll(field(f, "stock"), NULL, 10);
+		int64_t prev = strtoll(field(f, "prev"), NULL, 10);
+		int thr = (int)strtol(field(f, "thr"), NULL, 10);
+		if (!kind || !wanted(h, kind, product, stock, prev, thr, order))
+			continue;
+		const char *name = field(f, "name");
+		json_array_append_new(h->alerts,
+				      alert_json(id, kind, product, *name ? name : NULL, stock, prev,
+						 field(f, "event_id"),
+						 strtoll(field(f, "ts"), NULL, 10)));
+		if (json_array_size(h->alerts) >= h->limit)
+			break;
+	}
+	if (reply->elements == HISTORY_PAGE && json_array_size(h->alerts) < h->limit && *last) {
+		history_page(h, last);
+		return;
+	}
+	history_finish(h, 0);
+}
+
+static void history_page(struct history *h, const char *after)
+{
+	char k_stream[96], start[48], count[16];
+	key(k_stream, sizeof k_stream, h->a, "alerts");
+	if (after && *after)
+		snprintf(start, sizeof start, "(%s", after);
+	else
+		snprintf(start, sizeof start, "-");
+	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
+	const char *argv[] = {"XRANGE", k_stream, start, "+", "COUNT", count};
+	if (redis_command_argv(h->a->env->redis, on_history_range, h, 6, argv, NULL) != 0)
+		history_finish(h, -1);
+}
+
+static void on_snapshot_product(const struct product_info *p, void *arg)
+{
+	struct history *h = arg;
+	json_t *entry = NULL;
+	size_t i;
+	json_array_foreach(h->snapshot, i, entry) {
+		if (json_integer_value(json_object_get(entry, "product_id")) == p->id &&
+		    !json_object_get(entry, "stock")) {
+			json_object_set_new(entry, "stock",
+					    p->has_stock ? json_integer(p->stock) : json_null());
+			break;
+		}
+	}
+	if (--h->pending == 0)
+		history_page(h, h->since);
+}
+
+static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct history *h = arg;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != h->nsubs) {
+		history_finish(h, -1);
+		return;
+	}
+	h->snapshot = json_array();
+	h->pending = 1; /* held until every lookup is issued */
+	for (size_t i = 0; i < h->nsubs; i++) {
+		json_t *entry = json_pack("{s:I}", "product_id", (json_int_t)h->subs[i].product_id);
+		json_array_append_new(h->snapshot, entry);
+		if (reply->element[i]->type == REDIS_REPLY_STRING) {
+			json_object_set_new(entry, "stock",
+					    json_integer(strtoll(reply->element[i]->str, NULL, 10)));
+		} else {
+			/* No shared state yet: MySQL's level is the current one. */
+			h->pending++;
+			catalog_get(h->a->catalog, h->subs[i].product_id, on_snapshot_product, h);
+		}
+	}
+	if (--h->pending == 0)
+		history_page(h, h->since);
+}
+
+static void snapshot(struct history *h)
+{
+	if (h->nsubs == 0) {
+		h->snapshot = json_array();
+		history_page(h, h->since);
+		return;
+	}
+	const char **argv = mem_calloc(1 + h->nsubs, sizeof *argv);
+	char (*keys)[96] = mem_calloc(h->nsubs, sizeof *keys);
+	argv[0] = "MGET";
+	for (size_t i = 0; i < h->nsubs; i++) {
+		key(keys[i], sizeof keys[i], h->a, "stock:%" PRId64, h->subs[i].product_id);
+		argv[1 + i] = keys[i];
+	}
+	if (redis_command_argv(h->a->env->redis, on_snapshot_stocks, h, (int)(1 + h->nsubs), argv,
+			       NULL) != 0)
+		history_finish(h, -1);
+	mem_free(keys);
+	mem_free(argv);
+}
+
+static void on_history_info(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct history *h = arg;
+	uint64_t start, deleted;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+		history_finish(h, -1);
+		return;
+	}
+	const char *start_id = reply_str(reply->element[0]);
+	const char *deleted_id = reply_str(reply->element[1]);
+	/*
+	 * The history reaches back to since unless: Redis has no record of
+	 * when it began (it lost the stream, or nothing was ever recorded
+	 * while since names an alert), since is older than its beginning, or
+	 * trimming already removed entries newer than since.
+	 */
+	h->recovered = true;
+	if (h->since_order) {
+		if (alerts_parse_id(start_id, &start) != 0 || h->since_order < start ||
+		    (alerts_parse_id(deleted_id, &deleted) == 0 && deleted > h->since_order))
+			h->recovered = false;
+	}
+	if (!h->recovered) {
+		/* Only what is still there is replayed; the snapshot tells the
+		 * current state of the rest. */
+		h->since[0] = '\0';
+		if (h->want_snapshot) {
+			snapshot(h);
+			return;
+		}
+	}
+	history_page(h, h->since);
+}
+
+static void on_history_subs(struct load *l, struct roster_sub *subs, size_t n, bool ok)
+{
+	struct history *h = l->arg;
+	char k_stream[96], k_start[112];
+	if (!ok) {
+		history_finish(h, -1);
+		return;
+	}
+	h->subs = mem_calloc(n ? n : 1, sizeof *h->subs);
+	memcpy(h->subs, subs, n * sizeof *subs);
+	h->nsubs = n;
+	key(k_stream, sizeof k_stream, h->a, "alerts");
+	key(k_start, sizeof k_start, h->a, "alerts:start");
+	const char *argv[] = {"EVAL", history_info_lua, "2", k_stream, k_start};
+	if (redis_command_argv(h->a->env->redis, on_history_info, h, 5, argv, NULL) != 0)
+		history_finish(h, -1);
+}
+
+void alerts_history(struct alerts *a, const char *user, unsigned roles, const char *since,
+		    size_t limit, bool want_snapshot, alerts_history_fn fn, void *arg)
+{
+	struct history *h = mem_calloc(1, sizeof *h);
+	h->a = a;
+	snprintf(h->user, sizeof h->user, "%s", user);
+	h->roles = roles;
+	h->limit = limit ? limit : SIZE_MAX;
+	h->want_snapshot = want_snapshot;
+	h->alerts = json_array();
+	h->fn = fn;
+	h->arg = arg;
+	h->recovered = true;
+	if (since && *since) {
+		snprintf(h->since, sizeof h->since, "%s", since);
+		if (alerts_parse_id(since, &h->since_order) != 0)
+			h->since_order = 0;
+	}
+	a->inflight++;
+	if (a->closing || !redis_is_ready(a->env->redis)) {
+		history_finish(h, -1);
+		return;
+	}
+	/* The subscriptions come from Redis even for a connected user: the
+	 * roster may still be loading. */
+	load_user(a, user, on_history_subs, h);
+}
+
+/* --- publishing ----------------------------------------------------------------- */
+
+struct publish {
+	struct alerts *a;
+	void (*done)(int rc, void *arg);
+	void *arg;
+};
+
+static void on_published(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct publish *p = arg;
+	struct alerts *a = p->a;
+	p->done(reply && reply->type == REDIS_REPLY_INTEGER ? 0 : -1, p->arg);
+	mem_free(p);
+	op_done(a);
+}
+
+void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(int rc, void *arg),
+		    void *arg)
+{
+	char channel[96];
+	char *json = events_encode(ev);
+	struct publish *p = mem_calloc(1, sizeof *p);
+	p->a = a;
+	p->done = done;
+	p->arg = arg;
+	key(channel, sizeof channel, a, "inventory");
+	a->inflight++;
+	if (a->closing ||
+	    redis_command(a->env->redis, on_published, p, "PUBLISH %s %s", channel, json) != 0)
+		on_published(NULL, NULL, p);
+	mem_free(json);
+}
+
+/* --- lifecycle -------------------------------------------------------------------- */
+
+struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
+{
+	struct alerts *a = mem_calloc(1, sizeof *a);
+	struct timespec ts;
+
+	a->loop = loop;
+	a->env = env;
+	a->cfg = env->cfg;
+	a->roster = roster_new();
+	a->catalog = catalog_new(loop, env->store);
+	a->held = dict_new();
+	snprintf(a->prefix, sizeof a->prefix, "%s", env->cfg->redis.prefix);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(a->instance, sizeof a->instance, "%lx-%x-%x", (unsigned long)ts.tv_sec,
+		 (unsigned)getpid(), (unsigned)ts.tv_nsec);
+	/* Catch-up starts from now: older alerts reach clients through
+	 * resume, not as live pushes. */
+	snprintf(a->last_id, sizeof a->last_id, "%" PRId64 "-0", now_ms());
+	uv_timer_init(loop, &a->window_timer);
+	a->window_timer.data = a;
+	return a;
+}
+
+const char *alerts_instance(const struct alerts *a)
+{
+	return a->instance;
+}
+
+static int drop_held_cb(const char *user, void *v, void *arg)
+{
+	(void)user;
+	(void)arg;
+	struct held *h = v;
+	dict_each(h->by_product, free_held_msg, NULL);
+	dict_free(h->by_product);
+	mem_free(h);
+	return 0;
+}
+
+static void on_window_timer_closed(uv_handle_t *h)
+{
+	struct alerts *a = h->data;
+	dict_each(a->held, drop_held_cb, NULL);
+	dict_free(a->held);
+	roster_free(a->roster);
+	catalog_close(a->catalog);
+	mem_free(a);
+}
+
+void alerts_close(struct alerts *a)
+{
+	a->closing = true;
+	uv_timer_stop(&a->window_timer);
+	maybe_free(a);
+}

@@ -1,0 +1,179 @@
+#include "stockalert/catalog.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stockalert/dict.h"
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+
+#define MOD "catalog"
+
+struct waiter {
+	catalog_fn fn;
+	void *arg;
+	struct waiter *next;
+};
+
+struct entry {
+	struct product_info info;
+	char *name;
+	uint64_t loaded_ms;      /* 0: never loaded */
+	bool loading;
+	struct waiter *waiters;
+	struct catalog *c;
+};
+
+struct catalog {
+	uv_loop_t *loop;
+	struct store *store;
+	struct dict *entries;    /* decimal id -> struct entry */
+	int loading;             /* lookups in flight */
+	bool closing;
+};
+
+struct catalog *catalog_new(uv_loop_t *loop, struct store *store)
+{
+	struct catalog *c = mem_calloc(1, sizeof *c);
+	c->loop = loop;
+	c->store = store;
+	c->entries = dict_new();
+	return c;
+}
+
+static int free_entry(const char *key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	struct entry *e = value;
+	mem_free(e->name);
+	mem_free(e);
+	return 0;
+}
+
+static void maybe_free(struct catalog *c)
+{
+	if (!c->closing || c->loading)
+		return;
+	dict_each(c->entries, free_entry, NULL);
+	dict_free(c->entries);
+	mem_free(c);
+}
+
+void catalog_close(struct catalog *c)
+{
+	c->closing = true;
+	maybe_free(c);
+}
+
+static void answer(struct entry *e)
+{
+	struct waiter *w = e->waiters;
+	e->waiters = NULL;
+	while (w) {
+		struct waiter *next = w->next;
+		w->fn(&e->info, w->arg);
+		mem_free(w);
+		w = next;
+	}
+}
+
+static void on_loaded(struct store *st, const struct store_result *res, const char *err, void *arg)
+{
+	(void)st;
+	struct entry *e = arg;
+	struct catalog *c = e->c;
+
+	e->loading = false;
+	c->loading--;
+	if (err) {
+		/* Keep what we had: a stale name beats none while MySQL is
+		 * away. Try again at the next lookup. */
+		log_warn(MOD, "product %" PRId64 ": %s%s", e->info.id, err,
+			 e->loaded_ms ? " (using the cached entry)" : "");
+	} else if (store_result_rows(res) == 0) {
+		mem_free(e->name);
+		e->name = NULL;
+		e->info.known = false;
+		e->info.name = NULL;
+		e->info.threshold = CATALOG_DEFAULT_THRESHOLD;
+		e->info.has_stock = false;
+		e->loaded_ms = uv_now(c->loop);
+	} else {
+		const char *name = store_result_value(res, 0, 0);
+		const char *thr = store_result_value(res, 0, 1);
+		const char *stock = store_result_value(res, 0, 2);
+		mem_free(e->name);
+		e->name = name ? mem_strdup(name) : NULL;
+		e->info.known = true;
+		e->info.name = e->name;
+		e->info.threshold = thr ? (int)strtol(thr, NULL, 10) : CATALOG_DEFAULT_THRESHOLD;
+		e->info.has_stock = stock != NULL;
+		e->info.stock = stock ? strtoll(stock, NULL, 10) : 0;
+		e->loaded_ms = uv_now(c->loop);
+	}
+	answer(e);
+	maybe_free(c);
+}
+
+void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg)
+{
+	char key[24], sql[192];
+	snprintf(key, sizeof key, "%" PRId64, id);
+	struct entry *e = dict_get(c->entries, key);
+	if (!e) {
+		e = mem_calloc(1, sizeof *e);
+		e->c = c;
+		e->info.id = id;
+		e->info.threshold = CATALOG_DEFAULT_THRESHOLD;
+		dict_set(c->entries, key, e);
+	}
+	if (e->loaded_ms && uv_now(c->loop) - e->loaded_ms < CATALOG_TTL_MS) {
+		fn(&e->info, arg);
+		return;
+	}
+	struct waiter *w = mem_alloc(sizeof *w);
+	w->fn = fn;
+	w->arg = arg;
+	w->next = e->waiters;
+	e->waiters = w;
+	if (e->loading)
+		return;
+	snprintf(sql, sizeof sql,
+		 "SELECT name, low_stock_threshold, stock FROM products WHERE id = %" PRId64, id);
+	if (c->closing || store_query(c->store, sql, on_loaded, e) != 0) {
+		/* MySQL is not there: answer with what we have. */
+		answer(e);
+		return;
+	}
+	e->loading = true;
+	c->loading++;
+}
+
+static void on_stock_written(struct store *st, const struct store_result *res, const char *err,
+			     void *arg)
+{
+	(void)st;
+	(void)res;
+	(void)arg;
+	if (err)
+		log_debug(MOD, "products.stock not updated: %s", err);
+}
+
+void catalog_set_stock(struct catalog *c, int64_t id, int64_t stock)
+{
+	char key[24], sql[192];
+	snprintf(key, sizeof key, "%" PRId64, id);
+	struct entry *e = dict_get(c->entries, key);
+	if (e) {
+		e->info.has_stock = true;
+		e->info.stock = stock;
+	}
+	/* Best effort and asynchronous: delivery never waits for it, and the
+	 * shared stock state in Redis is what classification uses. */
+	snprintf(sql, sizeof sql, "UPDATE products SET stock = %" PRId64 " WHERE id = %" PRId64,
+		 stock, id);
+	store_query(c->store, sql, on_stock_written, NULL);
+}

@@ -1,0 +1,59 @@
+/*
+ * libFuzzer target for what a client controls on PUT/DELETE
+ * /api/me/subscriptions/{id}: the body (subs_parse_body) and the id in the
+ * path (subs_parse_id). Both must refuse any input cleanly, and what they
+ * accept must be within the contract.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "stockalert/mem.h"
+#include "stockalert/subs.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check_body(const char *body, size_t size)
+{
+	unsigned kinds = 0;
+	int threshold = 0;
+	char err[256];
+
+	memset(err, 'x', sizeof err);
+	if (subs_parse_body(body, size, &kinds, &threshold, err, sizeof err) == 0) {
+		if (kinds == 0 || (kinds & ~(unsigned)SUBS_ALL_KINDS) != 0)
+			__builtin_trap();
+		if (threshold < -1 || threshold > 1000000000)
+			__builtin_trap();
+		return;
+	}
+	/* A refusal names the field: a NUL-terminated, non-empty message. */
+	if (memchr(err, '\0', sizeof err) == NULL || err[0] == '\0' || strchr(err, ':') == NULL)
+		__builtin_trap();
+}
+
+static void check_id(const char *s, size_t size)
+{
+	int64_t id = 0;
+
+	if (subs_parse_id(s, size, &id) != 0)
+		return;
+	if (id <= 0 || size == 0 || s[0] == '0')
+		__builtin_trap();
+	for (size_t i = 0; i < size; i++)
+		if (s[i] < '0' || s[i] > '9')
+			__builtin_trap();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* An exact-size copy, not NUL-terminated, so ASan catches a read
+	 * past size. */
+	char *copy = mem_alloc(size ? size : 1);
+
+	memcpy(copy, data, size);
+	check_body(copy, size);
+	check_id(copy, size);
+	mem_free(copy);
+	return 0;
+}

@@ -1,0 +1,289 @@
+/* The pure parts of subscriptions: the PUT body a client sends, the id in a
+ * path, and the kinds text MySQL and Redis store. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "stockalert/subs.h"
+
+/* Parses body (a C string); returns the result, fills kinds/threshold/err. */
+static int parse(const char *body, unsigned *kinds, int *threshold, char *err, size_t errlen)
+{
+	err[0] = '\0';
+	return subs_parse_body(body, strlen(body), kinds, threshold, err, errlen);
+}
+
+/* Asserts body is refused with a message starting with field. */
+static void assert_refused(const char *body, const char *field)
+{
+	unsigned kinds;
+	int threshold;
+	char err[256];
+
+	if (parse(body, &kinds, &threshold, err, sizeof err) != -1)
+		fail_msg("accepted %s", body);
+	if (strncmp(err, field, strlen(field)) != 0)
+		fail_msg("body %s: message \"%s\" does not start with \"%s\"", body, err, field);
+}
+
+static void assert_id_refused(const char *s)
+{
+	int64_t v = 42;
+	if (subs_parse_id(s, strlen(s), &v) != -1)
+		fail_msg("id \"%s\" accepted as %lld", s, (long long)v);
+	assert_int_equal(v, 42); /* untouched on failure */
+}
+
+static void test_empty_body_is_defaults(void **state)
+{
+	(void)state;
+	static const char *const bodies[] = {"", " ", "\r\n", "\t \n"};
+	for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+		unsigned kinds = 0;
+		int threshold = 7;
+		char err[64];
+		assert_int_equal(parse(bodies[i], &kinds, &threshold, err, sizeof err), 0);
+		assert_int_equal(kinds, SUBS_ALL_KINDS);
+		assert_int_equal(threshold, -1);
+	}
+	/* NULL with length 0: a request without a body. */
+	unsigned kinds = 0;
+	int threshold = 7;
+	char err[64];
+	assert_int_equal(subs_parse_body(NULL, 0, &kinds, &threshold, err, sizeof err), 0);
+	assert_int_equal(kinds, SUBS_ALL_KINDS);
+	assert_int_equal(threshold, -1);
+}
+
+static void test_empty_object_is_defaults(void **state)
+{
+	(void)state;
+	unsigned kinds = 0;
+	int threshold = 7;
+	char err[64];
+	assert_int_equal(parse("{}", &kinds, &threshold, err, sizeof err), 0);
+	assert_int_equal(kinds, SUBS_ALL_KINDS);
+	assert_int_equal(threshold, -1);
+}
+
+static void test_kinds_and_threshold(void **state)
+{
+	(void)state;
+	unsigned kinds;
+	int threshold;
+	char err[256];
+
+	assert_int_equal(parse("{\"kinds\":[\"low_stock\"],\"threshold\":3}", &kinds, &threshold,
+			       err, sizeof err),
+			 0);
+	assert_int_equal(kinds, SUBS_LOW_STOCK);
+	assert_int_equal(threshold, 3);
+
+	assert_int_equal(parse("{\"threshold\":0, \"kinds\":[\"sold_out\",\"back_in_stock\"]}\n",
+			       &kinds, &threshold, err, sizeof err),
+			 0);
+	assert_int_equal(kinds, SUBS_SOLD_OUT | SUBS_BACK_IN_STOCK);
+	assert_int_equal(threshold, 0);
+
+	/* A repeated kind is the same kind, not an error. */
+	assert_int_equal(parse("{\"kinds\":[\"sold_out\",\"sold_out\"]}", &kinds, &threshold, err,
+			       sizeof err),
+			 0);
+	assert_int_equal(kinds, SUBS_SOLD_OUT);
+	assert_int_equal(threshold, -1);
+
+	/* null threshold: the product's own. */
+	assert_int_equal(parse("{\"threshold\":null}", &kinds, &threshold, err, sizeof err), 0);
+	assert_int_equal(threshold, -1);
+	assert_int_equal(kinds, SUBS_ALL_KINDS);
+
+	assert_int_equal(parse("{\"threshold\":1000000000}", &kinds, &threshold, err, sizeof err),
+			 0);
+	assert_int_equal(threshold, 1000000000);
+}
+
+static void test_bad_kinds_name_the_field(void **state)
+{
+	(void)state;
+	assert_refused("{\"kinds\":[\"restocked\"]}", "kinds[0]");
+	assert_refused("{\"kinds\":[\"low_stock\",\"nope\"]}", "kinds[1]");
+	assert_refused("{\"kinds\":[\"low_stock\",3]}", "kinds[1]");
+	assert_refused("{\"kinds\":[null]}", "kinds[0]");
+	assert_refused("{\"kinds\":[\"LOW_STOCK\"]}", "kinds[0]");
+	assert_refused("{\"kinds\":[\"\"]}", "kinds[0]");
+	assert_refused("{\"kinds\":[]}", "kinds");
+	assert_refused("{\"kinds\":\"low_stock\"}", "kinds");
+	assert_refused("{\"kinds\":null}", "kinds");
+	assert_refused("{\"kinds\":{}}", "kinds");
+}
+
+static void test_bad_threshold_names_the_field(void **state)
+{
+	(void)state;
+	assert_refused("{\"threshold\":-1}", "threshold");
+	assert_refused("{\"threshold\":1.5}", "threshold");
+	assert_refused("{\"threshold\":\"3\"}", "threshold");
+	assert_refused("{\"threshold\":true}", "threshold");
+	assert_refused("{\"threshold\":1000000001}", "threshold");
+	assert_refused("{\"threshold\":99999999999999999999}", "body");
+	assert_refused("{\"threshold\":[1]}", "threshold");
+}
+
+static void test_bad_documents(void **state)
+{
+	(void)state;
+	assert_refused("{", "body: invalid JSON");
+	assert_refused("nope", "body: invalid JSON");
+	assert_refused("{\"kinds\":[\"low_stock\"]} x", "body: invalid JSON");
+	assert_refused("{\"threshold\":1,\"threshold\":2}", "body: invalid JSON");
+	assert_refused("[]", "body");
+	assert_refused("3", "body");
+	assert_refused("\"x\"", "body");
+	assert_refused("null", "body");
+	assert_refused("{\"colour\":1}", "colour: unknown field");
+	assert_refused("{\"kinds\":[\"low_stock\"],\"product_id\":3}", "product_id: unknown field");
+}
+
+static void test_embedded_nul_is_refused(void **state)
+{
+	(void)state;
+	static const char body[] = "{\"threshold\":1}\0{}";
+	unsigned kinds;
+	int threshold;
+	char err[128];
+	assert_int_equal(subs_parse_body(body, sizeof body - 1, &kinds, &threshold, err, sizeof err),
+			 -1);
+	assert_non_null(strstr(err, "body"));
+}
+
+static void test_small_error_buffer_is_terminated(void **state)
+{
+	(void)state;
+	unsigned kinds;
+	int threshold;
+	char err[8];
+	memset(err, 'x', sizeof err);
+	assert_int_equal(parse("{\"kinds\":[\"zzz\"]}", &kinds, &threshold, err, sizeof err), -1);
+	assert_non_null(memchr(err, '\0', sizeof err));
+	assert_string_equal(err, "kinds[0");
+}
+
+static void test_ids(void **state)
+{
+	(void)state;
+	int64_t v = 0;
+	assert_int_equal(subs_parse_id("1", 1, &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(subs_parse_id("9223372036854775807", 19, &v), 0);
+	assert_int_equal(v, INT64_MAX);
+	assert_int_equal(subs_parse_id("1234567", 7, &v), 0);
+	assert_int_equal(v, 1234567);
+	/* len, not the terminator, bounds the id */
+	assert_int_equal(subs_parse_id("12x", 2, &v), 0);
+	assert_int_equal(v, 12);
+
+	assert_id_refused("");
+	assert_id_refused("0");
+	assert_id_refused("007");
+	assert_id_refused("-1");
+	assert_id_refused("+1");
+	assert_id_refused(" 1");
+	assert_id_refused("1 ");
+	assert_id_refused("1.0");
+	assert_id_refused("1e3");
+	assert_id_refused("0x10");
+	assert_id_refused("12/");
+	assert_id_refused("9223372036854775808");
+	assert_id_refused("18446744073709551616");
+	assert_id_refused("99999999999999999999");
+	assert_id_refused("12345678901234567890123");
+}
+
+static void test_kind_names(void **state)
+{
+	(void)state;
+	assert_int_equal(subs_kind_parse("back_in_stock"), SUBS_BACK_IN_STOCK);
+	assert_int_equal(subs_kind_parse("low_stock"), SUBS_LOW_STOCK);
+	assert_int_equal(subs_kind_parse("sold_out"), SUBS_SOLD_OUT);
+	assert_int_equal(subs_kind_parse(""), 0);
+	assert_int_equal(subs_kind_parse("sold_out "), 0);
+	assert_int_equal(subs_kind_parse("Sold_Out"), 0);
+	assert_int_equal(subs_kind_parse("sold"), 0);
+	assert_string_equal(subs_kind_name(SUBS_BACK_IN_STOCK), "back_in_stock");
+	assert_string_equal(subs_kind_name(SUBS_LOW_STOCK), "low_stock");
+	assert_string_equal(subs_kind_name(SUBS_SOLD_OUT), "sold_out");
+	assert_string_equal(subs_kind_name(0), "unknown");
+	assert_string_equal(subs_kind_name(SUBS_ALL_KINDS), "unknown");
+}
+
+static void test_csv_round_trip(void **state)
+{
+	(void)state;
+	char out[64];
+	for (unsigned k = 0; k <= SUBS_ALL_KINDS; k++) {
+		subs_kinds_to_csv(k, out, sizeof out);
+		assert_int_equal(subs_kinds_from_csv(out), k);
+	}
+	subs_kinds_to_csv(SUBS_ALL_KINDS, out, sizeof out);
+	/* the schema's column default: the stored text must match it */
+	assert_string_equal(out, "back_in_stock,low_stock,sold_out");
+	subs_kinds_to_csv(SUBS_LOW_STOCK | SUBS_SOLD_OUT, out, sizeof out);
+	assert_string_equal(out, "low_stock,sold_out");
+	subs_kinds_to_csv(0, out, sizeof out);
+	assert_string_equal(out, "");
+}
+
+static void test_csv_parse_tolerates_junk(void **state)
+{
+	(void)state;
+	assert_int_equal(subs_kinds_from_csv(NULL), 0);
+	assert_int_equal(subs_kinds_from_csv(""), 0);
+	assert_int_equal(subs_kinds_from_csv(","), 0);
+	assert_int_equal(subs_kinds_from_csv("sold_out,"), SUBS_SOLD_OUT);
+	assert_int_equal(subs_kinds_from_csv(",,low_stock,,"), SUBS_LOW_STOCK);
+	assert_int_equal(subs_kinds_from_csv("bogus,sold_out"), SUBS_SOLD_OUT);
+	assert_int_equal(subs_kinds_from_csv("sold_out,sold_out"), SUBS_SOLD_OUT);
+	/* a name longer than any kind must not overflow anything */
+	char long_name[200];
+	memset(long_name, 'a', sizeof long_name - 1);
+	long_name[sizeof long_name - 1] = '\0';
+	assert_int_equal(subs_kinds_from_csv(long_name), 0);
+}
+
+static void test_csv_truncates_safely(void **state)
+{
+	(void)state;
+	char out[16];
+	memset(out, 'x', sizeof out);
+	subs_kinds_to_csv(SUBS_ALL_KINDS, out, sizeof out);
+	assert_non_null(memchr(out, '\0', sizeof out));
+	/* whatever survived is still a valid prefix: no kind invented */
+	assert_int_equal(subs_kinds_from_csv(out) & ~(unsigned)SUBS_ALL_KINDS, 0);
+	char one[1];
+	subs_kinds_to_csv(SUBS_ALL_KINDS, one, sizeof one);
+	assert_int_equal(one[0], '\0');
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_empty_body_is_defaults),
+		cmocka_unit_test(test_empty_object_is_defaults),
+		cmocka_unit_test(test_kinds_and_threshold),
+		cmocka_unit_test(test_bad_kinds_name_the_field),
+		cmocka_unit_test(test_bad_threshold_names_the_field),
+		cmocka_unit_test(test_bad_documents),
+		cmocka_unit_test(test_embedded_nul_is_refused),
+		cmocka_unit_test(test_small_error_buffer_is_terminated),
+		cmocka_unit_test(test_ids),
+		cmocka_unit_test(test_kind_names),
+		cmocka_unit_test(test_csv_round_trip),
+		cmocka_unit_test(test_csv_parse_tolerates_junk),
+		cmocka_unit_test(test_csv_truncates_safely),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
