@@ -169,9 +169,6 @@ static void begin_stop(struct server *s, int signum)
 		log_info(MOD, "received %s, stopping (grace %d s)", strsignal(signum),
 			 s->cfg->shutdown_grace_s);
 
-	close_handle((uv_handle_t *)&s->sig_term);
-	close_handle((uv_handle_t *)&s->sig_int);
-	close_handle((uv_handle_t *)&s->sig_hup);
 	ws_shutdown(&s->env, on_drained, s);
 }
 
@@ -180,13 +177,21 @@ static void on_drained(void *arg)
 {
 	struct server *s = arg;
 
-	/* With a foreign loop, lws closes its listen socket asynchronously
-	 * on this loop. */
+	/* With a foreign loop, lws closes its listen socket and handles
+	 * asynchronously on this loop; server_run() finishes the job once the
+	 * loop has run dry. */
 	if (s->lws) {
 		lws_context_destroy(s->lws);
-		s->lws = NULL;
 		s->env.lws = NULL;
 	}
+	/* The signal handles would keep the loop alive. Once they are closed,
+	 * a repeated TERM/INT must not kill us mid-cleanup (libuv restores
+	 * the default action). */
+	close_handle((uv_handle_t *)&s->sig_term);
+	close_handle((uv_handle_t *)&s->sig_int);
+	close_handle((uv_handle_t *)&s->sig_hup);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
 	if (s->env.presence) {
 		presence_close(s->env.presence);
 		s->env.presence = NULL;
@@ -268,6 +273,8 @@ static int create_lws(struct server *s, int *exit_code)
 	info.foreign_loops = foreign_loops;
 	info.user = &s->env;
 	info.fd_limit_per_thread = fd_limit();
+	/* lws clears this when the context is wholly gone (see server_run). */
+	info.pcontext = &s->lws;
 	/* Requests must not sit half-received forever (slowloris). */
 	info.timeout_secs = 10;
 	/* Room for an 8 KiB token in a header or the query string, so that
@@ -376,6 +383,19 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	/* A peer that vanishes mid-write must not kill the process. */
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Accepted by the configuration (SPEC §2) but not built yet: refusing
+	 * is better than silently behaving otherwise. */
+	if (cfg->redis.sentinel_master_name) {
+		log_error(MOD, "redis.sentinel: Redis Sentinel is not supported by this version; "
+			       "point redis.host at the primary");
+		goto err;
+	}
+	if (cfg->alerts.fair_release_factor > 0) {
+		log_error(MOD, "alerts.fair_release_factor: fair release is not supported by this "
+			       "version; set it to 0");
+		goto err;
+	}
+
 	if (cfg->mysql.password_file) {
 		s->mysql_password = config_read_secret(cfg->mysql.password_file, err, sizeof err);
 		if (!s->mysql_password) {
@@ -418,14 +438,15 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 
 err_loop:
 	/* Tear down what was created on the loop and let it finish closing. */
-	if (s->lws) {
+	if (s->lws)
 		lws_context_destroy(s->lws);
-		s->lws = NULL;
-	}
 	close_handle((uv_handle_t *)&s->sig_term);
 	close_handle((uv_handle_t *)&s->sig_int);
 	close_handle((uv_handle_t *)&s->sig_hup);
 	close_handle((uv_handle_t *)&s->grace);
+	uv_run(&s->loop, UV_RUN_DEFAULT);
+	if (s->lws) /* the second half of a foreign-loop destroy */
+		lws_context_destroy(s->lws);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&s->loop);
 err:
@@ -447,6 +468,13 @@ int server_run(struct server *s)
 		return s->exit_code;
 	close_handle((uv_handle_t *)&s->grace);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
+	/* With a foreign loop, lws_context_destroy() first closes lws's
+	 * handles on the loop; once they are closed (the loop ran dry), a
+	 * second call frees the context itself. */
+	if (s->lws) {
+		lws_context_destroy(s->lws);
+		uv_run(&s->loop, UV_RUN_DEFAULT);
+	}
 	if (uv_loop_close(&s->loop) != 0)
 		log_warn(MOD, "loop closed with handles still open");
 	log_info(MOD, "stopped");

@@ -216,7 +216,9 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 			}
 			*threshold = (int)json_integer_value(v);
 		} else {
-			snprintf(err, errlen, "%s: unknown field", key);
+			/* A long key is cut short so the message still says why. */
+			snprintf(err, errlen, "%.48s%s: unknown field", key,
+				 strlen(key) > 48 ? "..." : "");
 			goto err;
 		}
 	}
@@ -442,8 +444,10 @@ static void on_written(struct store *st, const struct store_result *res, const c
 	}
 	if (op->kind == OP_DELETE)
 		op->result = SUBS_DELETED;
+	else if (store_result_affected(res) == 1)
+		op->result = SUBS_CREATED; /* a new row */
 	else
-		op->result = op->before.exists && op->before.active ? SUBS_UPDATED : SUBS_CREATED;
+		op->result = store_result_insert_id(res) == 1 ? SUBS_UPDATED : SUBS_CREATED;
 	if (query_row(op, on_after_row) != 0)
 		op_finish(op, SUBS_UNAVAILABLE);
 }
@@ -462,6 +466,9 @@ static void write_put(struct op *op)
 	 * exists and the user is under the limit (or already subscribed).
 	 * created_at keeps the original subscription time of an active row:
 	 * the sorted set's order is first come, first served.
+	 * LAST_INSERT_ID(active) hands back whether the row was active before
+	 * this very statement (201 or 200), which a read before the write
+	 * cannot tell when writers race.
 	 */
 	snprintf(sql, sizeof sql,
 		 "INSERT INTO subscriptions (user_id, product_id, kinds, threshold, created_at, "
@@ -472,8 +479,8 @@ static void write_put(struct op *op)
 		 "OR EXISTS (SELECT 1 FROM subscriptions WHERE user_id = '%s' AND product_id = "
 		 "%" PRId64 " AND active = 1)) "
 		 "ON DUPLICATE KEY UPDATE created_at = IF(active = 1, created_at, NOW(3)), "
-		 "active = 1, kinds = VALUES(kinds), threshold = VALUES(threshold), "
-		 "version = version + 1",
+		 "active = 1 + 0 * LAST_INSERT_ID(active), kinds = VALUES(kinds), "
+		 "threshold = VALUES(threshold), version = version + 1",
 		 op->user_sql, op->product, kinds, thr, op->product, op->user_sql,
 		 op->s->max_per_user, op->user_sql, op->product);
 	if (store_query(op->s->store, sql, on_written, op) != 0)

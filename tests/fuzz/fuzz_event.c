@@ -48,7 +48,8 @@ static void check(const char *json, size_t size, bool allow_missing_id)
 		__builtin_trap();
 	if (ev.stock < -EVENTS_STOCK_LIMIT || ev.stock > EVENTS_STOCK_LIMIT)
 		__builtin_trap();
-	if (ev.has_prev && (ev.prev_stock < -EVENTS_STOCK_LIMIT || ev.prev_stock > EVENTS_STOCK_LIMIT))
+	if (ev.has_prev &&
+	    (ev.prev_stock < -EVENTS_STOCK_LIMIT || ev.prev_stock > EVENTS_STOCK_LIMIT))
 		__builtin_trap();
 	if (ev.has_ts && ev.ts_ms < 0)
 		__builtin_trap();

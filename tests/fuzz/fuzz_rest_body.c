@@ -27,8 +27,10 @@ static void check_body(const char *body, size_t size)
 			__builtin_trap();
 		return;
 	}
-	/* A refusal names the field: a NUL-terminated, non-empty message. */
-	if (memchr(err, '\0', sizeof err) == NULL || err[0] == '\0' || strchr(err, ':') == NULL)
+	/* A refusal explains itself: a NUL-terminated, non-empty message.
+	 * (That it names the field is test_subs.c's job: a fuzzer finds keys
+	 * long enough to fill any buffer.) */
+	if (memchr(err, '\0', sizeof err) == NULL || err[0] == '\0')
 		__builtin_trap();
 }
 

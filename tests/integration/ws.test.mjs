@@ -147,6 +147,13 @@ describe('/ws with HS256', () => {
 		await expect401(open(d, tok('early', { nbf: nowS() + 120 })));
 	});
 
+	test('a token is expired from its exp second on (RFC 7519 §4.1.4, leeway 0) → 401',
+		async (t) => {
+			const open = clients(t);
+			// Signed for "now": by the time it is verified, now >= exp.
+			await expect401(open(d, signJwt({ sub: 'edge', exp: nowS() }, cfg.secret)));
+		});
+
 	test('alg "none" token → 401', async (t) => {
 		const open = clients(t);
 		const p = b64json({ sub: 'mallory', exp: nowS() + 300 });
@@ -365,10 +372,9 @@ describe('/ws with HS256', () => {
 		await a.closed;
 		await waitFor(async () => (await metricValue(d.url, 'stockalert_ws_connections')) ===
 			gauge0 - 1, { timeout: 5000, what: 'gauge to drop by one' });
-		// Presence writes are in order: a PING through the same path is not
-		// observable, so allow the offline (wrongly sent) a moment by checking
-		// after a round trip of the other socket.
+		// A wrongly sent "offline" would have had a round trip's time to land.
 		await pingPong(b);
+		await redisCommand(rport, ['PING']);
 		assert.equal(await redisCommand(rport, ['EXISTS', key]), 1,
 			'presence gone while a socket is still open');
 		b.ws.terminate();

@@ -146,7 +146,8 @@ static void test_product_id(void **state)
 	refused("{\"event_id\":\"e\",\"product_id\":null,\"stock\":1}", "product_id");
 	refused("{\"event_id\":\"e\",\"product_id\":{},\"stock\":1}", "product_id");
 	/* The message tells the producer the range. */
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":0,\"stock\":1}", false, &ev), -1);
+	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":0,\"stock\":1}", false, &ev),
+			 -1);
 	assert_string_equal(err, "product_id: expected an integer between 1 and 9007199254740991");
 }
 
@@ -165,7 +166,8 @@ static void test_stock(void **state)
 	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1.5}", false, &ev),
 			 -1);
 	assert_string_equal(err, "stock: expected an integer between -1000000000 and 1000000000");
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":-0}", false, &ev), 0);
+	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":-0}", false, &ev),
+			 0);
 	assert_int_equal(ev.stock, 0);
 }
 

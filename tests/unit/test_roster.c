@@ -180,6 +180,17 @@ static void test_update(void **state)
 	x = mk(30, SUBS_ALL_KINDS, -1);
 	roster_update(r, "u1", &x, true);
 	assert_string_equal(subscribers(r, 30, &s), "u2:4:-1 u1:7:-1");
+
+	/* Removing from the middle and the tail of a product's walk. */
+	roster_set_user(r, "u3", &x, 1);
+	assert_string_equal(subscribers(r, 30, &s), "u2:4:-1 u1:7:-1 u3:7:-1");
+	roster_update(r, "u1", &x, false);
+	assert_string_equal(subscribers(r, 30, &s), "u2:4:-1 u3:7:-1");
+	roster_drop_user(r, "u3");
+	assert_string_equal(subscribers(r, 30, &s), "u2:4:-1");
+	x = mk(30, SUBS_ALL_KINDS, -1);
+	roster_update(r, "u1", &x, true);
+	assert_string_equal(subscribers(r, 30, &s), "u2:4:-1 u1:7:-1");
 	roster_free(r);
 }
 

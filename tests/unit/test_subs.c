@@ -148,6 +148,27 @@ static void test_bad_documents(void **state)
 	assert_refused("{\"kinds\":[\"low_stock\"],\"product_id\":3}", "product_id: unknown field");
 }
 
+/* A client-chosen key must not crowd out what is wrong with it: the
+ * message still says "unknown field" however long the key is. */
+static void test_long_unknown_key_still_explained(void **state)
+{
+	(void)state;
+	char body[1100], err[256];
+	unsigned kinds;
+	int threshold;
+	size_t n = 0;
+	body[n++] = '{';
+	body[n++] = '"';
+	for (int i = 0; i < 1000; i++)
+		body[n++] = 'k';
+	memcpy(body + n, "\":1}", 5);
+	n += 5;
+	body[n] = '\0';
+	assert_int_equal(parse(body, &kinds, &threshold, err, sizeof err), -1);
+	if (!strstr(err, "unknown field"))
+		fail_msg("message does not say \"unknown field\": %.80s...", err);
+}
+
 static void test_embedded_nul_is_refused(void **state)
 {
 	(void)state;
@@ -277,6 +298,7 @@ int main(void)
 		cmocka_unit_test(test_bad_kinds_name_the_field),
 		cmocka_unit_test(test_bad_threshold_names_the_field),
 		cmocka_unit_test(test_bad_documents),
+		cmocka_unit_test(test_long_unknown_key_still_explained),
 		cmocka_unit_test(test_embedded_nul_is_refused),
 		cmocka_unit_test(test_small_error_buffer_is_terminated),
 		cmocka_unit_test(test_ids),

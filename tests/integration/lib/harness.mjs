@@ -274,10 +274,24 @@ export async function startMariadb({ t, port, user = 'stockalert', password,
 	if (install.code !== 0) {
 		throw new Error(`mariadb-install-db failed: ${install.stdout}${install.stderr}`);
 	}
+	// The database and the user are created by --init-file, which runs
+	// before the server handles its first connection: a daemon already
+	// retrying never sees the server without them (and "Access denied").
+	const pass = password || randomId(12);
+	const pw = pass.replace(/\\/g, '\\\\').replace(/'/g, "''");
+	const initSql = path.join(dir, 'init.sql');
+	fs.writeFileSync(initSql, [
+		`CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4;`,
+		`CREATE OR REPLACE USER '${user}'@'127.0.0.1' IDENTIFIED BY '${pw}';`,
+		`CREATE OR REPLACE USER '${user}'@'localhost' IDENTIFIED BY '${pw}';`,
+		`GRANT ALL PRIVILEGES ON *.* TO '${user}'@'127.0.0.1';`,
+		`GRANT ALL PRIVILEGES ON *.* TO '${user}'@'localhost';`,
+		'',
+	].join('\n'));
 	const h = {
 		port: port || await freePort(),
 		dir, socket: sock, user, database,
-		password: password || randomId(12),
+		password: pass,
 		proc: null,
 		get pid() { return this.proc ? this.proc.pid : null; },
 		async start() {
@@ -287,7 +301,7 @@ export async function startMariadb({ t, port, user = 'stockalert', password,
 				`--pid-file=${path.join(dir, 'mariadb.pid')}`, `--port=${this.port}`,
 				'--bind-address=127.0.0.1', '--skip-name-resolve', `--log-error=${errLog}`,
 				`--tmpdir=${path.join(dir, 'tmp')}`, '--skip-log-bin',
-				'--innodb-buffer-pool-size=32M', ...MARIADB_SMALL,
+				'--innodb-buffer-pool-size=32M', ...MARIADB_SMALL, `--init-file=${initSql}`,
 			], { stdio: ['ignore', fd, fd] }));
 			fs.closeSync(fd);
 			const proc = this.proc;
@@ -315,13 +329,6 @@ export async function startMariadb({ t, port, user = 'stockalert', password,
 	};
 	onEnd(t, () => h.stop());
 	await h.start();
-	const pw = h.password.replace(/'/g, "''");
-	await h.sql(`CREATE DATABASE IF NOT EXISTS \`${database}\` CHARACTER SET utf8mb4;
-		CREATE USER IF NOT EXISTS '${user}'@'127.0.0.1' IDENTIFIED BY '${pw}';
-		CREATE USER IF NOT EXISTS '${user}'@'localhost' IDENTIFIED BY '${pw}';
-		GRANT ALL PRIVILEGES ON *.* TO '${user}'@'127.0.0.1';
-		GRANT ALL PRIVILEGES ON *.* TO '${user}'@'localhost';
-		FLUSH PRIVILEGES;`);
 	return h;
 }
 
@@ -1002,4 +1009,183 @@ export async function subsIndexFromMysql(sql) {
 	}
 	for (const u of Object.keys(users)) users[u].sort();
 	return { users, products };
+}
+
+// ---------------------------------------------------------------- alerts (alerts tests)
+
+// Sends every command of cmds (arrays of arguments) in ONE write on one
+// connection, so Redis runs them back to back in that order; resolves the
+// array of replies (Error for an error reply).
+export function redisPipeline(port, cmds, { host = '127.0.0.1', timeout = 5000 } = {}) {
+	return new Promise((resolve, reject) => {
+		const sock = net.connect(port, host);
+		let buf = Buffer.alloc(0);
+		const timer = setTimeout(() => { sock.destroy(); reject(new Error('redis timeout')); },
+			timeout);
+		sock.on('error', (e) => { clearTimeout(timer); reject(e); });
+		sock.on('connect', () => {
+			const parts = [];
+			for (const args of cmds) {
+				parts.push(Buffer.from(`*${args.length}\r\n`));
+				for (const a of args) {
+					const b = Buffer.from(String(a));
+					parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
+				}
+			}
+			sock.write(Buffer.concat(parts));
+		});
+		sock.on('data', (d) => {
+			buf = Buffer.concat([buf, d]);
+			const out = [];
+			let i = 0;
+			while (out.length < cmds.length) {
+				const r = parseResp(buf, i);
+				if (!r) return;
+				out.push(r.value);
+				i = r.next;
+			}
+			clearTimeout(timer);
+			sock.end();
+			resolve(out);
+		});
+	});
+}
+
+// Waits until h.messages (a wsTrack handle) holds a message pred accepts,
+// without consuming anything (unlike h.next); returns { msg, index }.
+// Rejects on timeout or close, listing what arrived.
+export async function wsWaitFor(h, pred, timeout = 10000, what = 'a message') {
+	const deadline = Date.now() + timeout;
+	for (;;) {
+		const index = h.messages.findIndex(pred);
+		if (index >= 0) return { msg: h.messages[index], index };
+		if (h.closeInfo || Date.now() >= deadline) {
+			throw new Error(`${h.closeInfo ? `socket closed (${h.closeInfo.code})` :
+				`timed out after ${timeout} ms`} waiting for ${what}; got ` +
+				JSON.stringify(h.messages).slice(0, 3000));
+		}
+		await sleep(10);
+	}
+}
+
+// Product every alerts-kit client subscribes to over its socket right after
+// hello: the 'subscribed' ack comes after the instance has loaded the
+// user's subscriptions (same Redis connection, issued first) and after the
+// change notice went out, so events published afterwards find the roster
+// ready. No event ever names it.
+export const ALERTS_SYNC_PRODUCT = 9;
+
+// Daemons for the alerts tests: a fresh MySQL database, `instances`
+// stockalertd sharing it, one Redis prefix and one JWT secret, `products`
+// ([{id, name, stock, threshold}]) inserted once they are ready. Returns a
+// kit: { daemons, prefix, redisPort, secret, db, sql, token, subscribe,
+// connect, publish, processed, metric, close }. close() closes clients and
+// stops the daemons (SIGTERM), returning their sanitizer reports.
+export async function alertsKit({ t, instances = 1, overrides = {}, redis, products = [] } = {}) {
+	const db = `stockalert_t${randomId(6)}`;
+	await mysqlRoot(null, `CREATE DATABASE \`${db}\` CHARACTER SET utf8mb4`);
+	const redisPort = redis ? redis.port : Number(process.env.SA_TEST_REDIS_PORT || 6379);
+	const cfgs = [await makeConfig(merge({ mysql: { database: db } }, overrides), { redis })];
+	for (let i = 1; i < instances; i++) {
+		cfgs.push(await makeConfig(merge(overrides, {
+			mysql: { database: db },
+			redis: { prefix: cfgs[0].config.redis.prefix },
+			auth: { secret_file: cfgs[0].secretFile },
+		}), { redis }));
+	}
+	const daemons = cfgs.map((c) => startDaemon(c, { t }));
+	const clients = [];
+	const kit = {
+		daemons, db, redisPort,
+		prefix: cfgs[0].config.redis.prefix,
+		secret: cfgs[0].secret,
+		sql: (q) => mysqlRoot(null, q, db),
+		token(sub, roles = [], ttl = 3600) {
+			const p = { sub, exp: Math.floor(Date.now() / 1000) + ttl };
+			if (roles.length) p.roles = roles;
+			return signJwt(p, this.secret);
+		},
+		async subscribe(user, pid, body, i = 0) {
+			const r = await apiCall(daemons[i].url, 'PUT', `/api/me/subscriptions/${pid}`,
+				{ token: this.token(user), body });
+			if (r.status !== 200 && r.status !== 201) {
+				throw new Error(`PUT subscription ${user}/${pid}: ${r.status} ${r.text}`);
+			}
+			return r.json;
+		},
+		// A tracked socket of user on daemon i (wsTrack handle plus
+		// `user`), after hello; with sync, after the sync product's ack.
+		// `since` asks for a resume (no sync then: the caller reads the
+		// replay first).
+		async connect(user, { i = 0, roles = [], since, sync = since === undefined } = {}) {
+			const { default: WebSocket } = await import('ws');
+			let q = `token=${encodeURIComponent(this.token(user, roles))}`;
+			if (since !== undefined) q += `&since=${encodeURIComponent(since)}`;
+			const h = wsTrack(new WebSocket(`${daemons[i].wsUrl}/ws?${q}`));
+			h.user = user;
+			clients.push(h);
+			await h.opened;
+			await wsWaitFor(h, (m) => m.type === 'hello', 10000, `hello for ${user}`);
+			if (sync) await this.sync(h);
+			return h;
+		},
+		async sync(h) {
+			const from = h.messages.length;
+			h.send({ type: 'subscribe', product_id: ALERTS_SYNC_PRODUCT });
+			await wsWaitFor(h, (m) => h.messages.indexOf(m) >= from && m.type === 'subscribed' &&
+				m.product_id === ALERTS_SYNC_PRODUCT, 10000, `sync ack for ${h.user}`);
+		},
+		// PUBLISH on <prefix>inventory (objects are JSON-encoded, strings
+		// sent as is); returns the number of receivers.
+		async publish(ev) {
+			const r = await redisCommand(redisPort, ['PUBLISH', `${this.prefix}inventory`,
+				typeof ev === 'string' ? ev : JSON.stringify(ev)]);
+			if (r instanceof Error) throw r;
+			return r;
+		},
+		// Waits until n instances ran event id through the pipeline;
+		// returns its outcome hash ({kind, id, prev}).
+		async processed(eventId, n = instances, timeout = 15000) {
+			const k = `${this.prefix}event:${eventId}`;
+			await waitFor(async () => (await redisCommand(redisPort, ['SCARD', `${k}:i`])) >= n,
+				{ timeout, what: `event ${eventId} processed by ${n} instance(s)` });
+			const flat = await redisCommand(redisPort, ['HGETALL', k]);
+			const o = {};
+			for (let j = 0; j < flat.length; j += 2) o[flat[j]] = flat[j + 1];
+			return o;
+		},
+		async metric(name, i = 0) {
+			return (await metricValue(daemons[i].url, name)) ?? 0;
+		},
+		async close() {
+			for (const h of clients) { try { h.ws.terminate(); } catch { /* gone */ } }
+			const reports = [];
+			for (const d of daemons) {
+				if (d.running) {
+					const r = await stop(d, 'SIGTERM');
+					if (r.code !== 0) reports.push(`exit ${r.code}/${r.signal}: ${tail(d.log())}`);
+				}
+				const rep = sanitizerReport(d.log());
+				if (rep) reports.push(rep);
+			}
+			await mysqlRoot(null, `DROP DATABASE IF EXISTS \`${db}\``).catch(() => {});
+			return reports;
+		},
+	};
+	await Promise.all(daemons.map((d) => waitReady(d)));
+	// The daemon applies the schema on connect; wait until it exists.
+	await waitFor(async () => {
+		await kit.sql('SELECT 1 FROM products LIMIT 1');
+		return true;
+	}, { timeout: 15000, what: 'schema' });
+	const all = [{ id: ALERTS_SYNC_PRODUCT, name: 'sync', stock: 1, threshold: 0 }, ...products];
+	await kit.sql('INSERT INTO products (id, sku, name, stock, low_stock_threshold) VALUES ' +
+		all.map((p) => `(${p.id}, 'SKU-${p.id}', '${p.name || `Product ${p.id}`}', ` +
+			`${p.stock ?? 10}, ${p.threshold ?? 5})`).join(', '));
+	return kit;
+}
+
+// The alert frames of h from message index `from` on.
+export function wsAlerts(h, from = 0) {
+	return h.messages.slice(from).filter((m) => m.type === 'alert');
 }
