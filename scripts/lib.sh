@@ -119,15 +119,16 @@ sa_wait_for() {
 }
 
 # sa_start_redis DIR PORT: starts a private redis-server on 127.0.0.1:PORT,
-# everything under DIR (redis.pid, redis.log), no persistence, and waits
-# until it answers PING. Writes the pid to DIR/redis.pid.
+# everything under DIR (redis.pid, redis.log), and waits until it answers
+# PING. Writes the pid to DIR/redis.pid. No persistence unless SA_REDIS_SAVE
+# holds a `save` schedule (e.g. "300 1"; dump.rdb in DIR).
 sa_start_redis() {
 	local dir=$1 port=$2 pid
 	mkdir -p "$dir"
 	# No --logfile: redis logs to stdout, which goes to DIR/redis.log.
 	${SA_DETACH:+setsid} redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
 		--dir "$dir" --pidfile "$dir/redis.pid" \
-		--daemonize no --save '' --appendonly no \
+		--daemonize no --save "${SA_REDIS_SAVE:-}" --appendonly no \
 		</dev/null >>"$dir/redis.log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$dir/redis.pid"

@@ -555,8 +555,9 @@ static enum auth_result check_times(const struct auth *a, json_t *payload, int64
 	/* A token that never expires cannot be revoked. */
 	if (!has_exp)
 		return AUTH_ERR_EXPIRED;
-	/* Written so that no exp/nbf a token can carry overflows. */
-	if (exp <= INT64_MAX - a->leeway && now > exp + a->leeway)
+	/* RFC 7519 4.1.4: valid only before exp. Written so that no exp/nbf
+	 * a token can carry overflows. */
+	if (exp <= INT64_MAX - a->leeway && now >= exp + a->leeway)
 		return AUTH_ERR_EXPIRED;
 	if (has_nbf && nbf >= INT64_MIN + a->leeway && nbf - a->leeway > now)
 		return AUTH_ERR_NOT_YET_VALID;

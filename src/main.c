@@ -91,6 +91,8 @@ static int cmd_gentoken(int argc, char **argv)
 	struct config *cfg;
 	if (load_config(path, &cfg) != 0)
 		return 1;
+	/* stdout is the token; stderr only for what went wrong. */
+	log_setup(LOG_LEVEL_WARN, LOG_FORMAT_TEXT);
 	char err[512];
 	int rc = 1;
 	struct auth *a = auth_new(&cfg->auth, err, sizeof err);
@@ -144,6 +146,7 @@ int main(int argc, char **argv)
 	if (load_config(path, &cfg) != 0)
 		return 1;
 	if (check) {
+		log_setup(LOG_LEVEL_WARN, LOG_FORMAT_TEXT);
 		/* Key files are part of the configuration: check they load. */
 		char err[512];
 		struct auth *a = auth_new(&cfg->auth, err, sizeof err);

@@ -212,7 +212,7 @@ static int t_schema(void)
 		      "FROM information_schema.columns WHERE table_schema = DATABASE() "
 		      "AND table_name = 'subscriptions'", &q))
 		return -1;
-	CHECK(!strcmp(q.val[0], "user_id,product_id,kinds,threshold,created_at"),
+	CHECK(!strcmp(q.val[0], "user_id,product_id,kinds,threshold,created_at,active,version"),
 	      "subscriptions columns: %s", q.val[0]);
 	if (sql_ok(s, "SELECT @@character_set_client, @@character_set_connection", &q))
 		return -1;

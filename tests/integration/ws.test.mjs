@@ -252,7 +252,8 @@ describe('/ws with HS256', () => {
 		c.send({ type: 'refresh', token: tok('eve', {}, 600) });
 		const e1 = await c.next((m) => m.type === 'error', 5000, 'error for foreign sub');
 		assert.equal(typeof e1.code, 'string');
-		c.send({ type: 'refresh', token: signJwt({ sub: 'dave', exp: nowS() + 600 }, 'wrong'.repeat(10)) });
+		c.send({ type: 'refresh',
+			token: signJwt({ sub: 'dave', exp: nowS() + 600 }, 'wrong'.repeat(10)) });
 		await c.next((m) => m.type === 'error', 5000, 'error for bad signature');
 		c.send({ type: 'refresh' });
 		await c.next((m) => m.type === 'error', 5000, 'error for missing token');

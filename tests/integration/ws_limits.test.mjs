@@ -152,7 +152,7 @@ describe('send queue overflow (send_queue_max 4)', () => {
 			// Node cannot shrink a socket's receive buffer; without that the
 			// kernel buffers tens of MB of pongs before the daemon notices.
 			const py = spawn('python3', ['-c', SLOW_READER, String(d.port),
-				`/ws?token=${tok('slow')}`, '30'], { stdio: ['ignore', 'pipe', 'pipe'] });
+				`/ws?token=${tok('slow')}`, '45'], { stdio: ['ignore', 'pipe', 'pipe'] });
 			t.after(() => { try { py.kill('SIGKILL'); } catch { /* gone */ } });
 			let out = '';
 			let err = '';
@@ -172,7 +172,7 @@ describe('send queue overflow (send_queue_max 4)', () => {
 				rounds++;
 				maxRss = Math.max(maxRss, rssKiB(d.pid));
 				return (await metricValue(d.url, GAUGE)) === 1;
-			}, { timeout: 40000, interval: 20, what: 'the slow reader to be dropped' });
+			}, { timeout: 60000, interval: 20, what: 'the slow reader to be dropped' });
 			await exited;
 			const res = JSON.parse(out.trim().split('\n').pop());
 			t.diagnostic(`slow reader: ${JSON.stringify(res)}; ${rounds} healthy pongs; ` +
@@ -189,10 +189,11 @@ describe('send queue overflow (send_queue_max 4)', () => {
 		});
 });
 
-// Connects with SO_RCVBUF 4096, sends one masked ping per write (1 ms
-// apart, so the daemon sees them one or two at a time, as a slow phone
-// would), never reads, until the daemon closes or the time limit; then reads
-// what arrived. Prints {"event":"open"} then {"event":"done",...}.
+// Connects with SO_RCVBUF 4096, sends two masked pings per write (1 ms
+// apart, so the daemon sees fewer than send_queue_max at a time and only
+// the full socket buffers can overflow the queue), never reads, until the
+// daemon closes or the time limit; then reads what arrived. Prints
+// {"event":"open"} then {"event":"done",...}.
 const SLOW_READER = String.raw`
 import base64, json, os, socket, struct, sys, time
 port, path, limit = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
@@ -220,12 +221,13 @@ sent, why, t0 = 0, "time limit", time.time()
 while time.time() - t0 < limit:
     m = os.urandom(4)
     try:
-        s.sendall(bytes([0x81, 0x80 | len(p)]) + m + bytes(b ^ m[i & 3] for i, b in enumerate(p)))
+        f = bytes([0x81, 0x80 | len(p)]) + m + bytes(b ^ m[i & 3] for i, b in enumerate(p))
+        s.sendall(f + f)
     except socket.timeout:
         why = "send blocked 10 s"; break
     except OSError as e:
         why = e.__class__.__name__; break
-    sent += 1
+    sent += 2
     time.sleep(0.001)
 try:
     while True:

@@ -340,9 +340,9 @@ static void test_hs256_sign_roundtrip(void **state)
 	assert_string_equal(c.sub, "user-42");
 	assert_int_equal(c.exp, NOW + 3600);
 	assert_int_equal(c.roles, AUTH_ROLE_ADMIN | AUTH_ROLE_SERVICE);
-	/* valid until exp, not after */
-	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW + 3600, &c), AUTH_OK);
-	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW + 3601, &c), AUTH_ERR_EXPIRED);
+	/* valid before exp, not from exp on (RFC 7519 4.1.4) */
+	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW + 3599, &c), AUTH_OK);
+	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW + 3600, &c), AUTH_ERR_EXPIRED);
 	mem_free(tok);
 
 	tok = auth_sign(a, "u", NULL, 60, NOW, err, sizeof err);
@@ -641,6 +641,8 @@ static void test_exp_nbf(void **state)
 	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":%lld}", (long long)(NOW - 31));
 	assert_int_equal(verify_hs_payload(cfg_hs(30), p, &c), AUTH_ERR_EXPIRED);
 	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":%lld}", (long long)NOW);
+	assert_int_equal(verify_hs_payload(cfg_hs(0), p, &c), AUTH_ERR_EXPIRED);
+	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":%lld}", (long long)(NOW + 1));
 	assert_int_equal(verify_hs_payload(cfg_hs(0), p, &c), AUTH_OK);
 
 	/* exp is required and must be an integer */
