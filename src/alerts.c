@@ -33,7 +33,8 @@
  * ARGV: instance, product, stock, prev ("" = from the shared state),
  *       fallback prev ("" = unknown), default threshold, name, event id, ts,
  *       trim MINID, ttl s
- * Returns {kind, alert id, prev, first, mine}.
+ * Returns {kind, alert id, prev, first, mine, ts, name}: the outcome the
+ * first instance decided, the same for everyone.
  */
 static const char process_lua[] =
 	"local first = 0\n"
@@ -59,14 +60,15 @@ static const char process_lua[] =
 	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9])\n"
 	"    redis.call('SET', KEYS[6], id, 'NX')\n"
 	"  end\n"
-	"  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev)\n"
+	"  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev, 'ts', ARGV[9],\n"
+	"    'name', ARGV[7])\n"
 	"  redis.call('EXPIRE', KEYS[1], ARGV[11])\n"
 	"  first = 1\n"
 	"end\n"
 	"local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
 	"redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
-	"local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev')\n"
-	"return {r[1], r[2], r[3], first, mine}\n";
+	"local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev', 'ts', 'name')\n"
+	"return {r[1], r[2], r[3], first, mine, r[4], r[5]}\n";
 
 /*
  * The per-user window limit, shared by all instances. An alert already
@@ -129,6 +131,26 @@ struct held_msg {
 	char id[32];
 };
 
+/* A user whose subscriptions are being loaded into the roster: changes
+ * that arrive meanwhile are replayed over the loaded state, and sockets
+ * wait for it before their hello. */
+struct loading_change {
+	struct roster_sub sub;
+	bool active;
+	struct loading_change *next;
+};
+
+struct loading_waiter {
+	void (*fn)(void *arg);
+	void *arg;
+	struct loading_waiter *next;
+};
+
+struct loading {
+	struct loading_change *changes, *changes_tail;
+	struct loading_waiter *waiters;
+};
+
 struct alerts {
 	uv_loop_t *loop;
 	struct http_env *env;
@@ -136,6 +158,7 @@ struct alerts {
 	struct roster *roster;
 	struct catalog *catalog;
 	struct dict *held;          /* user -> struct held */
+	struct dict *loading;       /* user -> struct loading */
 	size_t nheld;               /* users with held alerts */
 	uv_timer_t window_timer;
 	char instance[32];
@@ -555,7 +578,7 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	struct ev_job *j = arg;
 	struct alerts *a = j->a;
 
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 7) {
 		if (!a->closing)
 			log_warn(MOD, "event %s: not processed (%s); it is delivered from the "
 				      "history once Redis is back, if another instance recorded it",
@@ -568,6 +591,8 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	const char *prev = reply_str(reply->element[2]);
 	bool first = reply_int(reply->element[3]) == 1;
 	bool mine = reply_int(reply->element[4]) == 1;
+	int64_t ts = reply_int(reply->element[5]);
+	const char *name = reply_str(reply->element[6]);
 
 	if (first)
 		catalog_set_stock(a->catalog, j->ev.product_id, j->ev.stock);
@@ -584,8 +609,8 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	al.prev = strtoll(prev, NULL, 10);
 	al.default_threshold = j->threshold;
 	al.msg = encode(a,
-			alert_json(al.id, kind, al.product_id, j->name, al.stock, al.prev,
-				   j->ev.event_id, j->ev.has_ts ? j->ev.ts_ms : j->received_ms),
+			alert_json(al.id, kind, al.product_id, *name ? name : NULL, al.stock, al.prev,
+				   j->ev.event_id, ts),
 			al.order);
 	if (al.msg) {
 		note_seen(a, al.id, al.order);
@@ -857,22 +882,53 @@ static void load_user(struct alerts *a, const char *user,
 static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, bool ok)
 {
 	struct alerts *a = l->a;
-	if (!ok) {
+	struct loading *ld = dict_del(a->loading, l->user);
+
+	if (!ok)
 		log_warn(MOD, "could not load the subscriptions of %s; they are loaded at their "
 			      "next connection", l->user);
-		return;
-	}
 	/* Still connected? The socket may have closed while we asked. */
-	if (hub_user_conns(a->env->hub, l->user) > 0)
+	else if (hub_user_conns(a->env->hub, l->user) > 0)
 		roster_set_user(a->roster, l->user, subs, n);
+	if (!ld)
+		return;
+	for (struct loading_change *c = ld->changes, *next; c; c = next) {
+		next = c->next;
+		if (ok)
+			roster_update(a->roster, l->user, &c->sub, c->active);
+		mem_free(c);
+	}
+	for (struct loading_waiter *w = ld->waiters, *next; w; w = next) {
+		next = w->next;
+		w->fn(w->arg);
+		mem_free(w);
+	}
+	mem_free(ld);
 }
 
 void alerts_user_online(struct alerts *a, const char *user)
 {
-	/* Present at once (empty) so that changes arriving while the load is
-	 * in flight are not lost for a user we do not know yet. */
+	/* Present at once (empty), and changes that arrive while the load is
+	 * in flight are kept to be replayed over it. */
 	roster_set_user(a->roster, user, NULL, 0);
+	if (dict_get(a->loading, user))
+		return; /* a load is already on its way */
+	dict_set(a->loading, user, mem_calloc(1, sizeof(struct loading)));
 	load_user(a, user, on_roster_loaded, NULL);
+}
+
+void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg), void *arg)
+{
+	struct loading *ld = dict_get(a->loading, user);
+	if (!ld) {
+		fn(arg);
+		return;
+	}
+	struct loading_waiter *w = mem_alloc(sizeof *w);
+	w->fn = fn;
+	w->arg = arg;
+	w->next = ld->waiters;
+	ld->waiters = w;
 }
 
 void alerts_user_offline(struct alerts *a, const char *user)
@@ -900,7 +956,19 @@ void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 				     : -1,
 		.created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
 	};
-	roster_update(a->roster, user, &sub, json_is_true(json_object_get(j, "active")));
+	bool active = json_is_true(json_object_get(j, "active"));
+	roster_update(a->roster, user, &sub, active);
+	struct loading *ld = dict_get(a->loading, user);
+	if (ld) {
+		struct loading_change *c = mem_calloc(1, sizeof *c);
+		c->sub = sub;
+		c->active = active;
+		if (ld->changes_tail)
+			ld->changes_tail->next = c;
+		else
+			ld->changes = c;
+		ld->changes_tail = c;
+	}
 	json_decref(j);
 }
 
@@ -1207,6 +1275,7 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 	a->roster = roster_new();
 	a->catalog = catalog_new(loop, env->store);
 	a->held = dict_new();
+	a->loading = dict_new();
 	snprintf(a->prefix, sizeof a->prefix, "%s", env->cfg->redis.prefix);
 	clock_gettime(CLOCK_REALTIME, &ts);
 	snprintf(a->instance, sizeof a->instance, "%lx-%x-%x", (unsigned long)ts.tv_sec,
@@ -1240,6 +1309,8 @@ static void on_window_timer_closed(uv_handle_t *h)
 	struct alerts *a = h->data;
 	dict_each(a->held, drop_held_cb, NULL);
 	dict_free(a->held);
+	/* Loads finish (failing) before we get here: nothing is loading. */
+	dict_free(a->loading);
 	roster_free(a->roster);
 	catalog_close(a->catalog);
 	mem_free(a);

@@ -22,7 +22,9 @@ struct entry {
 	char *name;
 	uint64_t loaded_ms;      /* 0: never loaded */
 	bool loading;
-	struct waiter *waiters;
+	/* Answered in arrival order: the events of a product must reach
+	 * Redis in the order they were published. */
+	struct waiter *waiters, *waiters_tail;
 	struct catalog *c;
 };
 
@@ -71,7 +73,7 @@ void catalog_close(struct catalog *c)
 static void answer(struct entry *e)
 {
 	struct waiter *w = e->waiters;
-	e->waiters = NULL;
+	e->waiters = e->waiters_tail = NULL;
 	while (w) {
 		struct waiter *next = w->next;
 		w->fn(&e->info, w->arg);
@@ -137,8 +139,12 @@ void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg)
 	struct waiter *w = mem_alloc(sizeof *w);
 	w->fn = fn;
 	w->arg = arg;
-	w->next = e->waiters;
-	e->waiters = w;
+	w->next = NULL;
+	if (e->waiters_tail)
+		e->waiters_tail->next = w;
+	else
+		e->waiters = w;
+	e->waiters_tail = w;
 	if (e->loading)
 		return;
 	snprintf(sql, sizeof sql,

@@ -20,6 +20,8 @@
 /* A deleted subscription's hash stays as a tombstone this long, so a late,
  * older update cannot resurrect it. */
 #define TOMBSTONE_MS 86400000
+/* Times a write that InnoDB chose as a deadlock victim is run again. */
+#define WRITE_RETRIES 5
 
 /*
  * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}, product:{p}:thr
@@ -93,6 +95,7 @@ struct op {
 	int threshold;
 	struct row_state before, after;
 	enum subs_status result;
+	int retries;               /* deadlocked writes run again */
 	subs_done_fn done;
 	void *arg;
 };
@@ -419,12 +422,25 @@ static void on_product_check(struct store *st, const struct store_result *res, c
 	op_finish(op, exists ? SUBS_OVER_LIMIT : SUBS_NO_PRODUCT);
 }
 
+static void write_put(struct op *op);
+static void write_delete(struct op *op);
+
 static void on_written(struct store *st, const struct store_result *res, const char *err,
 		       void *arg)
 {
 	struct op *op = arg;
 	char sql[256];
 
+	/* Concurrent writers for one user can deadlock on the guarded INSERT's
+	 * subqueries; InnoDB rolled ours back, so running it again is safe. */
+	if (err && strstr(err, "Deadlock") && op->retries++ < WRITE_RETRIES) {
+		log_debug(MOD, "deadlock writing %s/%" PRId64 ": retrying", op->user, op->product);
+		if (op->kind == OP_PUT)
+			write_put(op);
+		else
+			write_delete(op);
+		return;
+	}
 	if (err) {
 		log_warn(MOD, "mysql write for %s/%" PRId64 " failed: %s", op->user, op->product, err);
 		op_finish(op, SUBS_UNAVAILABLE);

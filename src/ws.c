@@ -66,6 +66,7 @@ struct ws_session {
 	struct hub_msg **pre;
 	uint32_t npre, pre_pos;
 	bool replaying;           /* hold all output until the replay is in */
+	char *since;              /* resume point, until the replay starts */
 	uint64_t floor;           /* live alerts up to this order were replayed */
 	uint16_t close_code;      /* non-zero: close at the next WRITEABLE */
 	uint8_t bad_frames;
@@ -370,6 +371,28 @@ static void on_replay(int status, json_t *alerts, bool recovered, json_t *snapsh
 	ticket_unref(t);
 }
 
+static void start_replay(struct ws_session *s, struct http_env *env, const char *since,
+			 unsigned roles);
+
+static void on_user_ready(void *arg)
+{
+	struct ws_ticket *t = arg;
+	struct ws_session *s = t->s;
+	if (s && s->conn) {
+		struct http_env *env = env_of(s->wsi);
+		if (s->since) {
+			char *since = s->since;
+			s->since = NULL;
+			start_replay(s, env, since, hub_conn_roles(s->conn));
+			mem_free(since);
+		} else {
+			s->replaying = false;
+			lws_callback_on_writable(s->wsi);
+		}
+	}
+	ticket_unref(t);
+}
+
 /* Queues, after hello, what user missed since the alert id since. */
 static void start_replay(struct ws_session *s, struct http_env *env, const char *since,
 			 unsigned roles)
@@ -380,6 +403,7 @@ static void start_replay(struct ws_session *s, struct http_env *env, const char 
 			     json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_since",
 				       "message", "since: expected an alert id like 1700000000000-0"),
 			     0);
+		s->replaying = false;
 		lws_callback_on_writable(s->wsi);
 		return;
 	}
@@ -439,11 +463,17 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 		     0);
 	log_debug(MOD, "conn %s: user %s connected", s->conn_id, claims.sub);
 
-	if (has_since && env->alerts) {
-		start_replay(s, env, since, claims.roles);
+	if (!env->alerts) {
+		lws_callback_on_writable(wsi);
 		return;
 	}
-	lws_callback_on_writable(wsi);
+	/* Hold everything, hello included, until the user's subscriptions are
+	 * loaded here: a client that publishes right after hello must not
+	 * race the load. */
+	s->replaying = true;
+	if (has_since)
+		s->since = mem_strdup(since);
+	alerts_when_ready(env->alerts, claims.sub, on_user_ready, ticket_of(s));
 }
 
 static void ticket_unref(struct ws_ticket *t)
@@ -456,6 +486,8 @@ static void on_closed(struct ws_session *s, struct http_env *env)
 {
 	lws_sul_cancel(&s->expiry);
 	pre_free(s);
+	mem_free(s->since);
+	s->since = NULL;
 	if (s->ticket) {
 		s->ticket->s = NULL;
 		ticket_unref(s->ticket);

@@ -41,6 +41,9 @@ void alerts_redis_ready(struct alerts *a);
 /* The first socket of user opened here / the last one closed. */
 void alerts_user_online(struct alerts *a, const char *user);
 void alerts_user_offline(struct alerts *a, const char *user);
+/* Calls fn(arg) once user's subscriptions are loaded here (at once if they
+ * are), so that nothing published after a socket's hello can miss it. */
+void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg), void *arg);
 
 /* "1700000000000-3" -> ((ms << 22) | seq); -1 if not an alert id. */
 int alerts_parse_id(const char *id, uint64_t *order);
