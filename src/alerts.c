@@ -26,18 +26,62 @@
 #define SEQ_BITS 22
 
 /*
+ * Fair release (SPEC §6): the next wave of a product's cycle. The cycle's
+ * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
+ * alert's fields); the schedule is the sorted set <prefix>fair:due, so
+ * exactly one instance runs each wave and a crash loses nothing. The wave's
+ * users are recorded in <prefix>fair:rel:{alert id} (for resume and the
+ * history) and published on <prefix>fair:waves for every instance to
+ * deliver to its own sockets. Returns the number of users released.
+ */
+#define FAIR_WAVE_LUA                                                                             \
+	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl)\n"              \
+	"  local fk = prefix .. 'fair:' .. pid\n"                                                 \
+	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                 \
+	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'stock', 'prev', 'name',"           \
+	" 'event_id', 'ts')\n"                                                                    \
+	"  local offset = tonumber(f[1] or '0')\n"                                                \
+	"  local total = redis.call('ZCARD', subs)\n"                                             \
+	"  local w = math.ceil(factor * stock)\n"                                                 \
+	"  local users = {}\n"                                                                    \
+	"  if w > 0 and offset < total then\n"                                                    \
+	"    users = redis.call('ZRANGE', subs, offset, offset + w - 1)\n"                        \
+	"  end\n"                                                                                 \
+	"  offset = offset + #users\n"                                                            \
+	"  redis.call('HSET', fk, 'offset', offset)\n"                                            \
+	"  local rel = prefix .. 'fair:rel:' .. f[2]\n"                                           \
+	"  for i = 1, #users, 500 do\n"                                                           \
+	"    redis.call('SADD', rel, unpack(users, i, math.min(i + 499, #users)))\n"              \
+	"  end\n"                                                                                 \
+	"  redis.call('EXPIRE', rel, ttl)\n"                                                      \
+	"  if offset < total then\n"                                                              \
+	"    redis.call('ZADD', prefix .. 'fair:due', now + interval, pid)\n"                     \
+	"  else\n"                                                                                \
+	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"                                     \
+	"    redis.call('HSET', fk, 'active', '0')\n"                                             \
+	"  end\n"                                                                                 \
+	"  if #users > 0 then\n"                                                                  \
+	"    redis.call('PUBLISH', prefix .. 'fair:waves', cjson.encode({product_id = pid,"        \
+	" id = f[2], stock = f[3], prev = f[4], name = f[5], event_id = f[6], ts = f[7],"         \
+	" users = users}))\n"                                                                     \
+	"  end\n"                                                                                 \
+	"  return #users\n"                                                                       \
+	"end\n"
+
+/*
  * Runs an event exactly once across every instance and tells each instance
  * whether it has delivered it yet.
  * KEYS: event hash, stock state, history stream, custom thresholds zset,
  *       delivered-by set, history start marker
  * ARGV: instance, product, stock, prev ("" = from the shared state),
  *       fallback prev ("" = unknown), default threshold, name, event id, ts,
- *       trim MINID, ttl s
+ *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms
  * Returns {kind, alert id, prev, first, mine, ts, name}: the outcome the
  * first instance decided, the same for everyone.
  */
-static const char process_lua[] =
-	"local first = 0\n"
+static const char process_lua[] = FAIR_WAVE_LUA
+	"local first, released = 0, -1\n"
+	"local prefix, factor = ARGV[12], tonumber(ARGV[13])\n"
 	"if redis.call('EXISTS', KEYS[1]) == 0 then\n"
 	"  local prev = ARGV[4]\n"
 	"  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
@@ -54,11 +98,27 @@ static const char process_lua[] =
 	"      end\n"
 	"    end\n"
 	"  end\n"
+	"  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
 	"  if kind ~= 'none' then\n"
 	"    id = redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[10], '*', 'kind', kind,\n"
 	"      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
-	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9])\n"
+	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
 	"    redis.call('SET', KEYS[6], id, 'NX')\n"
+	"  end\n"
+	"  local fk = prefix .. 'fair:' .. ARGV[2]\n"
+	"  if fair == '1' then\n"
+	"    local offset = tonumber(redis.call('HGET', fk, 'offset') or '0')\n"
+	"    if offset >= redis.call('ZCARD', prefix .. 'product:' .. ARGV[2] .. ':subs') then\n"
+	"      offset = 0\n"
+	"    end\n"
+	"    redis.call('HSET', fk, 'offset', offset, 'id', id, 'stock', ARGV[3], 'prev', prev,\n"
+	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'active', '1')\n"
+	"    released = fair_wave(prefix, ARGV[2], factor, tonumber(ARGV[3]), tonumber(ARGV[15]),\n"
+	"      tonumber(ARGV[14]), ARGV[11])\n"
+	"  elseif kind == 'sold_out' and redis.call('HGET', fk, 'active') == '1' then\n"
+	"    redis.call('HSET', fk, 'active', '0')\n"
+	"    redis.call('ZREM', prefix .. 'fair:due', ARGV[2])\n"
+	"    released = -2\n"
 	"  end\n"
 	"  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev, 'ts', ARGV[9],\n"
 	"    'name', ARGV[7])\n"
@@ -68,7 +128,32 @@ static const char process_lua[] =
 	"local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
 	"redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
 	"local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev', 'ts', 'name')\n"
-	"return {r[1], r[2], r[3], first, mine, r[4], r[5]}\n";
+	"return {r[1], r[2], r[3], first, mine, r[4], r[5], released}\n";
+
+/*
+ * Runs the fair-release waves that are due. Atomic, so of all instances
+ * polling, exactly one runs each wave.
+ * ARGV: prefix, factor, now ms, interval ms, ttl s.
+ * Returns {waves run, users released, cycles stopped}.
+ */
+static const char fair_due_lua[] = FAIR_WAVE_LUA
+	"local prefix, factor, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+	"local due = redis.call('ZRANGEBYSCORE', prefix .. 'fair:due', '-inf', now, 'LIMIT', 0, 20)\n"
+	"local waves, released, stopped = 0, 0, 0\n"
+	"for _, pid in ipairs(due) do\n"
+	"  local fk = prefix .. 'fair:' .. pid\n"
+	"  local stock = tonumber(redis.call('GET', prefix .. 'stock:' .. pid) or '0')\n"
+	"  if redis.call('HGET', fk, 'active') ~= '1' or stock <= 0 then\n"
+	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"
+	"    redis.call('HSET', fk, 'active', '0')\n"
+	"    stopped = stopped + 1\n"
+	"  else\n"
+	"    released = released + fair_wave(prefix, pid, factor, stock, now, tonumber(ARGV[4]),\n"
+	"      ARGV[5])\n"
+	"    waves = waves + 1\n"
+	"  end\n"
+	"end\n"
+	"return {waves, released, stopped}\n";
 
 /*
  * The per-user window limit, shared by all instances. An alert already
@@ -161,6 +246,8 @@ struct alerts {
 	struct dict *loading;       /* user -> struct loading */
 	size_t nheld;               /* users with held alerts */
 	uv_timer_t window_timer;
+	uv_timer_t fair_timer;      /* polls for due fair-release waves */
+	bool fair_polling;          /* a poll is in flight */
 	char instance[32];
 	char prefix[80];
 	char last_id[32];           /* newest alert this instance delivered or saw */
@@ -224,6 +311,34 @@ static void key(char *out, size_t outlen, const struct alerts *a, const char *fm
 	va_start(ap, fmt);
 	vsnprintf(out + n, outlen - (size_t)n, fmt, ap);
 	va_end(ap);
+}
+
+static int64_t reply_int(const redisReply *r)
+{
+	if (!r)
+		return 0;
+	if (r->type == REDIS_REPLY_INTEGER)
+		return r->integer;
+	if (r->type == REDIS_REPLY_STRING)
+		return strtoll(r->str, NULL, 10);
+	return 0;
+}
+
+static const char *reply_str(const redisReply *r)
+{
+	return r && r->type == REDIS_REPLY_STRING ? r->str : "";
+}
+
+/* A string member of a JSON object, "" if absent or not a string. */
+static const char *jstr(const json_t *obj, const char *k)
+{
+	const char *v = json_string_value(json_object_get(obj, k));
+	return v ? v : "";
+}
+
+static bool fair_enabled(const struct alerts *a)
+{
+	return a->cfg->alerts.fair_release_factor > 0;
 }
 
 /* --- the alert object ------------------------------------------------------ */
@@ -519,7 +634,10 @@ static void deliver(struct alerts *a, const struct alert *al)
 	struct recipients rc = {a, al, b, dict_new()};
 
 	b->a = a;
-	roster_each_subscriber(a->roster, al->product_id, consider_subscriber, &rc);
+	/* With fair release, back_in_stock reaches subscribers in waves
+	 * (alerts_on_fair_wave), not all at once. */
+	if (!(al->kind == SUBS_BACK_IN_STOCK && fair_enabled(a)))
+		roster_each_subscriber(a->roster, al->product_id, consider_subscriber, &rc);
 	/* The operations view: every sold_out, and low_stock by the
 	 * product's own threshold, to admins; not rate limited, not twice to
 	 * an admin who also subscribed. */
@@ -540,6 +658,93 @@ static void note_seen(struct alerts *a, const char *id, uint64_t order)
 		snprintf(a->last_id, sizeof a->last_id, "%s", id);
 }
 
+/* --- fair release -------------------------------------------------------------- */
+
+
+/* Counts what a process script did for fair release: n >= 0 users released
+ * by a first wave, -2 a cycle stopped by a sold_out, -1 nothing. */
+static void fair_count(int64_t n)
+{
+	if (n >= 0) {
+		metrics_inc(METRICS_FAIR_WAVES);
+		metrics_add(METRICS_FAIR_RELEASED, (uint64_t)n);
+	} else if (n == -2) {
+		metrics_inc(METRICS_FAIR_STOPPED);
+	}
+}
+
+static void on_fair_due(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct alerts *a = arg;
+	a->fair_polling = false;
+	if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
+		metrics_add(METRICS_FAIR_WAVES, (uint64_t)reply_int(reply->element[0]));
+		metrics_add(METRICS_FAIR_RELEASED, (uint64_t)reply_int(reply->element[1]));
+		metrics_add(METRICS_FAIR_STOPPED, (uint64_t)reply_int(reply->element[2]));
+	}
+	op_done(a);
+}
+
+static void on_fair_timer(uv_timer_t *t)
+{
+	struct alerts *a = t->data;
+	char factor[32], now[24], interval[24], ttl[16];
+	if (a->fair_polling || a->closing || !redis_is_ready(a->env->redis))
+		return;
+	snprintf(factor, sizeof factor, "%.6f", a->cfg->alerts.fair_release_factor);
+	snprintf(now, sizeof now, "%" PRId64, now_ms());
+	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
+	snprintf(ttl, sizeof ttl, "%d", a->cfg->alerts.history_s);
+	const char *argv[] = {"EVAL", fair_due_lua, "0", a->prefix, factor, now, interval, ttl};
+	a->fair_polling = true;
+	a->inflight++;
+	if (redis_command_argv(a->env->redis, on_fair_due, a, 8, argv, NULL) != 0)
+		on_fair_due(NULL, NULL, a);
+}
+
+void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(payload, len, 0, &jerr);
+	json_t *users = json_object_get(j, "users");
+	const char *id = json_string_value(json_object_get(j, "id"));
+	struct alert al = {.kind = SUBS_BACK_IN_STOCK};
+	const char *s_pid = json_string_value(json_object_get(j, "product_id"));
+	if (!id || !s_pid || !json_is_array(users) || alerts_parse_id(id, &al.order) != 0) {
+		log_warn(MOD, "bad fair-release wave notice ignored");
+		json_decref(j);
+		return;
+	}
+	snprintf(al.id, sizeof al.id, "%s", id);
+	al.product_id = strtoll(s_pid, NULL, 10);
+	al.stock = strtoll(jstr(j, "stock"), NULL, 10);
+	al.prev = strtoll(jstr(j, "prev"), NULL, 10);
+	const char *name = jstr(j, "name");
+	al.msg = encode(a,
+			alert_json(al.id, al.kind, al.product_id, *name ? name : NULL, al.stock,
+				   al.prev, jstr(j, "event_id"), strtoll(jstr(j, "ts"), NULL, 10)),
+			al.order);
+	if (!al.msg) {
+		json_decref(j);
+		return;
+	}
+	note_seen(a, al.id, al.order);
+	struct rate_batch *b = mem_calloc(1, sizeof *b);
+	b->a = a;
+	size_t i;
+	json_t *u;
+	json_array_foreach(users, i, u) {
+		const char *user = json_string_value(u);
+		const struct roster_sub *sub = user ? roster_get(a->roster, user, al.product_id) : NULL;
+		if (sub && (sub->kinds & SUBS_BACK_IN_STOCK))
+			batch_add(b, user, al.msg, al.product_id, al.id);
+	}
+	hub_msg_unref(al.msg);
+	json_decref(j);
+	rate_check(a, b);
+}
+
 /* --- event processing -------------------------------------------------------- */
 
 struct ev_job {
@@ -549,22 +754,6 @@ struct ev_job {
 	int threshold;
 	int64_t received_ms;
 };
-
-static int64_t reply_int(const redisReply *r)
-{
-	if (!r)
-		return 0;
-	if (r->type == REDIS_REPLY_INTEGER)
-		return r->integer;
-	if (r->type == REDIS_REPLY_STRING)
-		return strtoll(r->str, NULL, 10);
-	return 0;
-}
-
-static const char *reply_str(const redisReply *r)
-{
-	return r && r->type == REDIS_REPLY_STRING ? r->str : "";
-}
 
 static void job_free(struct ev_job *j)
 {
@@ -578,7 +767,7 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	struct ev_job *j = arg;
 	struct alerts *a = j->a;
 
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 7) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 8) {
 		if (!a->closing)
 			log_warn(MOD, "event %s: not processed (%s); it is delivered from the "
 				      "history once Redis is back, if another instance recorded it",
@@ -596,6 +785,7 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 
 	if (first)
 		catalog_set_stock(a->catalog, j->ev.product_id, j->ev.stock);
+	fair_count(reply_int(reply->element[7]));
 	if (!mine) {
 		metrics_inc(METRICS_EVENTS_DUPLICATE);
 		log_debug(MOD, "event %s: already delivered here", j->ev.event_id);
@@ -628,6 +818,7 @@ static void on_product_info(const struct product_info *p, void *arg)
 	struct alerts *a = j->a;
 	char k_event[256], k_stock[128], k_stream[96], k_thr[128], k_inst[272], k_start[112];
 	char pid[24], stock[24], prev[24], fallback[24], thr[16], ts[24], minid[32], ttl[16];
+	char factor[32], interval[24], now[24];
 
 	j->name = p->name ? mem_strdup(p->name) : NULL;
 	j->threshold = p->threshold;
@@ -655,11 +846,15 @@ static void on_product_info(const struct product_info *p, void *arg)
 	snprintf(minid, sizeof minid, "%" PRId64,
 		 now_ms() - (int64_t)a->cfg->alerts.history_s * 1000);
 	snprintf(ttl, sizeof ttl, "%d", a->cfg->alerts.history_s);
+	snprintf(factor, sizeof factor, "%.6f", a->cfg->alerts.fair_release_factor);
+	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
+	snprintf(now, sizeof now, "%" PRId64, now_ms());
 
-	const char *argv[] = {"EVAL",  process_lua, "6",   k_event,	 k_stock,	 k_stream,
-			      k_thr,   k_inst,	    k_start, a->instance, pid,		 stock,
-			      prev,    fallback,    thr,   j->name ? j->name : "", j->ev.event_id,
-			      ts,      minid,	    ttl};
+	const char *argv[] = {"EVAL",	   process_lua, "6",	  k_event,    k_stock,
+			      k_stream,	   k_thr,	k_inst,	  k_start,    a->instance,
+			      pid,	   stock,	prev,	  fallback,   thr,
+			      j->name ? j->name : "", j->ev.event_id, ts, minid, ttl,
+			      a->prefix,   factor,	interval, now};
 	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
 					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
 		on_processed(NULL, NULL, j);
@@ -987,6 +1182,9 @@ struct history {
 	size_t nsubs;
 	json_t *alerts;
 	json_t *snapshot;
+	json_t *page;             /* candidates of the page being read */
+	char page_last[40];       /* last id of that page */
+	bool page_full;           /* it was a full page: there may be more */
 	alerts_history_fn fn;
 	void *arg;
 	size_t pending;           /* snapshot lookups outstanding */
@@ -996,6 +1194,7 @@ static void history_finish(struct history *h, int status)
 {
 	struct alerts *a = h->a;
 	h->fn(status, h->alerts, h->recovered, h->snapshot, h->arg);
+	json_decref(h->page);
 	json_decref(h->alerts);
 	json_decref(h->snapshot);
 	mem_free(h->subs);
@@ -1028,6 +1227,58 @@ static bool wanted(const struct history *h, unsigned kind, int64_t product, int6
 
 static void history_page(struct history *h, const char *after);
 
+/* Marks, inside a history page, an alert whose fair-release waves must be
+ * checked (never a field of the alerts we send). */
+#define FAIR_MARK "_fair"
+
+/* KEYS: none; ARGV: prefix, user, alert ids. 1/0 per id: did a
+ * fair-release wave of that alert reach the user? */
+static const char fair_released_lua[] =
+	"local out = {}\n"
+	"for i = 3, #ARGV do\n"
+	"  out[i - 2] = redis.call('SISMEMBER', ARGV[1] .. 'fair:rel:' .. ARGV[i], ARGV[2])\n"
+	"end\n"
+	"return out\n";
+
+/* Ends a page: more pages, or the end. */
+static void history_page_done(struct history *h)
+{
+	if (h->page_full && json_array_size(h->alerts) < h->limit && *h->page_last) {
+		history_page(h, h->page_last);
+		return;
+	}
+	history_finish(h, 0);
+}
+
+static void on_fair_released(struct redis *r, redisReply *reply, void *arg)
+{
+	(void)r;
+	struct history *h = arg;
+	size_t n = json_array_size(h->page);
+	bool checked = r != NULL || reply != NULL;
+	if (checked && (!reply || reply->type != REDIS_REPLY_ARRAY)) {
+		history_finish(h, -1);
+		return;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < n && json_array_size(h->alerts) < h->limit; i++) {
+		json_t *c = json_array_get(h->page, i);
+		bool keep = true;
+		if (json_is_true(json_object_get(c, FAIR_MARK))) {
+			keep = checked && k < reply->elements &&
+			       reply->element[k]->type == REDIS_REPLY_INTEGER &&
+			       reply->element[k]->integer == 1;
+			k++;
+			json_object_del(c, FAIR_MARK);
+		}
+		if (keep)
+			json_array_append(h->alerts, c);
+	}
+	json_decref(h->page);
+	h->page = NULL;
+	history_page_done(h);
+}
+
 static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 {
 	(void)r;
@@ -1036,7 +1287,13 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 		history_finish(h, -1);
 		return;
 	}
-	char last[40] = "";
+	/* This page's candidates, in order; fair-released back_in_stock
+	 * alerts count only if their wave reached the user, which one more
+	 * round trip tells for the whole page. */
+	h->page = json_array();
+	size_t nfair = 0;
+	h->page_last[0] = '\0';
+	h->page_full = reply->elements == HISTORY_PAGE;
 	for (size_t i = 0; i < reply->elements; i++) {
 		redisReply *e = reply->element[i];
 		uint64_t order;
@@ -1044,7 +1301,7 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 		    alerts_parse_id(reply_str(e->element[0]), &order) != 0)
 			continue;
 		const char *id = reply_str(e->element[0]);
-		snprintf(last, sizeof last, "%s", id);
+		snprintf(h->page_last, sizeof h->page_last, "%s", id);
 		redisReply *f = e->element[1];
 		unsigned kind = subs_kind_parse(field(f, "kind"));
 		int64_t product = strtoll(field(f, "product_id"), NULL, 10);
@@ -1054,18 +1311,33 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 		if (!kind || !wanted(h, kind, product, stock, prev, thr, order))
 			continue;
 		const char *name = field(f, "name");
-		json_array_append_new(h->alerts,
-				      alert_json(id, kind, product, *name ? name : NULL, stock, prev,
-						 field(f, "event_id"),
-						 strtoll(field(f, "ts"), NULL, 10)));
-		if (json_array_size(h->alerts) >= h->limit)
-			break;
+		json_t *c = alert_json(id, kind, product, *name ? name : NULL, stock, prev,
+				       field(f, "event_id"), strtoll(field(f, "ts"), NULL, 10));
+		if (strcmp(field(f, "fair"), "1") == 0) {
+			json_object_set_new(c, FAIR_MARK, json_true());
+			nfair++;
+		}
+		json_array_append_new(h->page, c);
 	}
-	if (reply->elements == HISTORY_PAGE && json_array_size(h->alerts) < h->limit && *last) {
-		history_page(h, last);
+	if (nfair == 0) {
+		on_fair_released(NULL, NULL, h);
 		return;
 	}
-	history_finish(h, 0);
+	const char **argv = mem_calloc(5 + nfair, sizeof *argv);
+	size_t argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = fair_released_lua;
+	argv[argc++] = "0";
+	argv[argc++] = h->a->prefix;
+	argv[argc++] = h->user;
+	size_t i;
+	json_t *c;
+	json_array_foreach(h->page, i, c)
+		if (json_object_get(c, FAIR_MARK))
+			argv[argc++] = json_string_value(json_object_get(c, "id"));
+	if (redis_command_argv(h->a->env->redis, on_fair_released, h, (int)argc, argv, NULL) != 0)
+		history_finish(h, -1);
+	mem_free(argv);
 }
 
 static void history_page(struct history *h, const char *after)
@@ -1285,6 +1557,15 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 	snprintf(a->last_id, sizeof a->last_id, "%" PRId64 "-0", now_ms());
 	uv_timer_init(loop, &a->window_timer);
 	a->window_timer.data = a;
+	uv_timer_init(loop, &a->fair_timer);
+	a->fair_timer.data = a;
+	if (fair_enabled(a))
+		/* Waves are due every fair_release_interval_s; polling at a
+		 * tenth of it (at most every 100 ms) keeps them on time. */
+		uv_timer_start(&a->fair_timer, on_fair_timer, 100,
+			       (uint64_t)(a->cfg->alerts.fair_release_interval_s < 10
+						  ? 100
+						  : a->cfg->alerts.fair_release_interval_s * 100));
 	return a;
 }
 
@@ -1304,6 +1585,11 @@ static int drop_held_cb(const char *user, void *v, void *arg)
 	return 0;
 }
 
+static void on_fair_timer_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
 static void on_window_timer_closed(uv_handle_t *h)
 {
 	struct alerts *a = h->data;
@@ -1320,5 +1606,8 @@ void alerts_close(struct alerts *a)
 {
 	a->closing = true;
 	uv_timer_stop(&a->window_timer);
+	/* Closed first: its close callback runs before the window timer's,
+	 * which frees a. */
+	uv_close((uv_handle_t *)&a->fair_timer, on_fair_timer_closed);
 	maybe_free(a);
 }

@@ -29,6 +29,12 @@ static const struct metric_desc counter_desc[METRICS_COUNTER_COUNT] = {
 				    "Alerts held back by the per-user rate limit."},
 	[METRICS_ALERTS_COALESCED] = {"stockalert_alerts_coalesced_total",
 				      "Held-back alerts replaced by a newer one for the same product."},
+	[METRICS_FAIR_WAVES] = {"stockalert_fair_waves_total",
+				"Fair-release waves run by this instance (first waves included)."},
+	[METRICS_FAIR_RELEASED] = {"stockalert_fair_users_released_total",
+				   "Subscribers released by the fair-release waves this instance ran."},
+	[METRICS_FAIR_STOPPED] = {"stockalert_fair_cycles_stopped_total",
+				  "Fair-release cycles stopped because the product sold out."},
 };
 
 static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {

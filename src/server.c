@@ -50,6 +50,7 @@ struct server {
 	bool ever_ready[METRICS_DEP_COUNT];
 	char inventory_channel[128];
 	char subs_channel[128];
+	char fair_channel[128];
 };
 
 static void dep_state(struct server *s, enum metrics_dep d, bool ready)
@@ -110,6 +111,16 @@ static void on_inventory_message(struct redis *r, const char *channel, const cha
 	struct server *s = arg;
 	if (s->env.alerts)
 		alerts_on_inventory(s->env.alerts, payload, len);
+}
+
+static void on_fair_wave_message(struct redis *r, const char *channel, const char *payload,
+				 size_t len, void *arg)
+{
+	(void)r;
+	(void)channel;
+	struct server *s = arg;
+	if (s->env.alerts)
+		alerts_on_fair_wave(s->env.alerts, payload, len);
 }
 
 static void on_subs_change_message(struct redis *r, const char *channel, const char *payload,
@@ -351,6 +362,8 @@ static void create_deps(struct server *s)
 	redis_subscribe(s->env.pubsub, s->inventory_channel, on_inventory_message, s);
 	snprintf(s->subs_channel, sizeof s->subs_channel, "%ssubs:changes", cfg->redis.prefix);
 	redis_subscribe(s->env.pubsub, s->subs_channel, on_subs_change_message, s);
+	snprintf(s->fair_channel, sizeof s->fair_channel, "%sfair:waves", cfg->redis.prefix);
+	redis_subscribe(s->env.pubsub, s->fair_channel, on_fair_wave_message, s);
 
 	struct store_options so = {
 		.host = cfg->mysql.host,
@@ -388,11 +401,6 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	if (cfg->redis.sentinel_master_name) {
 		log_error(MOD, "redis.sentinel: Redis Sentinel is not supported by this version; "
 			       "point redis.host at the primary");
-		goto err;
-	}
-	if (cfg->alerts.fair_release_factor > 0) {
-		log_error(MOD, "alerts.fair_release_factor: fair release is not supported by this "
-			       "version; set it to 0");
 		goto err;
 	}
 

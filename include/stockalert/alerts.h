@@ -17,6 +17,9 @@
  *                                 (gone with the stream if Redis loses it)
  *   <prefix>rate:{user}:{window}  hash: alerts let through in that window
  *   <prefix>product:{id}:thr      custom low-stock thresholds in use
+ *   <prefix>fair:{id}             fair-release cycle: offset, alert, active
+ *   <prefix>fair:due              sorted set: products by next wave time
+ *   <prefix>fair:rel:{alert id}   users a fair-released alert has reached
  */
 #include <jansson.h>
 #include <stdbool.h>
@@ -35,6 +38,8 @@ const char *alerts_instance(const struct alerts *a);
 /* Pub/sub input: <prefix>inventory and <prefix>subs:changes. */
 void alerts_on_inventory(struct alerts *a, const char *payload, size_t len);
 void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len);
+/* <prefix>fair:waves: a fair-release wave to deliver to local subscribers. */
+void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len);
 /* A Redis connection came back: deliver what was recorded meanwhile. */
 void alerts_redis_ready(struct alerts *a);
 
