@@ -13,7 +13,7 @@ sa_die() { sa_log "error: $*"; exit 1; }
 SA_BUILD_PKGS="cmake pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev
 	redis-server mariadb-server curl"
-SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev"
+SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel"
 
 # sa_apt_install PKG...: installs the packages that are not installed yet;
 # runs `apt-get update` at most once per invocation, and only if needed.
@@ -44,6 +44,12 @@ sa_ensure_node() {
 	command -v node >/dev/null || want+=(nodejs)
 	command -v npm >/dev/null || want+=(npm)
 	[ ${#want[@]} -eq 0 ] || sa_apt_install "${want[@]}"
+}
+
+# Debian's chromium for the browser test (playwright-core drives it; it never
+# downloads a browser of its own). Skipped when one is already there.
+sa_ensure_chromium() {
+	[ -x /usr/bin/chromium ] || sa_apt_install chromium
 }
 
 # Prints a TCP port on 127.0.0.1 that nothing listens on right now.

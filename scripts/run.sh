@@ -154,6 +154,8 @@ make_secret() {
 	sa_log "generated $what in ${file#"$root"/}"
 }
 
+# The products the demo page lists: keep in step with the
+# <meta name="stockalert-products"> of src/www/index.html.
 load_demo_products() {
 	local port=$1
 	# The daemon creates the schema once MySQL is up; wait for the table.
@@ -266,6 +268,7 @@ cmd_start() {
 
 stockalertd is running (pid $pid): $url
   demo page (user demo-user):  $url/#token=$user_tok
+  ops page (admin demo-admin): $url/ops.html#token=$admin_tok
   admin token (24 h):          $admin_tok
   health:                      curl $url/readyz ; curl $url/metrics
 

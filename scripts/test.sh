@@ -41,6 +41,7 @@ if [ -z "${SA_NO_INSTALL:-}" ]; then
 	# shellcheck disable=SC2086
 	sa_apt_install $SA_BUILD_PKGS $SA_TEST_PKGS
 	sa_ensure_node
+	sa_ensure_chromium
 	# npm ci wipes node_modules: only when the lock file changed.
 	stamp=tests/node_modules/.sa-lock.sha256
 	lock_sum=$(sha256sum tests/package-lock.json 2>/dev/null | cut -d' ' -f1 || true)

@@ -753,10 +753,16 @@ struct ev_job {
 	char *name;
 	int threshold;
 	int64_t received_ms;
+	alerts_done_fn done;     /* the durable input waits for the outcome */
+	void *done_arg;
+	int status;              /* ALERTS_* */
 };
 
 static void job_free(struct ev_job *j)
 {
+	if (j->done)
+		j->done(j->status, j->status == ALERTS_FAILED ? "redis unavailable" : NULL,
+			j->done_arg);
 	mem_free(j->name);
 	mem_free(j);
 }
@@ -773,8 +779,10 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 				      "history once Redis is back, if another instance recorded it",
 				 j->ev.event_id,
 				 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+		j->status = ALERTS_FAILED;
 		goto out;
 	}
+	j->status = ALERTS_PROCESSED;
 	const char *kind_name = reply_str(reply->element[0]);
 	const char *id = reply_str(reply->element[1]);
 	const char *prev = reply_str(reply->element[2]);
@@ -860,7 +868,8 @@ static void on_product_info(const struct product_info *p, void *arg)
 		on_processed(NULL, NULL, j);
 }
 
-void alerts_on_inventory(struct alerts *a, const char *payload, size_t len)
+void alerts_process(struct alerts *a, const char *payload, size_t len, alerts_done_fn done,
+		    void *arg)
 {
 	char err[256];
 	struct ev_job *j = mem_calloc(1, sizeof *j);
@@ -871,12 +880,22 @@ void alerts_on_inventory(struct alerts *a, const char *payload, size_t len)
 		log_warn(MOD, "malformed event skipped: %s (%zu bytes: %.80s%s)", err, len,
 			 payload, len > 80 ? "..." : "");
 		mem_free(j);
+		if (done)
+			done(ALERTS_MALFORMED, err, arg);
 		return;
 	}
 	j->a = a;
 	j->received_ms = now_ms();
+	j->done = done;
+	j->done_arg = arg;
+	j->status = ALERTS_FAILED;
 	a->inflight++;
 	catalog_get(a->catalog, j->ev.product_id, on_product_info, j);
+}
+
+void alerts_on_inventory(struct alerts *a, const char *payload, size_t len)
+{
+	alerts_process(a, payload, len, NULL, NULL);
 }
 
 /* --- catch-up after Redis came back ------------------------------------------ */

@@ -14,6 +14,7 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/stream.h"
 #include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
@@ -254,7 +255,8 @@ static void handle_readyz(struct http_req *r, struct http_env *env)
 {
 	/* Redis counts as up only when both connections are: without the
 	 * subscriber no alert would arrive. */
-	bool redis_up = redis_is_ready(env->redis) && redis_is_ready(env->pubsub);
+	bool redis_up = redis_is_ready(env->redis) && redis_is_ready(env->pubsub) &&
+			(!env->streamconn || redis_is_ready(env->streamconn));
 	bool mysql_up = store_is_ready(env->store);
 	json_t *j = json_pack("{s:s,s:s}", "redis", redis_up ? "up" : "down", "mysql",
 			      mysql_up ? "up" : "down");
@@ -262,6 +264,13 @@ static void handle_readyz(struct http_req *r, struct http_env *env)
 	 * so: alerts may miss subscribers until it is done. */
 	if (env->subs && subs_rebuilding(env->subs))
 		json_object_set_new(j, "index", json_string("rebuilding"));
+	if (env->stream) {
+		struct stream_stats st;
+		stream_stats(env->stream, &st);
+		json_object_set_new(j, "stream",
+				    json_pack("{s:I,s:I,s:I}", "lag", (json_int_t)st.lag, "pending",
+					      (json_int_t)st.pending, "dead", (json_int_t)st.dead));
+	}
 	http_reply_json(r, redis_up && mysql_up ? 200 : 503, j);
 }
 

@@ -39,11 +39,18 @@ static const struct metric_desc counter_desc[METRICS_COUNTER_COUNT] = {
 
 static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {
 	[METRICS_WS_CONNECTIONS] = {"stockalert_ws_connections", "Open WebSocket connections."},
+	[METRICS_STREAM_LAG] = {"stockalert_stream_lag",
+				"Durable input entries not yet read by the group (-1 unknown)."},
+	[METRICS_STREAM_PENDING] = {"stockalert_stream_pending",
+				    "Durable input entries read but not yet acknowledged."},
+	[METRICS_STREAM_DEAD] = {"stockalert_stream_dead_letters",
+				 "Entries in the dead-letter stream."},
 };
 
 static const char *const dep_names[METRICS_DEP_COUNT] = {
 	[METRICS_DEP_REDIS] = "redis",
 	[METRICS_DEP_REDIS_PUBSUB] = "redis_pubsub",
+	[METRICS_DEP_REDIS_STREAM] = "redis_stream",
 	[METRICS_DEP_MYSQL] = "mysql",
 };
 

@@ -20,6 +20,7 @@
 #include "stockalert/redis.h"
 #include "stockalert/presence.h"
 #include "stockalert/store.h"
+#include "stockalert/stream.h"
 #include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
@@ -66,8 +67,13 @@ static void dep_state(struct server *s, enum metrics_dep d, bool ready)
 static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 {
 	struct server *s = arg;
-	dep_state(s, r == s->env.pubsub ? METRICS_DEP_REDIS_PUBSUB : METRICS_DEP_REDIS,
+	dep_state(s,
+		  r == s->env.pubsub	   ? METRICS_DEP_REDIS_PUBSUB
+		  : r == s->env.streamconn ? METRICS_DEP_REDIS_STREAM
+					   : METRICS_DEP_REDIS,
 		  st == REDIS_STATE_READY);
+	if (r == s->env.streamconn && st == REDIS_STATE_READY && s->env.stream)
+		stream_ready(s->env.stream);
 	/* Events published while either connection was away may have been
 	 * recorded by another instance: deliver them from the history. */
 	if (st == REDIS_STATE_READY && s->env.alerts)
@@ -211,6 +217,10 @@ static void on_drained(void *arg)
 		subs_close(s->env.subs);
 		s->env.subs = NULL;
 	}
+	if (s->env.stream) {
+		stream_close(s->env.stream);
+		s->env.stream = NULL;
+	}
 	if (s->env.alerts) {
 		alerts_close(s->env.alerts);
 		s->env.alerts = NULL;
@@ -222,6 +232,10 @@ static void on_drained(void *arg)
 	if (s->env.pubsub) {
 		redis_close(s->env.pubsub, closed_dep, s);
 		s->env.pubsub = NULL;
+	}
+	if (s->env.streamconn) {
+		redis_close(s->env.streamconn, closed_dep, s);
+		s->env.streamconn = NULL;
 	}
 	if (s->env.store) {
 		store_close(s->env.store, closed_dep, s);
@@ -373,13 +387,20 @@ static void create_deps(struct server *s)
 		.database = cfg->mysql.database,
 	};
 	s->env.store = store_new(&s->loop, &so, on_store_state, s);
+	ro.name = "redis-stream";
+	/* XREADGROUP blocks up to 1 s: the timeout must leave room for it. */
+	ro.command_timeout_ms = 5000;
+	s->env.streamconn = redis_new(&s->loop, &ro, on_redis_state, s);
 	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix);
 	s->env.subs = subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
 			       cfg->subscriptions_max_per_user);
 	s->env.alerts = alerts_new(&s->loop, &s->env);
-	s->open_deps = 3;
+	s->env.stream = stream_new(&s->loop, s->env.streamconn, s->env.alerts, cfg->redis.prefix,
+				   alerts_instance(s->env.alerts));
+	s->open_deps = 4;
 	redis_start(s->env.redis);
 	redis_start(s->env.pubsub);
+	redis_start(s->env.streamconn);
 	store_start(s->env.store);
 }
 

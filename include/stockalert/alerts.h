@@ -35,6 +35,17 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env);
 void alerts_close(struct alerts *a);
 const char *alerts_instance(const struct alerts *a);
 
+/* The outcome of one event: processed (delivered, duplicate or alerting
+ * nobody), malformed (reason says why; it never will be), or failed
+ * (Redis did not answer; try again later). */
+enum { ALERTS_PROCESSED = 0, ALERTS_MALFORMED = -1, ALERTS_FAILED = -2 };
+typedef void (*alerts_done_fn)(int status, const char *reason, void *arg);
+
+/* Runs one inventory event through the pipeline; done (may be NULL) is
+ * called with the outcome, possibly before this returns. */
+void alerts_process(struct alerts *a, const char *payload, size_t len, alerts_done_fn done,
+		    void *arg);
+
 /* Pub/sub input: <prefix>inventory and <prefix>subs:changes. */
 void alerts_on_inventory(struct alerts *a, const char *payload, size_t len);
 void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len);

@@ -27,12 +27,15 @@ struct json_t;
  * lws_context_user(). */
 struct presence;
 struct subs;
+struct stream;
 struct alerts;
 
 struct http_env {
 	const struct config *cfg;
 	struct redis *redis;    /* command connection */
 	struct redis *pubsub;   /* subscriber connection */
+	struct redis *streamconn; /* durable input reader (XREADGROUP blocks) */
+	struct stream *stream;  /* durable input */
 	struct store *store;
 	struct auth *auth;
 	char *static_root;      /* realpath of cfg->static_dir, NULL if missing */

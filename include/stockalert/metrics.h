@@ -8,7 +8,13 @@
 
 #include "stockalert/buf.h"
 
-enum metrics_dep { METRICS_DEP_REDIS, METRICS_DEP_REDIS_PUBSUB, METRICS_DEP_MYSQL, METRICS_DEP_COUNT };
+enum metrics_dep {
+	METRICS_DEP_REDIS,
+	METRICS_DEP_REDIS_PUBSUB,
+	METRICS_DEP_REDIS_STREAM,
+	METRICS_DEP_MYSQL,
+	METRICS_DEP_COUNT
+};
 
 enum metrics_counter {
 	METRICS_WS_CONNECTIONS_OPENED,
@@ -26,7 +32,13 @@ enum metrics_counter {
 	METRICS_COUNTER_COUNT
 };
 
-enum metrics_gauge { METRICS_WS_CONNECTIONS, METRICS_GAUGE_COUNT };
+enum metrics_gauge {
+	METRICS_WS_CONNECTIONS,
+	METRICS_STREAM_LAG,
+	METRICS_STREAM_PENDING,
+	METRICS_STREAM_DEAD,
+	METRICS_GAUGE_COUNT
+};
 
 void metrics_init(void);
 void metrics_inc(enum metrics_counter c);

@@ -343,11 +343,11 @@ export class StockAlertClient {
 			this._skewMs = typeof m.server_time === 'number' ? m.server_time - Date.now() : 0;
 			this._replaying = !!this._sentSince;
 			if (m.user_id) this._userId = m.user_id;
-			// Before any alert, the resume point is "now": what arrives after a drop
-			// is then replayed. A second back covers small clock differences; the
-			// duplicates that may bring are dropped by id.
+			// Before any alert, the resume point is "now" (alert ids are times in
+			// ms), so what arrives after a drop is replayed. Were the history to
+			// begin after that point, the server answers with a snapshot instead.
 			if (!this._loadSince() && typeof m.server_time === 'number')
-				this._saveSince(`${Math.max(0, m.server_time - 1000)}-0`);
+				this._saveSince(`${m.server_time}-0`);
 			this._slow = false;
 			this._scheduleRefresh();
 			this._setStatus('open');

@@ -135,7 +135,8 @@ describe('browser: demo page and operations page in Chromium', () => {
 			assert.equal(await page.locator('#toasts').getAttribute('aria-live'), 'polite');
 
 			fs.mkdirSync(ARTIFACTS, { recursive: true });
-			await page.screenshot({ path: path.join(ARTIFACTS, 'browser-toast.png') });
+			await page.screenshot({ path: path.join(ARTIFACTS, 'browser-toast.png'),
+				animations: 'disabled' });
 
 			// A reload keeps the session (token kept for the tab), shows the switch
 			// from the server's subscriptions and the alert from the history.
@@ -168,6 +169,13 @@ describe('browser: demo page and operations page in Chromium', () => {
 				await card.locator('input.notify').isChecked(), 'product 4 followed');
 			assert.equal(sockets.length, 1);
 			assert.doesNotMatch(sockets[0].url, /since=/, 'first visit: nothing to resume');
+			// One alert live: its id is where the page resumes from.
+			const ev1 = eid('live');
+			assert.ok(await kit.publish({ event_id: ev1, product_id: 4, stock: 3, prev_stock: 0 }) >= 1);
+			const first = page.locator('.toast[data-kind="back_in_stock"]', { hasText: 'Pour-over kettle' });
+			await until(async () => (await first.count()) === 1, 'the live alert as a toast');
+			const firstId = await first.getAttribute('data-alert-id');
+			assert.match(firstId, /^\d+-\d+$/);
 
 			await page.clock.pauseAt(new Date(Date.now() + 1000));
 			const old = kit.daemons[0];
@@ -180,30 +188,31 @@ describe('browser: demo page and operations page in Chromium', () => {
 			kit.daemons[0] = d;
 			await waitReady(d);
 			const ev = eid('missed');
-			assert.ok(await kit.publish({ event_id: ev, product_id: 4, stock: 7, prev_stock: 0 }) >= 1,
+			assert.ok(await kit.publish({ event_id: ev, product_id: 4, stock: 0, prev_stock: 3 }) >= 1,
 				'the restarted daemon does not listen');
 			const outcome = await kit.processed(ev, 1);
-			assert.equal(outcome.kind, 'back_in_stock', JSON.stringify(outcome));
+			assert.equal(outcome.kind, 'sold_out', JSON.stringify(outcome));
 			assert.equal(sockets.length, 1, 'the page reconnected before it was allowed to');
 
 			await page.clock.resume();
-			const toast = toastFor(page, 'Pour-over kettle');
+			const toast = page.locator('.toast[data-kind="sold_out"]', { hasText: 'Pour-over kettle' });
 			await until(async () => (await toast.count()) === 1, 'the missed alert as a toast', 30000)
 				.catch(async (e) => {
 					e.message += `\nstatus: ${await page.locator('#conn-text').textContent()}` +
 						`\nsockets: ${JSON.stringify(sockets).slice(0, 3000)}`;
 					throw e;
 				});
-			assert.match(await toast.textContent(), /Back in stock/);
+			assert.match(await toast.textContent(), /Sold out/);
 			await waitStatus(page, 'open');
-			assert.equal(await card.locator('.stock').textContent(), '7 in stock');
-			assert.equal(await page.locator('#history li', { hasText: 'Pour-over kettle' }).count(), 1);
+			assert.equal(await card.locator('.stock').textContent(), 'Sold out');
+			assert.deepEqual(await page.locator('#history li .history-kind').allTextContents(),
+				['Sold out', 'Back in stock'], 'the history, newest first');
 
 			// It came through the resume: the new socket asked for ?since= and got the
 			// alert before replay_done.
 			const ws = sockets.at(-1);
 			assert.ok(sockets.length >= 2);
-			assert.match(ws.url, /[?&]since=\d+-\d+/, ws.url);
+			assert.equal(new URL(ws.url).searchParams.get('since'), firstId, ws.url);
 			const kinds = ws.frames.map((f) => f.type);
 			const ai = ws.frames.findIndex((f) => f.type === 'alert' && f.event_id === ev);
 			const di = kinds.indexOf('replay_done');
