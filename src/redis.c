@@ -7,7 +7,9 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +20,7 @@
 enum pending_kind {
 	PENDING_USER,      /* redis_command(): the caller's callback gets the reply */
 	PENDING_HANDSHAKE, /* AUTH / SELECT / PING sent before READY */
+	PENDING_ROLE,      /* Sentinel mode: is this node the master? (handshake or health) */
 	PENDING_SUBSCRIBE, /* one per channel of the initial SUBSCRIBE */
 	PENDING_HEALTH     /* the periodic liveness probe */
 };
@@ -44,6 +47,11 @@ struct channel {
 	void *arg;
 };
 
+struct sentinel {
+	char *host;
+	int port;
+};
+
 /* A name lookup in flight; it may outlive the attempt that started it. */
 struct resolve {
 	uv_getaddrinfo_t req;
@@ -54,7 +62,7 @@ struct resolve {
 struct redis {
 	uv_loop_t *loop;
 	char *name;
-	char *host;
+	char *host;                /* with Sentinel: the master last announced, or NULL */
 	char *password;
 	int port;
 	int db;
@@ -66,8 +74,18 @@ struct redis {
 
 	enum redis_state state;
 	bool started;
-	unsigned attempt;          /* counts connection attempts, to spot stale lookups */
+	unsigned attempt;          /* counts connection steps, to spot stale lookups */
 	redisAsyncContext *ac;     /* NULL unless a connection is open or opening */
+
+	char *master_name;         /* NULL: no Sentinel */
+	struct sentinel *sentinels;
+	size_t nsentinels;
+	size_t sentinel_first;     /* the one that answered last is asked first */
+	size_t sentinel_tried;     /* asked during this attempt */
+	size_t sentinel_cur;       /* the one being asked */
+	bool asking;               /* CONNECTING, still looking for the master */
+	redisAsyncContext *sac;    /* the query to sentinel_cur */
+	char sentinel_why[512];    /* why the last sentinel gave no master */
 	struct backoff backoff;
 	struct pending *head;
 	struct pending *tail;
@@ -90,6 +108,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void on_subscribe_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static void start_attempt(struct redis *r);
 static void maybe_finish_close(struct redis *r);
+static void ask_sentinel(struct redis *r);
+static void sentinel_failed(struct redis *r, const char *why);
 
 const char *redis_state_name(enum redis_state s)
 {
@@ -182,14 +202,37 @@ static void fail_pending(struct redis *r, struct pending *list)
 /* Detaches the hiredis context first (data = NULL), so that the callbacks
  * hiredis runs while freeing it, now or after the current callback returns
  * (REDIS_IN_CALLBACK), find nothing to act on. */
-static void drop_context(struct redis *r)
+static void free_context(redisAsyncContext **acp)
 {
-	redisAsyncContext *ac = r->ac;
+	redisAsyncContext *ac = *acp;
 	if (!ac)
 		return;
-	r->ac = NULL;
+	*acp = NULL;
 	ac->data = NULL;
 	redisAsyncFree(ac);
+}
+
+static void drop_context(struct redis *r)
+{
+	free_context(&r->ac);
+}
+
+static void drop_sentinel(struct redis *r)
+{
+	free_context(&r->sac);
+}
+
+/* Where we connect, for logs: host:port, or the master's name while the
+ * sentinels are being asked. */
+static const char *peer(const struct redis *r, char *buf, size_t n)
+{
+	if (r->master_name && (r->asking || !r->host))
+		snprintf(buf, n, "master '%s'", r->master_name);
+	else if (strchr(r->host, ':'))
+		snprintf(buf, n, "[%s]:%d", r->host, r->port);
+	else
+		snprintf(buf, n, "%s:%d", r->host, r->port);
+	return buf;
 }
 
 /* Any failure while connecting or connected ends here: drop the connection,
@@ -199,7 +242,11 @@ static void connection_failed(struct redis *r, const char *why)
 	if (r->state == REDIS_STATE_CLOSED || r->state == REDIS_STATE_DISCONNECTED)
 		return;
 	enum redis_state prev = r->state;
+	char where[300];
+	peer(r, where, sizeof where);
 	drop_context(r);
+	drop_sentinel(r);
+	r->asking = false;
 	uv_timer_stop(&r->connect_timer);
 	uv_timer_stop(&r->health_timer);
 	struct pending *failed = take_pending(r);
@@ -208,15 +255,14 @@ static void connection_failed(struct redis *r, const char *why)
 	uint32_t delay = backoff_next(&r->backoff);
 	uv_timer_start(&r->reconnect_timer, on_reconnect_timer, delay, 0);
 	if (prev == REDIS_STATE_READY) {
-		log_warn(r->name, "connection to %s:%d lost (%s); retry in %u ms", r->host, r->port,
-			 why, delay);
+		log_warn(r->name, "connection to %s lost (%s); retry in %u ms", where, why, delay);
 	} else {
 		/* A long outage says so every tenth attempt, not every attempt. */
 		enum log_level level = r->backoff.attempt == 1 || r->backoff.attempt % 10 == 0
 					       ? LOG_LEVEL_WARN
 					       : LOG_LEVEL_DEBUG;
-		log_at(level, r->name, "cannot connect to %s:%d (%s, attempt %u); retry in %u ms",
-		       r->host, r->port, why, r->backoff.attempt, delay);
+		log_at(level, r->name, "cannot connect to %s (%s, attempt %u); retry in %u ms",
+		       where, why, r->backoff.attempt, delay);
 	}
 
 	notify(r, REDIS_STATE_DISCONNECTED);
@@ -247,7 +293,7 @@ static void on_command_timeout(uv_timer_t *t)
 		return;
 	}
 	char why[64];
-	if (p->kind == PENDING_HANDSHAKE || p->kind == PENDING_SUBSCRIBE)
+	if (r->state == REDIS_STATE_CONNECTING)
 		snprintf(why, sizeof why, "no answer within %u ms", r->connect_timeout_ms);
 	else
 		snprintf(why, sizeof why, "command timed out after %u ms", r->command_timeout_ms);
@@ -260,6 +306,11 @@ static void on_connect_timeout(uv_timer_t *t)
 	if (r->state != REDIS_STATE_CONNECTING)
 		return;
 	char why[64];
+	if (r->asking) {
+		snprintf(why, sizeof why, "no answer within %u ms", r->connect_timeout_ms);
+		sentinel_failed(r, why);
+		return;
+	}
 	snprintf(why, sizeof why, "not ready within %u ms", r->connect_timeout_ms);
 	connection_failed(r, why);
 }
@@ -292,11 +343,14 @@ static void become_ready(struct redis *r)
 	backoff_reset(&r->backoff);
 	r->state = REDIS_STATE_READY;
 	uv_timer_start(&r->health_timer, on_health, r->health_interval_ms, r->health_interval_ms);
+	char where[300];
+	peer(r, where, sizeof where);
+	const char *what = r->master_name ? " (master)" : "";
 	if (is_pubsub(r))
-		log_info(r->name, "connected to %s:%d, subscribed to %zu channel(s)", r->host,
-			 r->port, r->nchannels);
+		log_info(r->name, "connected to %s%s, subscribed to %zu channel(s)", where, what,
+			 r->nchannels);
 	else
-		log_info(r->name, "connected to %s:%d", r->host, r->port);
+		log_info(r->name, "connected to %s%s", where, what);
 	notify(r, REDIS_STATE_READY);
 }
 
@@ -331,6 +385,20 @@ static void handshake_done(struct redis *r)
 	}
 }
 
+static bool is_master_role(const redisReply *reply)
+{
+	return reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+	       reply->element[0]->type == REDIS_REPLY_STRING &&
+	       strcmp(reply->element[0]->str, "master") == 0;
+}
+
+/* A write refused because the node is (now) a replica. Scripts wrap it. */
+static bool is_readonly(const redisReply *reply)
+{
+	return reply->type == REDIS_REPLY_ERROR && reply->str &&
+	       (strncmp(reply->str, "READONLY", 8) == 0 || strstr(reply->str, "-READONLY"));
+}
+
 /* Replies to everything but SUBSCRIBE: callers' commands, the handshake and
  * PING. */
 static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
@@ -350,15 +418,33 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 	}
 	char why[160];
 	switch (p->kind) {
-	case PENDING_USER:
+	case PENDING_USER: {
+		/* Sentinel demoted the node under us: the caller gets its error,
+		 * then the next attempt asks where the master went. */
+		bool demoted = r->master_name && is_readonly(reply);
 		if (p->cb)
 			p->cb(r, reply, p->arg);
+		if (demoted)
+			connection_failed(r, "the node is no longer the master (READONLY)");
 		break;
+	}
 	case PENDING_HANDSHAKE:
 		if (reply->type == REDIS_REPLY_ERROR) {
 			/* Redis's error text never echoes the password. */
 			snprintf(why, sizeof why, "handshake refused: %.*s", (int)reply->len,
 				 reply->str);
+			connection_failed(r, why);
+		} else if (p->last) {
+			handshake_done(r);
+		}
+		break;
+	case PENDING_ROLE:
+		if (!is_master_role(reply)) {
+			const redisReply *e = reply->type == REDIS_REPLY_ARRAY && reply->elements
+						      ? reply->element[0]
+						      : reply;
+			snprintf(why, sizeof why, "the node is not the master (ROLE %.*s)",
+				 e->str ? (int)e->len : 1, e->str ? e->str : "?");
 			connection_failed(r, why);
 		} else if (p->last) {
 			handshake_done(r);
@@ -451,8 +537,33 @@ static void on_health(uv_timer_t *t)
 		push_pending(r, p);
 		return;
 	}
-	const char *argv[1] = {"PING"};
+	/* With Sentinel, ROLE also notices a demotion that came without a
+	 * disconnect (a partition healed, a manual REPLICAOF). */
+	const char *argv[1] = {r->master_name ? "ROLE" : "PING"};
+	if (r->master_name)
+		p->kind = PENDING_ROLE;
 	send_internal(r, p, on_reply, 1, argv);
+}
+
+/* A context (the connection or a sentinel query) failed. hiredis frees it
+ * itself after its connect and disconnect callbacks (freed); otherwise the
+ * failure handler drops it. */
+static void context_failed(struct redis *r, redisAsyncContext *ac, bool freed, const char *why)
+{
+	bool sentinel = ac == r->sac;
+	if (!sentinel && ac != r->ac)
+		return;
+	if (freed) {
+		ac->data = NULL;
+		if (sentinel)
+			r->sac = NULL;
+		else
+			r->ac = NULL;
+	}
+	if (sentinel)
+		sentinel_failed(r, why);
+	else
+		connection_failed(r, why);
 }
 
 static void on_connect(const redisAsyncContext *cac, int status)
@@ -461,12 +572,9 @@ static void on_connect(const redisAsyncContext *cac, int status)
 	struct redis *r = ac->data;
 	if (!r || status == REDIS_OK)
 		return;
-	/* hiredis frees ac when we return. */
 	char why[128];
 	snprintf(why, sizeof why, "%s", ac->errstr ? ac->errstr : "connect failed");
-	ac->data = NULL;
-	r->ac = NULL;
-	connection_failed(r, why);
+	context_failed(r, ac, true, why);
 }
 
 static void on_disconnect(const redisAsyncContext *cac, int status)
@@ -480,9 +588,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
 		snprintf(why, sizeof why, "server closed the connection");
 	else
 		snprintf(why, sizeof why, "%s", ac->errstr);
-	ac->data = NULL;
-	r->ac = NULL;
-	connection_failed(r, why);
+	context_failed(r, ac, true, why);
 }
 
 /*
@@ -510,7 +616,7 @@ static void on_poll(uv_poll_t *handle, int status, int events)
 			char why[64];
 			snprintf(why, sizeof why, "socket error (%s)", uv_strerror(status));
 			if (r)
-				connection_failed(r, why);
+				context_failed(r, p->context, false, why);
 		}
 		return;
 	}
@@ -549,24 +655,25 @@ static void poll_del_write(void *privdata)
 	poll_update(privdata, 0, UV_WRITABLE);
 }
 
-static void open_context(struct redis *r, const char *ip)
+/* A hiredis context to ip:port on our loop, with our poll callback; NULL with
+ * the reason in why. */
+static redisAsyncContext *new_context(struct redis *r, const char *ip, int port, char *why,
+				      size_t n)
 {
-	char why[160];
-	redisAsyncContext *ac = redisAsyncConnect(ip, r->port);
+	redisAsyncContext *ac = redisAsyncConnect(ip, port);
 	if (!ac) {
-		connection_failed(r, "out of memory");
-		return;
+		snprintf(why, n, "out of memory");
+		return NULL;
 	}
 	if (ac->err) {
-		snprintf(why, sizeof why, "%s", ac->errstr);
+		snprintf(why, n, "%s", ac->errstr);
 		redisAsyncFree(ac);
-		connection_failed(r, why);
-		return;
+		return NULL;
 	}
 	if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+		snprintf(why, n, "cannot attach to the loop");
 		redisAsyncFree(ac);
-		connection_failed(r, "cannot attach to the loop");
-		return;
+		return NULL;
 	}
 	ac->ev.addRead = poll_add_read;
 	ac->ev.delRead = poll_del_read;
@@ -575,6 +682,17 @@ static void open_context(struct redis *r, const char *ip)
 	ac->data = r;
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	return ac;
+}
+
+static void open_context(struct redis *r, const char *ip)
+{
+	char why[160];
+	redisAsyncContext *ac = new_context(r, ip, r->port, why, sizeof why);
+	if (!ac) {
+		connection_failed(r, why);
+		return;
+	}
 	r->ac = ac;
 
 	/* The handshake is queued now and written once the TCP connect
@@ -583,11 +701,12 @@ static void open_context(struct redis *r, const char *ip)
 	const char *argv[2];
 	char db[16];
 	struct pending *p;
+	bool role = r->master_name != NULL;
 	if (r->password) {
 		argv[0] = "AUTH";
 		argv[1] = r->password;
 		p = new_pending(r, PENDING_HANDSHAKE, r->connect_timeout_ms);
-		p->last = r->db <= 0;
+		p->last = r->db <= 0 && !role;
 		if (!send_internal(r, p, on_reply, 2, argv))
 			return;
 	}
@@ -596,16 +715,157 @@ static void open_context(struct redis *r, const char *ip)
 		argv[0] = "SELECT";
 		argv[1] = db;
 		p = new_pending(r, PENDING_HANDSHAKE, r->connect_timeout_ms);
-		p->last = true;
+		p->last = !role;
 		if (!send_internal(r, p, on_reply, 2, argv))
 			return;
 	}
-	if (!r->password && r->db <= 0) {
+	if (role) {
+		/* A sentinel's answer may be stale (a failover under way, an old
+		 * master back before being reconfigured): only a master will do. */
+		argv[0] = "ROLE";
+		p = new_pending(r, PENDING_ROLE, r->connect_timeout_ms);
+		p->last = true;
+		send_internal(r, p, on_reply, 1, argv);
+	} else if (!r->password && r->db <= 0) {
 		argv[0] = "PING";
 		p = new_pending(r, PENDING_HANDSHAKE, r->connect_timeout_ms);
 		p->last = true;
 		send_internal(r, p, on_reply, 1, argv);
 	}
+}
+
+static const struct sentinel *cur_sentinel(const struct redis *r)
+{
+	return &r->sentinels[r->sentinel_cur];
+}
+
+/* "host:port" with brackets around an IPv6 address. */
+static const char *hostport(const char *host, int port, char *buf, size_t n)
+{
+	snprintf(buf, n, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+	return buf;
+}
+
+static void start_connect(struct redis *r, const char *host);
+
+/* The sentinel named a master: connect there (ROLE will confirm it). */
+static void master_found(struct redis *r, const char *host, int port)
+{
+	const struct sentinel *sn = cur_sentinel(r);
+	char from[300], to[300], via[300];
+	hostport(host, port, to, sizeof to);
+	hostport(sn->host, sn->port, via, sizeof via);
+	if (r->host && (strcmp(r->host, host) != 0 || r->port != port)) {
+		log_warn(r->name, "failover: master '%s' moved from %s to %s (sentinel %s)",
+			 r->master_name, hostport(r->host, r->port, from, sizeof from), to, via);
+	} else {
+		/* Said once per master, not on every reconnect. */
+		log_at(r->host ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, r->name,
+		       "sentinel %s says master '%s' is at %s", via, r->master_name, to);
+	}
+	/* Asked first next time: it knew. */
+	r->sentinel_first = r->sentinel_cur;
+	mem_free(r->host);
+	r->host = mem_strdup(host);
+	r->port = port;
+	r->asking = false;
+	r->attempt++;
+	uv_timer_start(&r->connect_timer, on_connect_timeout, r->connect_timeout_ms, 0);
+	start_connect(r, r->host);
+}
+
+static void on_sentinel_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+{
+	(void)privdata;
+	struct redis *r = ac->data;
+	redisReply *reply = reply_;
+	if (!r || !reply || ac != r->sac)
+		return;
+	char why[160];
+	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[0]->type == REDIS_REPLY_STRING &&
+	    reply->element[1]->type == REDIS_REPLY_STRING) {
+		const redisReply *h = reply->element[0];
+		char *end;
+		errno = 0;
+		long port = strtol(reply->element[1]->str, &end, 10);
+		if (h->len > 0 && h->len < 256 && strlen(h->str) == h->len && !errno &&
+		    end != reply->element[1]->str && !*end && port > 0 && port <= 65535) {
+			/* hiredis frees the query's context once we return, and
+			 * the reply after that: both are usable until then. */
+			drop_sentinel(r);
+			master_found(r, h->str, (int)port);
+			return;
+		}
+		snprintf(why, sizeof why, "bad address for the master");
+	} else if (reply->type == REDIS_REPLY_NIL) {
+		snprintf(why, sizeof why, "does not know master '%s'", r->master_name);
+	} else if (reply->type == REDIS_REPLY_ERROR) {
+		snprintf(why, sizeof why, "%.*s", (int)reply->len, reply->str);
+	} else {
+		snprintf(why, sizeof why, "unexpected reply to SENTINEL get-master-addr-by-name");
+	}
+	sentinel_failed(r, why);
+}
+
+static void open_sentinel(struct redis *r, const char *ip)
+{
+	char why[160];
+	redisAsyncContext *ac = new_context(r, ip, cur_sentinel(r)->port, why, sizeof why);
+	if (!ac) {
+		sentinel_failed(r, why);
+		return;
+	}
+	r->sac = ac;
+	const char *argv[3] = {"SENTINEL", "get-master-addr-by-name", r->master_name};
+	if (redisAsyncCommandArgv(ac, on_sentinel_reply, NULL, 3, argv, NULL) != REDIS_OK)
+		sentinel_failed(r, "cannot queue the query");
+}
+
+/* The current sentinel gave no master: ask the next one, and when all have
+ * been asked, this attempt failed (the usual backoff follows). */
+static void sentinel_failed(struct redis *r, const char *why)
+{
+	if (r->state != REDIS_STATE_CONNECTING || !r->asking)
+		return;
+	drop_sentinel(r);
+	const struct sentinel *sn = cur_sentinel(r);
+	char at[300];
+	log_debug(r->name, "sentinel %s: %s", hostport(sn->host, sn->port, at, sizeof at), why);
+	snprintf(r->sentinel_why, sizeof r->sentinel_why, "sentinel %s: %s", at, why);
+	ask_sentinel(r);
+}
+
+static void ask_sentinel(struct redis *r)
+{
+	if (r->sentinel_tried == r->nsentinels) {
+		char why[600];
+		snprintf(why, sizeof why, "no sentinel gave its address; last: %s",
+			 r->sentinel_why);
+		connection_failed(r, why);
+		return;
+	}
+	r->sentinel_cur = (r->sentinel_first + r->sentinel_tried++) % r->nsentinels;
+	r->attempt++;
+	uv_timer_start(&r->connect_timer, on_connect_timeout, r->connect_timeout_ms, 0);
+	start_connect(r, cur_sentinel(r)->host);
+}
+
+/* The address of what we are connecting to now is known: open it. */
+static void open_ip(struct redis *r, const char *ip)
+{
+	if (r->asking)
+		open_sentinel(r, ip);
+	else
+		open_context(r, ip);
+}
+
+static void step_failed(struct redis *r, const char *why)
+{
+	if (r->asking)
+		sentinel_failed(r, why);
+	else
+		connection_failed(r, why);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -642,13 +902,14 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 		uv_ip6_name((const struct sockaddr_in6 *)pick->ai_addr, ip, sizeof ip);
 	uv_freeaddrinfo(res);
 	if (!ip[0]) {
-		char why[128];
-		snprintf(why, sizeof why, "cannot resolve %s: %s", r->host,
+		char why[300];
+		snprintf(why, sizeof why, "cannot resolve %s: %s",
+			 r->asking ? cur_sentinel(r)->host : r->host,
 			 status ? uv_strerror(status) : "no address");
-		connection_failed(r, why);
+		step_failed(r, why);
 		return;
 	}
-	open_context(r, ip);
+	open_ip(r, ip);
 }
 
 static bool is_numeric_host(const char *host)
@@ -657,21 +918,12 @@ static bool is_numeric_host(const char *host)
 	return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
-static void start_attempt(struct redis *r)
+/* Connects to host (the master, or the sentinel being asked), resolving the
+ * name off the loop first when it is not an address. */
+static void start_connect(struct redis *r, const char *host)
 {
-	if (r->state != REDIS_STATE_DISCONNECTED)
-		return;
-	r->attempt++;
-	r->state = REDIS_STATE_CONNECTING;
-	log_debug(r->name, "connecting to %s:%d (attempt %u)", r->host, r->port,
-		  r->backoff.attempt + 1);
-	uv_timer_start(&r->connect_timer, on_connect_timeout, r->connect_timeout_ms, 0);
-	notify(r, REDIS_STATE_CONNECTING);
-	if (r->state != REDIS_STATE_CONNECTING)
-		return;
-
-	if (is_numeric_host(r->host)) {
-		open_context(r, r->host);
+	if (is_numeric_host(host)) {
+		open_ip(r, host);
 		return;
 	}
 	/* getaddrinfo() blocks, and hiredis would call it on the loop. */
@@ -680,16 +932,42 @@ static void start_attempt(struct redis *r)
 	rs->attempt = r->attempt;
 	rs->req.data = rs;
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-	int rc = uv_getaddrinfo(r->loop, &rs->req, on_resolved, r->host, NULL, &hints);
+	int rc = uv_getaddrinfo(r->loop, &rs->req, on_resolved, host, NULL, &hints);
 	if (rc) {
 		mem_free(rs);
-		char why[128];
-		snprintf(why, sizeof why, "cannot resolve %s: %s", r->host, uv_strerror(rc));
-		connection_failed(r, why);
+		char why[300];
+		snprintf(why, sizeof why, "cannot resolve %s: %s", host, uv_strerror(rc));
+		step_failed(r, why);
 		return;
 	}
 	r->resolves++;
 	r->resolve = rs;
+}
+
+static void start_attempt(struct redis *r)
+{
+	if (r->state != REDIS_STATE_DISCONNECTED)
+		return;
+	r->attempt++;
+	r->state = REDIS_STATE_CONNECTING;
+	r->asking = r->master_name != NULL;
+	char where[300];
+	log_debug(r->name, "connecting to %s (attempt %u)", peer(r, where, sizeof where),
+		  r->backoff.attempt + 1);
+	uv_timer_start(&r->connect_timer, on_connect_timeout, r->connect_timeout_ms, 0);
+	notify(r, REDIS_STATE_CONNECTING);
+	if (r->state != REDIS_STATE_CONNECTING)
+		return;
+
+	if (r->master_name) {
+		/* Every attempt asks again: after a failover, the master we knew
+		 * may be gone or a replica now. */
+		r->sentinel_tried = 0;
+		r->sentinel_why[0] = '\0';
+		ask_sentinel(r);
+		return;
+	}
+	start_connect(r, r->host);
 }
 
 static void on_reconnect_timer(uv_timer_t *t)
@@ -702,18 +980,75 @@ static unsigned or_default(unsigned v, unsigned def)
 	return v ? v : def;
 }
 
+/* "host:port" or "[v6]:port" into a host and a port; false if malformed. */
+static bool parse_hostport(const char *s, struct sentinel *out)
+{
+	const char *host = s, *colon;
+	size_t len;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return false;
+		host = s + 1;
+		len = (size_t)(close - host);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return false;
+		len = (size_t)(colon - s);
+	}
+	char *end;
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	if (len == 0 || errno || end == colon + 1 || *end || port <= 0 || port > 65535)
+		return false;
+	out->host = mem_alloc(len + 1);
+	memcpy(out->host, host, len);
+	out->host[len] = '\0';
+	out->port = (int)port;
+	return true;
+}
+
+static void free_sentinels(struct sentinel *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		mem_free(s[i].host);
+	mem_free(s);
+}
+
 struct redis *redis_new(uv_loop_t *loop, const struct redis_options *opts, redis_state_fn on_state,
 			void *arg)
 {
-	if (!loop || !opts || !opts->host || !opts->host[0] || opts->port <= 0 ||
-	    opts->port > 65535 || opts->db < 0)
+	if (!loop || !opts || opts->db < 0)
 		return NULL;
+	bool sentinel = opts->sentinel_master != NULL;
+	if (sentinel && (!opts->sentinel_master[0] || !opts->sentinels || !opts->n_sentinels))
+		return NULL;
+	if (!sentinel && (!opts->host || !opts->host[0] || opts->port <= 0 || opts->port > 65535))
+		return NULL;
+	struct sentinel *sentinels = NULL;
+	if (sentinel) {
+		sentinels = mem_calloc(opts->n_sentinels, sizeof *sentinels);
+		for (size_t i = 0; i < opts->n_sentinels; i++) {
+			if (!opts->sentinels[i] || !parse_hostport(opts->sentinels[i], &sentinels[i])) {
+				free_sentinels(sentinels, i);
+				return NULL;
+			}
+		}
+	}
 	struct redis *r = mem_calloc(1, sizeof *r);
 	r->loop = loop;
 	r->name = mem_strdup(opts->name ? opts->name : "redis");
-	r->host = mem_strdup(opts->host);
+	if (sentinel) {
+		r->master_name = mem_strdup(opts->sentinel_master);
+		r->sentinels = sentinels;
+		r->nsentinels = opts->n_sentinels;
+	} else {
+		r->host = mem_strdup(opts->host);
+		r->port = opts->port;
+	}
 	r->password = opts->password ? mem_strdup(opts->password) : NULL;
-	r->port = opts->port;
 	r->db = opts->db;
 	r->connect_timeout_ms = or_default(opts->connect_timeout_ms, 2000);
 	r->command_timeout_ms = or_default(opts->command_timeout_ms, 3000);
@@ -819,6 +1154,8 @@ static void finish_close(struct redis *r)
 	mem_free(r->channels);
 	mem_free(r->name);
 	mem_free(r->host);
+	mem_free(r->master_name);
+	free_sentinels(r->sentinels, r->nsentinels);
 	if (r->password) {
 		/* Keep the secret out of freed heap. */
 		memset(r->password, 0, strlen(r->password));
@@ -844,11 +1181,13 @@ void redis_close(struct redis *r, void (*on_closed)(void *arg), void *arg)
 {
 	if (!r || r->state == REDIS_STATE_CLOSED)
 		return;
-	log_info(r->name, "closing connection to %s:%d", r->host, r->port);
+	char where[300];
+	log_info(r->name, "closing connection to %s", peer(r, where, sizeof where));
 	r->state = REDIS_STATE_CLOSED;
 	r->on_closed = on_closed;
 	r->closed_arg = arg;
 	drop_context(r);
+	drop_sentinel(r);
 	/* Failed from the loop, not from inside redis_close(). */
 	r->failed = take_pending(r);
 	if (r->resolve)

@@ -10,6 +10,13 @@
  * connection of its own). A pub/sub client re-subscribes to its channels after
  * every reconnect.
  *
+ * With Sentinel (sentinel_master set), every attempt first asks the sentinels,
+ * in turn, where the master is (the one that answered last is asked first),
+ * connects there, and checks with ROLE that the node really is the master; a
+ * replica is a failed attempt. A -READONLY reply (the master was demoted while
+ * we were connected) drops the connection, which then asks again. host/port
+ * are ignored then.
+ *
  * Callbacks never run inside redis_* calls made by the caller, and a caller
  * may call redis_close() from any callback: the client is freed later, from
  * the loop.
@@ -21,7 +28,7 @@
 
 enum redis_state {
 	REDIS_STATE_DISCONNECTED, /* waiting for the backoff timer */
-	REDIS_STATE_CONNECTING,   /* TCP connect, AUTH, SELECT in progress */
+	REDIS_STATE_CONNECTING,   /* Sentinel query, TCP connect, AUTH, SELECT, ROLE */
 	REDIS_STATE_READY,        /* commands are sent as they come */
 	REDIS_STATE_CLOSED        /* redis_close() was called */
 };
@@ -30,7 +37,7 @@ struct redis;
 
 struct redis_options {
 	const char *name;           /* for logs: "redis", "redis-pubsub" */
-	const char *host;
+	const char *host;           /* ignored with Sentinel */
 	int port;
 	const char *password;       /* NULL = no AUTH */
 	int db;                     /* SELECTed on connect when > 0 */
@@ -39,6 +46,9 @@ struct redis_options {
 	unsigned health_interval_ms;  /* PING period while READY; 0 = 5000 */
 	unsigned backoff_min_ms;      /* 0 = 100 */
 	unsigned backoff_max_ms;      /* 0 = 5000 */
+	const char *sentinel_master;  /* master name; NULL = connect to host:port */
+	const char *const *sentinels; /* "host:port" or "[v6]:port", asked in turn */
+	size_t n_sentinels;           /* at least 1 when sentinel_master is set */
 };
 
 /* reply is NULL when the command failed: not connected, timed out, or the

@@ -42,7 +42,8 @@ describe('browser: demo page and operations page in Chromium', () => {
 		}
 		const { chromium } = await import('playwright-core');
 		kit = await alertsKit({
-			overrides: { alerts: { max_per_window: 1000, window_s: 60 } },
+			// No leeway: the expiry tests need not wait 30 s past exp.
+			overrides: { alerts: { max_per_window: 1000, window_s: 60 }, auth: { leeway_s: 0 } },
 			products: DEMO,
 		});
 		browser = await chromium.launch({
@@ -241,6 +242,41 @@ describe('browser: demo page and operations page in Chromium', () => {
 				assert.equal(await connStatus(page), 'signed-out', what);
 				assert.deepEqual(errors, [], what);
 			}
+		});
+
+	test('a token that expires: close 4001 while connected, refused after a reconnect',
+		{ timeout: 120000 }, async (t) => {
+			// While connected: the server closes with 4001 at exp, the page has no
+			// fresh token, so it signs out instead of reconnecting.
+			const soon = signJwt({ sub: `brief-${randomId(3)}`, exp: nowS() + 3 }, kit.secret);
+			const a = await openPage(t, `/#token=${soon}`);
+			await waitStatus(a.page, 'open');
+			await waitStatus(a.page, 'signed-out', 15000);
+			assert.equal(await a.page.locator('#signed-out').isVisible(), true);
+			await sleep(2000);
+			assert.equal(a.sockets.length, 1, 'reconnected with an expired token');
+
+			// While away: the token expires during a restart; the reconnect finds it
+			// refused (only REST can tell: the upgrade's 401 is invisible to a page)
+			// and signs out.
+			const exp = nowS() + 4;
+			const later = signJwt({ sub: `away-${randomId(3)}`, exp }, kit.secret);
+			const b = await openPage(t, `/#token=${later}`);
+			await waitStatus(b.page, 'open');
+			const old = kit.daemons[0];
+			assert.equal((await stop(old, 'SIGTERM')).code, 0);
+			await waitStatus(b.page, 'reconnecting');
+			await until(() => nowS() > exp, 'the token to expire', 10000);
+			const d = startDaemon(old.cfg);
+			kit.daemons[0] = d;
+			await waitReady(d);
+			// The browser's "online" event makes the client retry at once.
+			await b.page.evaluate(() => window.dispatchEvent(new Event('online')));
+			await waitStatus(b.page, 'signed-out', 20000);
+			const n = b.sockets.length;
+			await sleep(2000);
+			assert.equal(b.sockets.length, n, 'kept trying after being signed out');
+			assert.deepEqual([...a.errors, ...b.errors], []);
 		});
 
 	test('operations page: live sold-out feed for an admin, refused without the role',
