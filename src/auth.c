@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "stockalert/errbuf.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
@@ -49,19 +50,6 @@ struct jws {
 	size_t len[3];
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static const char *alg_name(enum auth_alg alg)
 {
@@ -132,15 +120,15 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		set_err(err, errlen, "auth.public_key_file: %s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "auth.public_key_file: %s: %s", path, strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "auth.public_key_file: %s: not a regular file", path);
+		errbuf_set(err, errlen, "auth.public_key_file: %s: not a regular file", path);
 		goto err;
 	}
 	if (st.st_size > AUTH_PEM_MAX) {
-		set_err(err, errlen, "auth.public_key_file: %s: larger than %d bytes", path,
+		errbuf_set(err, errlen, "auth.public_key_file: %s: larger than %d bytes", path,
 			AUTH_PEM_MAX);
 		goto err;
 	}
@@ -150,7 +138,7 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			set_err(err, errlen, "auth.public_key_file: %s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "auth.public_key_file: %s: %s", path, strerror(errno));
 			goto err;
 		}
 		if (n == 0)
@@ -158,7 +146,7 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 		len += (size_t)n;
 	}
 	if (len == 0) {
-		set_err(err, errlen, "auth.public_key_file: %s: is empty", path);
+		errbuf_set(err, errlen, "auth.public_key_file: %s: is empty", path);
 		goto err;
 	}
 	data[len] = '\0';
@@ -206,12 +194,12 @@ static int check_key_type(const struct auth *a, const char *path, char *err, siz
 
 	if (a->alg == AUTH_ALG_RS256) {
 		if (!EVP_PKEY_is_a(a->pkey, "RSA")) {
-			set_err(err, errlen, "auth.public_key_file: %s: not an RSA key (RS256)",
+			errbuf_set(err, errlen, "auth.public_key_file: %s: not an RSA key (RS256)",
 				path);
 			return -1;
 		}
 		if (EVP_PKEY_get_bits(a->pkey) < AUTH_RSA_MIN_BITS) {
-			set_err(err, errlen, "auth.public_key_file: %s: RSA key of %d bits, "
+			errbuf_set(err, errlen, "auth.public_key_file: %s: RSA key of %d bits, "
 				"RS256 needs at least %d", path, EVP_PKEY_get_bits(a->pkey),
 				AUTH_RSA_MIN_BITS);
 			return -1;
@@ -221,7 +209,7 @@ static int check_key_type(const struct auth *a, const char *path, char *err, siz
 	if (!EVP_PKEY_is_a(a->pkey, "EC") ||
 	    EVP_PKEY_get_group_name(a->pkey, group, sizeof group, NULL) != 1 ||
 	    (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
-		set_err(err, errlen, "auth.public_key_file: %s: not an EC P-256 key (ES256)", path);
+		errbuf_set(err, errlen, "auth.public_key_file: %s: not an EC P-256 key (ES256)", path);
 		ERR_clear_error();
 		return -1;
 	}
@@ -235,19 +223,19 @@ static int load_secret(struct auth *a, const struct config_auth *cfg, char *err,
 	size_t len;
 
 	if (!cfg->secret_file || !cfg->secret_file[0]) {
-		set_err(err, errlen, "auth.secret_file: not set (required for HS256)");
+		errbuf_set(err, errlen, "auth.secret_file: not set (required for HS256)");
 		return -1;
 	}
 	why[0] = '\0';
 	secret = config_read_secret(cfg->secret_file, why, sizeof why);
 	if (!secret) {
-		set_err(err, errlen, "auth.secret_file: %s",
+		errbuf_set(err, errlen, "auth.secret_file: %s",
 			why[0] ? why : "cannot read the secret");
 		return -1;
 	}
 	len = strlen(secret);
 	if (len < AUTH_HS256_MIN_SECRET) {
-		set_err(err, errlen,
+		errbuf_set(err, errlen,
 			"auth.secret_file: %s: secret is %zu bytes, HS256 needs at least %d",
 			cfg->secret_file, len, AUTH_HS256_MIN_SECRET);
 		explicit_bzero(secret, len);
@@ -266,7 +254,7 @@ static int load_public_key(struct auth *a, const struct config_auth *cfg, char *
 	size_t len;
 
 	if (!cfg->public_key_file || !cfg->public_key_file[0]) {
-		set_err(err, errlen, "auth.public_key_file: not set (required for %s)",
+		errbuf_set(err, errlen, "auth.public_key_file: not set (required for %s)",
 			a->alg_name);
 		return -1;
 	}
@@ -276,7 +264,7 @@ static int load_public_key(struct auth *a, const struct config_auth *cfg, char *
 	a->pkey = parse_public_key(pem, len);
 	mem_free(pem);
 	if (!a->pkey) {
-		set_err(err, errlen, "auth.public_key_file: %s: no PEM public key or certificate",
+		errbuf_set(err, errlen, "auth.public_key_file: %s: no PEM public key or certificate",
 			cfg->public_key_file);
 		return -1;
 	}
@@ -288,24 +276,24 @@ struct auth *auth_new(const struct config_auth *cfg, char *err, size_t errlen)
 	struct auth *a;
 
 	if (!cfg) {
-		set_err(err, errlen, "auth: no configuration");
+		errbuf_set(err, errlen, "auth: no configuration");
 		return NULL;
 	}
 	if (!alg_name(cfg->algorithm)) {
-		set_err(err, errlen, "auth.algorithm: must be HS256, RS256 or ES256");
+		errbuf_set(err, errlen, "auth.algorithm: must be HS256, RS256 or ES256");
 		return NULL;
 	}
 	if (cfg->leeway_s < 0 || cfg->leeway_s > 3600) {
-		set_err(err, errlen, "auth.leeway_s: must be an integer between 0 and 3600");
+		errbuf_set(err, errlen, "auth.leeway_s: must be an integer between 0 and 3600");
 		return NULL;
 	}
 	/* An empty string would make "iss":"" the requirement, surely a typo. */
 	if (cfg->issuer && !cfg->issuer[0]) {
-		set_err(err, errlen, "auth.issuer: must be null or a non-empty string");
+		errbuf_set(err, errlen, "auth.issuer: must be null or a non-empty string");
 		return NULL;
 	}
 	if (cfg->audience && !cfg->audience[0]) {
-		set_err(err, errlen, "auth.audience: must be null or a non-empty string");
+		errbuf_set(err, errlen, "auth.audience: must be null or a non-empty string");
 		return NULL;
 	}
 
@@ -718,7 +706,7 @@ static int parse_roles_csv(const char *csv, unsigned *roles, char *err, size_t e
 		} else if (n == 7 && memcmp(start, "service", 7) == 0) {
 			*roles |= AUTH_ROLE_SERVICE;
 		} else {
-			set_err(err, errlen, "roles: unknown role '%.*s' (known: admin, service)",
+			errbuf_set(err, errlen, "roles: unknown role '%.*s' (known: admin, service)",
 				(int)(n > 32 ? 32 : n), start);
 			return -1;
 		}
@@ -739,16 +727,16 @@ char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t 
 	unsigned role_bits;
 
 	if (!a || a->alg != AUTH_ALG_HS256) {
-		set_err(err, errlen, "gentoken needs auth.algorithm HS256");
+		errbuf_set(err, errlen, "gentoken needs auth.algorithm HS256");
 		return NULL;
 	}
 	if (!auth_valid_sub(sub)) {
-		set_err(err, errlen, "sub: must be 1-%d characters of [A-Za-z0-9_.:-]",
+		errbuf_set(err, errlen, "sub: must be 1-%d characters of [A-Za-z0-9_.:-]",
 			AUTH_SUB_MAX);
 		return NULL;
 	}
 	if (ttl_s <= 0 || now > INT64_MAX - ttl_s) {
-		set_err(err, errlen, "ttl: must be a positive number of seconds");
+		errbuf_set(err, errlen, "ttl: must be a positive number of seconds");
 		return NULL;
 	}
 	if (parse_roles_csv(roles_csv, &role_bits, err, errlen) < 0)
@@ -774,12 +762,12 @@ char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t 
 	if (!grants_json || jwt_new(&jwt) != 0 ||
 	    jwt_set_alg(jwt, JWT_ALG_HS256, a->secret, (int)a->secret_len) != 0 ||
 	    jwt_add_grants_json(jwt, grants_json) != 0) {
-		set_err(err, errlen, "cannot build the token");
+		errbuf_set(err, errlen, "cannot build the token");
 		goto out;
 	}
 	encoded = jwt_encode_str(jwt);
 	if (!encoded) {
-		set_err(err, errlen, "cannot sign the token: %s", strerror(errno));
+		errbuf_set(err, errlen, "cannot sign the token: %s", strerror(errno));
 		goto out;
 	}
 	out = mem_strdup(encoded);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "stockalert/errbuf.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
@@ -168,19 +169,6 @@ const char *config_alg_name(enum auth_alg alg)
 	return "?";
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void *field(struct config *cfg, const struct entry *e)
 {
@@ -266,20 +254,20 @@ static int check_string(const struct entry *e, const char *key, const char *s, s
 			size_t len_max, char *err, size_t errlen)
 {
 	if (len == 0) {
-		set_err(err, errlen, "%s: must not be empty%s", key,
+		errbuf_set(err, errlen, "%s: must not be empty%s", key,
 			e->type == T_NSTRING ? " (use null to leave it unset)" : "");
 		return -1;
 	}
 	if (len > len_max) {
-		set_err(err, errlen, "%s: must be at most %zu characters", key, len_max);
+		errbuf_set(err, errlen, "%s: must be at most %zu characters", key, len_max);
 		return -1;
 	}
 	if ((e->flags & F_NOSPACE) && has_space(s)) {
-		set_err(err, errlen, "%s: must not contain spaces or control characters", key);
+		errbuf_set(err, errlen, "%s: must not contain spaces or control characters", key);
 		return -1;
 	}
 	if (e->valid && !e->valid(s)) {
-		set_err(err, errlen, "%s: must be %s", key, e->what);
+		errbuf_set(err, errlen, "%s: must be %s", key, e->what);
 		return -1;
 	}
 	return 0;
@@ -294,19 +282,19 @@ static int set_strarr(struct config *cfg, const struct entry *e, const char *key
 	json_t *item;
 
 	if (!json_is_array(v)) {
-		set_err(err, errlen, "%s: must be an array of strings", key);
+		errbuf_set(err, errlen, "%s: must be an array of strings", key);
 		return -1;
 	}
 	n = json_array_size(v);
 	if ((long long)n > e->max) {
-		set_err(err, errlen, "%s: must have at most %lld entries", key, e->max);
+		errbuf_set(err, errlen, "%s: must have at most %lld entries", key, e->max);
 		return -1;
 	}
 	arr = mem_calloc(n + 1, sizeof *arr);
 	json_array_foreach(v, i, item) {
 		snprintf(elem_key, sizeof elem_key, "%s[%zu]", key, i);
 		if (!json_is_string(item)) {
-			set_err(err, errlen, "%s: must be a string", elem_key);
+			errbuf_set(err, errlen, "%s: must be a string", elem_key);
 			goto err;
 		}
 		if (check_string(e, elem_key, json_string_value(item), json_string_length(item),
@@ -343,7 +331,7 @@ static int set_value(struct config *cfg, const struct entry *e, const char *key,
 		*(int *)field(cfg, e) = (int)i;
 		return 0;
 bad_int:
-		set_err(err, errlen, "%s: must be an integer between %lld and %lld", key, e->min,
+		errbuf_set(err, errlen, "%s: must be an integer between %lld and %lld", key, e->min,
 			e->max);
 		return -1;
 	}
@@ -358,13 +346,13 @@ bad_int:
 		*(double *)field(cfg, e) = d;
 		return 0;
 bad_double:
-		set_err(err, errlen, "%s: must be a number between %g and %g", key, e->dmin,
+		errbuf_set(err, errlen, "%s: must be a number between %g and %g", key, e->dmin,
 			e->dmax);
 		return -1;
 	}
 	case T_ENUM:
 		if (!json_is_string(v) || (parsed = e->parse(json_string_value(v))) < 0) {
-			set_err(err, errlen, "%s: must be one of %s", key, e->choices);
+			errbuf_set(err, errlen, "%s: must be one of %s", key, e->choices);
 			return -1;
 		}
 		*(int *)field(cfg, e) = parsed;
@@ -378,7 +366,7 @@ bad_double:
 			return 0;
 		}
 		if (!json_is_string(v)) {
-			set_err(err, errlen, "%s: must be a string%s", key,
+			errbuf_set(err, errlen, "%s: must be a string%s", key,
 				e->type == T_NSTRING ? " or null" : "");
 			return -1;
 		}
@@ -391,7 +379,7 @@ bad_double:
 	case T_STRARR:
 		return set_strarr(cfg, e, key, v, err, errlen);
 	}
-	set_err(err, errlen, "%s: internal error: bad entry type", key);
+	errbuf_set(err, errlen, "%s: internal error: bad entry type", key);
 	return -1;
 }
 
@@ -462,7 +450,7 @@ static int walk(struct config *cfg, json_t *obj, const char *prefix, char *err, 
 		if (!is_section(path))
 			goto unknown;
 		if (!json_is_object(v)) {
-			set_err(err, errlen, "%s: must be an object", path);
+			errbuf_set(err, errlen, "%s: must be an object", path);
 			return -1;
 		}
 		if (walk(cfg, v, path, err, errlen))
@@ -470,7 +458,7 @@ static int walk(struct config *cfg, json_t *obj, const char *prefix, char *err, 
 	}
 	return 0;
 unknown:
-	set_err(err, errlen, "%s: unknown key", path);
+	errbuf_set(err, errlen, "%s: unknown key", path);
 	return -1;
 }
 
@@ -480,7 +468,7 @@ static int cross_check(const struct config *cfg, char *err, size_t errlen)
 	const struct config_auth *a = &cfg->auth;
 
 	if (cfg->ws.idle_timeout_s <= cfg->ws.ping_interval_s) {
-		set_err(err, errlen,
+		errbuf_set(err, errlen,
 			"ws.idle_timeout_s: must be greater than ws.ping_interval_s (%d), "
 			"or every client is dropped between two pings",
 			cfg->ws.ping_interval_s);
@@ -489,45 +477,45 @@ static int cross_check(const struct config *cfg, char *err, size_t errlen)
 	/* Never run without a way to verify tokens: that would be no auth. */
 	if (a->algorithm == AUTH_ALG_HS256) {
 		if (!a->secret_file) {
-			set_err(err, errlen,
+			errbuf_set(err, errlen,
 				"auth.secret_file: required when auth.algorithm is HS256");
 			return -1;
 		}
 		if (a->public_key_file) {
-			set_err(err, errlen,
+			errbuf_set(err, errlen,
 				"auth.public_key_file: not used with HS256 (set it to null, or "
 				"choose RS256/ES256)");
 			return -1;
 		}
 	} else {
 		if (!a->public_key_file) {
-			set_err(err, errlen,
+			errbuf_set(err, errlen,
 				"auth.public_key_file: required when auth.algorithm is %s",
 				config_alg_name(a->algorithm));
 			return -1;
 		}
 		if (a->secret_file) {
-			set_err(err, errlen, "auth.secret_file: not used with %s (set it to null)",
+			errbuf_set(err, errlen, "auth.secret_file: not used with %s (set it to null)",
 				config_alg_name(a->algorithm));
 			return -1;
 		}
 	}
 	if (cfg->tls.cert_file && !cfg->tls.key_file) {
-		set_err(err, errlen, "tls.key_file: required when tls.cert_file is set");
+		errbuf_set(err, errlen, "tls.key_file: required when tls.cert_file is set");
 		return -1;
 	}
 	if (!cfg->tls.cert_file && cfg->tls.key_file) {
-		set_err(err, errlen, "tls.cert_file: required when tls.key_file is set");
+		errbuf_set(err, errlen, "tls.cert_file: required when tls.key_file is set");
 		return -1;
 	}
 	if (cfg->redis.sentinel_master_name && cfg->redis.n_sentinel_addresses == 0) {
-		set_err(err, errlen,
+		errbuf_set(err, errlen,
 			"redis.sentinel.addresses: required when "
 			"redis.sentinel.master_name is set");
 		return -1;
 	}
 	if (!cfg->redis.sentinel_master_name && cfg->redis.n_sentinel_addresses > 0) {
-		set_err(err, errlen,
+		errbuf_set(err, errlen,
 			"redis.sentinel.master_name: required when "
 			"redis.sentinel.addresses is set");
 		return -1;
@@ -636,16 +624,16 @@ static int load_buffer(const char *json, size_t len, const char *source, struct 
 		if (json_error_code(&jerr) == json_error_duplicate_key)
 			duplicate_key_name(json, len, (size_t)jerr.position, dup, sizeof dup);
 		if (dup[0])
-			set_err(err, errlen, "%s:%d:%d: duplicate key \"%s\"", source, jerr.line,
+			errbuf_set(err, errlen, "%s:%d:%d: duplicate key \"%s\"", source, jerr.line,
 				jerr.column, dup);
 		else
-			set_err(err, errlen, "%s:%d:%d: %s", source, jerr.line, jerr.column,
+			errbuf_set(err, errlen, "%s:%d:%d: %s", source, jerr.line, jerr.column,
 				jerr.text);
 		return -1;
 	}
 	/* json_loadb without JSON_DECODE_ANY only returns arrays or objects. */
 	if (!json_is_object(root)) {
-		set_err(err, errlen, "%s: the top level must be a JSON object", source);
+		errbuf_set(err, errlen, "%s: the top level must be a JSON object", source);
 		goto err;
 	}
 	cfg = config_new_defaults();
@@ -672,7 +660,7 @@ static char *read_file(const char *path, size_t max, size_t *lenp, char *err, si
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
 		return NULL;
 	}
 	data = mem_alloc(max + 2);
@@ -682,14 +670,14 @@ static char *read_file(const char *path, size_t max, size_t *lenp, char *err, si
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			set_err(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 			goto err;
 		}
 		if (n == 0)
 			break;
 		len += (size_t)n;
 		if (len > max) {
-			set_err(err, errlen, "%s: larger than %zu bytes", path, max);
+			errbuf_set(err, errlen, "%s: larger than %zu bytes", path, max);
 			goto err;
 		}
 	}
@@ -735,13 +723,13 @@ char *config_read_secret(const char *path, char *err, size_t errlen)
 		return NULL;
 	/* A NUL would silently shorten the secret everyone else sees. */
 	if (memchr(data, '\0', len)) {
-		set_err(err, errlen, "%s: contains a NUL byte", path);
+		errbuf_set(err, errlen, "%s: contains a NUL byte", path);
 		goto err;
 	}
 	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
 		data[--len] = '\0';
 	if (len == 0) {
-		set_err(err, errlen, "%s: is empty", path);
+		errbuf_set(err, errlen, "%s: is empty", path);
 		goto err;
 	}
 	if (stat(path, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)))
