@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -191,6 +192,10 @@ int ws_confirm_upgrade(struct lws *wsi, struct http_env *env)
 
 	/* Never read `in` here: lws 4.1.6 may hand a freed pointer
 	 * (CVE-2025-11677). Everything comes from the headers. */
+	char upgrade[16];
+	if (lws_hdr_copy(wsi, upgrade, sizeof upgrade, WSI_TOKEN_UPGRADE) <= 0 ||
+	    strcasecmp(upgrade, "websocket") != 0)
+		return refuse(wsi, 400, "bad_upgrade", "only WebSocket upgrades are served");
 	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || strcmp(path, "/ws") != 0)
 		return refuse(wsi, 404, "not_found", "WebSockets are served at /ws");
 	if (env->shutting_down)

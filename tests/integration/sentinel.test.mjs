@@ -16,7 +16,7 @@ import path from 'node:path';
 import {
 	alertsKit, wsAlerts, wsWaitFor, waitFor, waitReady, waitReadyz, redisCommand,
 	makeConfig, startDaemon, freshDatabase, freePort, tmpDir, randomId, have,
-	sanitizerReport, stop,
+	sanitizerReport, stop, signJwt, apiCall,
 } from './lib/harness.mjs';
 
 const MASTER = 'mymaster';
@@ -44,6 +44,7 @@ function spawnLogged(cmd, args, logFile) {
 
 async function kill(p) {
 	if (!p || p.exitCode !== null || p.signalCode !== null) return;
+	p.ref();   // waiting for its exit must keep node's loop alive
 	p.kill('SIGKILL');
 	await p.gone;
 }
@@ -187,6 +188,25 @@ test('a replica named by a sentinel is refused; a dead sentinel is skipped', { s
 			assert.match(d.log(), new RegExp(` ${who}: connected to ` +
 				`127\\.0\\.0\\.1:${primary.port} \\(master\\)`), d.log());
 		}
+
+		// The master is demoted while we are connected (no disconnect:
+		// a manual REPLICAOF keeps normal clients). The next write gets
+		// -READONLY (or the periodic ROLE check notices first); either
+		// way the command connection asks the sentinel again.
+		const other = await startNode(t, dir, 'other');
+		answer.port = other.port;
+		assert.equal(await redisCommand(primary.port, ['REPLICAOF', '127.0.0.1', other.port]),
+			'OK');
+		// Any answer will do: the write is what matters.
+		const token = signJwt({ sub: 'demoted', exp: Math.floor(Date.now() / 1000) + 600 },
+			cfg.secret);
+		await apiCall(d.url, 'PUT', '/api/me/subscriptions/1', { token }).catch(() => {});
+		await waitFor(() => new RegExp(` redis: connected to 127\\.0\\.0\\.1:${other.port} ` +
+			'\\(master\\)').test(d.log()), { timeout: 20000, what: 'the command connection ' +
+			`to move to the new master 127.0.0.1:${other.port}` });
+		assert.match(d.log(), new RegExp(` redis: connection to 127\\.0\\.0\\.1:${primary.port} ` +
+			'lost \\(the node (is no longer|is not) the master'));
+
 		const r = await stop(d, 'SIGTERM');
 		assert.equal(r.code, 0, `exit ${r.code}/${r.signal}`);
 		assertCleanStop([sanitizerReport(d.log())].filter(Boolean));

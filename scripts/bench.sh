@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Benchmark: stockalertd against Nchan and against the physical floor, on the
+# same N, in the same run (issue 7).
+#
+#   scripts/bench.sh            full run: N = 19,000 sockets, latency with 10,000
+#   scripts/bench.sh --quick    N = 4,000 everywhere, under 2 minutes
+#   scripts/bench.sh --profile  also count the daemon's syscalls during a fan-out
+#                               (strace -c; slow, numbers go to the run directory)
+#
+# Starts everything privately under build-bench/bench-run (its own Redis and
+# MariaDB through tests/integration/servers.sh, its own stockalertd, its own
+# nginx + nchan on free ports), stops all of it on exit, prints a table and
+# writes it as JSON to build/bench.json. Nothing is asserted: the targets are
+# shown next to the numbers.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=lib.sh
+. "$root/scripts/lib.sh"
+SA_LOG_TAG=bench.sh
+
+bdir=$root/build-bench
+run=$bdir/bench-run
+bin=$bdir/stockalertd
+gen=$bdir/tests/bench/sa_bench_load
+floor=$bdir/tests/bench/sa_bench_floor
+prefix=bench:
+
+# --- the daemon, also used by the reconnect storm's restart command --------------
+
+# Starts stockalertd on the config in $run, waits for /readyz, prints its pid.
+start_daemon() {
+	local pid port
+	port=$(cat "$run/sa.port")
+	(
+		ulimit -n "$(ulimit -Hn)"
+		cd "$run"
+		exec "$bin" -c "$run/stockalertd.json"
+	) </dev/null >>"$run/stockalertd.log" 2>&1 &
+	pid=$!
+	echo "$pid" >"$run/stockalertd.pid"
+	sa_wait_for 30 stockalertd "$pid" curl -sf "http://127.0.0.1:$port/readyz" ||
+		{ tail -n 20 "$run/stockalertd.log" >&2; return 1; }
+	echo "$pid"
+}
+
+if [ "${1:-}" = --restart-daemon ]; then
+	# The storm's restart: SIGTERM (every socket gets 1001), then a fresh
+	# daemon on the same port, Redis and MySQL.
+	sa_stop_pidfile "$run/stockalertd.pid" 20
+	start_daemon
+	exit
+fi
+
+quick=0 profile=0
+for a in "$@"; do
+	case $a in
+	--quick) quick=1 ;;
+	--profile) profile=1 ;;
+	-h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+	*) sa_die "unknown argument $a (see --help)" ;;
+	esac
+done
+
+if [ $quick = 1 ]; then
+	N=4000 ROUNDS=20 LAT_N=4000 LAT_S=5 STORM_K=3
+else
+	N=19000 ROUNDS=10 LAT_N=10000 LAT_S=15 STORM_K=3
+fi
+LAT_PRODUCTS=1000 LAT_PER=10 LAT_RATE=200
+
+ulimit -n "$(ulimit -Hn)"
+[ "$(ulimit -n)" -ge $((N + 200)) ] ||
+	sa_die "fd limit $(ulimit -n) is too low for N=$N; lower N or raise the hard limit"
+
+# --- build and packages ---------------------------------------------------------
+# shellcheck disable=SC2086
+sa_apt_install $SA_BUILD_PKGS nginx-light libnginx-mod-nchan
+nchan_mod=$(ls /usr/lib/nginx/modules/ngx_nchan_module.so 2>/dev/null) ||
+	sa_die "libnginx-mod-nchan is not installed"
+sa_log "building (Release) in build-bench/"
+cmake -S "$root" -B "$bdir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$bdir" -j2 --target stockalertd sa_bench_load sa_bench_floor >/dev/null
+
+# --- private servers ---------------------------------------------------------------
+nginx_pid=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	sa_stop_pidfile "$run/stockalertd.pid" 10 || true
+	[ -n "$nginx_pid" ] && sa_stop_pid "$nginx_pid" 10
+	"$root/tests/integration/servers.sh" stop "$run/servers" >/dev/null 2>&1 || true
+	exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+[ -d "$run" ] && "$root/tests/integration/servers.sh" stop "$run/servers" >/dev/null 2>&1 || true
+rm -rf "$run"
+mkdir -p "$run" "$root/build"
+t_start=$SECONDS
+"$root/tests/integration/servers.sh" start "$run/servers" 2>/dev/null
+# shellcheck disable=SC1091
+. "$run/servers/env.sh"
+
+( umask 077; head -c 48 /dev/urandom | base64 >"$run/jwt.secret" )
+sa_free_port >"$run/sa.port"
+cat >"$run/stockalertd.json" <<JSON
+{
+	"listen": {"host": "127.0.0.1", "port": $(cat "$run/sa.port")},
+	"auth": {"algorithm": "HS256", "secret_file": "$run/jwt.secret"},
+	"redis": {"host": "127.0.0.1", "port": $SA_TEST_REDIS_PORT, "prefix": "$prefix"},
+	"mysql": {"host": "127.0.0.1", "port": $SA_TEST_MYSQL_PORT, "user": "$SA_TEST_MYSQL_USER",
+		"password_file": "$SA_TEST_MYSQL_PASSWORD_FILE", "database": "$SA_TEST_MYSQL_DATABASE"},
+	"ws": {"max_connections": 100000, "max_connections_per_user": 1000,
+		"ping_interval_s": 300, "idle_timeout_s": 900, "send_queue_max": 1024},
+	"alerts": {"max_per_window": 10000, "window_s": 60},
+	"static_dir": "$bdir/share/stockalert/www",
+	"shutdown_grace_s": 5,
+	"log": {"level": "warn"}
+}
+JSON
+sa_pid=$(start_daemon)
+sa_port=$(cat "$run/sa.port")
+
+# Products 1..1000; u<i> subscribed to product 1 (the fan-out), l<i> to 10 of
+# the 1000 products, as sa_bench_load --test latency expects: product
+# ((i + 100 j) mod 1000) + 1. Bulk-loaded into MySQL, then the Redis index is
+# dropped so the daemon rebuilds it from MySQL.
+sa_log "loading $N + $LAT_N x $LAT_PER subscriptions"
+stride=$((LAT_PRODUCTS / LAT_PER))
+sa_mysql_root "$run/servers/mysql" "
+	USE \`$SA_TEST_MYSQL_DATABASE\`;
+	INSERT INTO products (id, sku, name, stock, low_stock_threshold)
+		SELECT seq, CONCAT('SKU-', seq), CONCAT('Bench product ', seq), 0, 5
+		FROM seq_1_to_$LAT_PRODUCTS;
+	INSERT INTO subscriptions (user_id, product_id)
+		SELECT CONCAT('u', seq), 1 FROM seq_0_to_$((N - 1));
+	INSERT INTO subscriptions (user_id, product_id)
+		SELECT CONCAT('l', a.seq), MOD(a.seq + $stride * b.seq, $LAT_PRODUCTS) + 1
+		FROM seq_0_to_$((LAT_N - 1)) a JOIN seq_0_to_$((LAT_PER - 1)) b;"
+rcli() { redis-cli -h 127.0.0.1 -p "$SA_TEST_REDIS_PORT" "$@"; }
+rcli DEL "${prefix}index:ready" >/dev/null
+index_rebuilt() {
+	[ "$(rcli EXISTS "${prefix}index:ready")" = 1 ] &&
+		! curl -s "http://127.0.0.1:$sa_port/readyz" | grep -q rebuilding &&
+		[ "$(rcli ZCARD "${prefix}product:1:subs")" -ge "$N" ]
+}
+sa_wait_for 120 "the index rebuild" "$sa_pid" index_rebuilt ||
+	sa_die "the daemon did not rebuild the subscription index"
+
+# --- nchan ----------------------------------------------------------------------------
+nchan_port=$(sa_free_port)
+mkdir -p "$run/nchan/tmp"
+nuser=
+[ "$(id -u)" -eq 0 ] && nuser="user root;"
+cat >"$run/nchan/nginx.conf" <<CONF
+load_module $nchan_mod;
+$nuser
+worker_processes 1;
+worker_rlimit_nofile $(ulimit -Hn);
+daemon off;
+pid $run/nchan/nginx.pid;
+error_log $run/nchan/error.log warn;
+events { worker_connections $(($(ulimit -Hn) - 100)); use epoll; multi_accept on; }
+http {
+	access_log off;
+	client_body_temp_path $run/nchan/tmp/body;
+	proxy_temp_path $run/nchan/tmp/proxy;
+	fastcgi_temp_path $run/nchan/tmp/fastcgi;
+	uwsgi_temp_path $run/nchan/tmp/uwsgi;
+	scgi_temp_path $run/nchan/tmp/scgi;
+	keepalive_requests 10000000;
+	server {
+		listen 127.0.0.1:$nchan_port backlog=4096;
+		location = /ok { return 200 "ok"; }
+		location = /sub {
+			nchan_subscriber websocket;
+			nchan_channel_id_split_delimiter ",";
+			nchan_channel_id \$arg_chans;
+		}
+		location = /pub {
+			nchan_publisher http;
+			nchan_channel_id \$arg_id;
+			nchan_message_buffer_length 5;
+		}
+	}
+}
+CONF
+nginx -p "$run/nchan" -c "$run/nchan/nginx.conf" -e "$run/nchan/error.log" </dev/null \
+	>>"$run/nchan/error.log" 2>&1 &
+nginx_pid=$!
+sa_wait_for 20 nginx "$nginx_pid" curl -sf "http://127.0.0.1:$nchan_port/ok" ||
+	{ cat "$run/nchan/error.log" >&2; sa_die "nginx did not start"; }
+nchan_worker=$(ps -o pid= --ppid "$nginx_pid" | head -n 1 | tr -d ' ')
+
+# --- measurements -----------------------------------------------------------------
+common=(-n "$N" --src 8 --window 256)
+sa_log "stockalertd: fan-out to $N, then a reconnect storm"
+"$gen" --mode sa --test fanout --url "ws://127.0.0.1:$sa_port/ws" --server-pid "$sa_pid" \
+	--pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" --secret "$run/jwt.secret" \
+	--user-prefix u "${common[@]}" --rounds "$ROUNDS" --product 1 \
+	--restart-cmd "$0 --restart-daemon" --storm-events "$STORM_K" >"$run/sa_fanout.json"
+sa_pid=$(cat "$run/stockalertd.pid")
+
+sa_log "stockalertd: latency, $LAT_N sockets x $LAT_PER of $LAT_PRODUCTS products at $LAT_RATE events/s"
+"$gen" --mode sa --test latency --url "ws://127.0.0.1:$sa_port/ws" --server-pid "$sa_pid" \
+	--pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" --secret "$run/jwt.secret" \
+	--user-prefix l -n "$LAT_N" --src 8 --window 256 --rate "$LAT_RATE" --duration "$LAT_S" \
+	--products "$LAT_PRODUCTS" --per "$LAT_PER" >"$run/sa_latency.json"
+
+if [ $profile = 1 ]; then
+	sa_log "stockalertd: syscalls during a fan-out (strace -c, $run/strace.txt)"
+	strace -c -f -p "$sa_pid" -o "$run/strace.txt" &
+	st_pid=$!
+	sleep 1 # strace attaches asynchronously; a profile, not a measurement
+	"$gen" --mode sa --test fanout --url "ws://127.0.0.1:$sa_port/ws" --server-pid "$sa_pid" \
+		--pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" --secret "$run/jwt.secret" \
+		--user-prefix u "${common[@]}" --rounds 5 --product 1 >"$run/sa_profile.json" || true
+	kill -INT "$st_pid"
+	wait "$st_pid" || true
+fi
+
+sa_log "nchan: fan-out to $N"
+"$gen" --mode nchan --test fanout --url "ws://127.0.0.1:$nchan_port/sub" \
+	--server-pid "$nchan_worker" --pub "127.0.0.1:$nchan_port" "${common[@]}" \
+	--rounds "$ROUNDS" --product 1 >"$run/nchan_fanout.json"
+sa_log "nchan: latency, $LAT_N sockets x $LAT_PER channels"
+"$gen" --mode nchan --test latency --url "ws://127.0.0.1:$nchan_port/sub" \
+	--server-pid "$nchan_worker" --pub "127.0.0.1:$nchan_port" -n "$LAT_N" --src 8 \
+	--window 256 --rate "$LAT_RATE" --duration "$LAT_S" --products "$LAT_PRODUCTS" \
+	--per "$LAT_PER" >"$run/nchan_latency.json"
+
+sa_log "floor: one send() per socket, $N sockets"
+"$floor" "$N" "$ROUNDS" >"$run/floor.json"
+
+# --- report ---------------------------------------------------------------------------
+jq -n --argjson quick "$quick" --argjson n "$N" --arg date "$(date -u +%FT%TZ)" \
+	--arg commit "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+	--argjson elapsed $((SECONDS - t_start)) \
+	--slurpfile saf "$run/sa_fanout.json" --slurpfile sal "$run/sa_latency.json" \
+	--slurpfile ncf "$run/nchan_fanout.json" --slurpfile ncl "$run/nchan_latency.json" \
+	--slurpfile fl "$run/floor.json" '
+def r(x): if x == null then null else ((x * 100 | round) / 100) end;
+def ratio(a; b): if a == null or b == null or b == 0 then null else r(a / b) end;
+def row(m; s; c; f; t; met):
+	{metric: m, stockalertd: r(s), nchan: r(c), floor: r(f),
+	 vs_floor: ratio(s; f), vs_nchan: ratio(s; c), target: t, met: met};
+$saf[0] as $sf | $sal[0] as $sl | $ncf[0] as $cf | $ncl[0] as $cl | $fl[0] as $f |
+{
+	date: $date, commit: $commit, quick: ($quick == 1), n: $n, elapsed_s: $elapsed,
+	stockalertd: {fanout: $sf, latency: $sl}, nchan: {fanout: $cf, latency: $cl}, floor: $f,
+	table: [
+		row("connects/s (HS256, to hello)"; $sf.connects_per_s; $cf.connects_per_s; null;
+			">= 10000"; $sf.connects_per_s >= 10000),
+		row("RSS per idle connection, bytes"; $sf.rss_per_conn_bytes; $cf.rss_per_conn_bytes;
+			null; "<= 1536"; $sf.rss_per_conn_bytes <= 1536),
+		row("fan-out to N, ms (median)"; $sf.fanout_ms_median; $cf.fanout_ms_median;
+			$f.round_ms_median; "<= 1.3x floor";
+			$sf.fanout_ms_median <= 1.3 * $f.round_ms_median),
+		row("server CPU per delivery, us"; $sf.cpu_us_per_delivery; $cf.cpu_us_per_delivery;
+			$f.cpu_us_per_send; "<= 1.15x floor";
+			$sf.cpu_us_per_delivery <= 1.15 * $f.cpu_us_per_send),
+		row("latency p50, ms (\($sl.n) x \($sl.per_conn)/\($sl.products), \($sl.rate)/s)";
+			$sl.lat_ms_p50; $cl.lat_ms_p50; null; null; null),
+		row("latency p99, ms"; $sl.lat_ms_p99; $cl.lat_ms_p99; null; "<= 5";
+			$sl.lat_ms_p99 <= 5),
+		row("deliveries lost (latency run)";
+			$sl.deliveries_expected - $sl.deliveries; $cl.deliveries_expected - $cl.deliveries;
+			null; "0"; $sl.deliveries_expected == $sl.deliveries),
+		row("reconnect storm to all replay_done, s"; $sf.storm_s; null; null; null; null),
+		row("alerts lost in the storm"; $sf.storm_lost; null; null; "0"; $sf.storm_lost == 0)
+	]
+}' >"$root/build/bench.json"
+
+jq -r '
+def f(x): if x == null then "-" else (x | tostring) end;
+"stockalertd benchmark, N = \(.n)\(if .quick then " (--quick)" else "" end), \(.date), commit \(.commit)",
+"",
+"| metric | stockalertd | Nchan | floor | sa/floor | sa/Nchan | target | met |",
+"|---|---|---|---|---|---|---|---|",
+(.table[] | "| \(.metric) | \(f(.stockalertd)) | \(f(.nchan)) | \(f(.floor)) | \(f(.vs_floor)) | \(f(.vs_nchan)) | \(f(.target)) | \(if .met == null then "" elif .met then "yes" else "**no**" end) |")
+' "$root/build/bench.json"
+sa_log "JSON in build/bench.json; raw results and logs in $run ($((SECONDS - t_start)) s)"
