@@ -115,7 +115,7 @@ cat >"$run/stockalertd.json" <<JSON
 	"ws": {"max_connections": 100000, "max_connections_per_user": 1000,
 		"ping_interval_s": 300, "idle_timeout_s": 900, "send_queue_max": 1024},
 	"alerts": {"max_per_window": 10000, "window_s": 60},
-	"static_dir": "$bdir/share/stockalert/www",
+	"static_dir": "$root/src/www",
 	"shutdown_grace_s": 5,
 	"log": {"level": "warn"}
 }
@@ -210,15 +210,29 @@ sa_log "stockalertd: latency, $LAT_N sockets x $LAT_PER of $LAT_PRODUCTS product
 	--products "$LAT_PRODUCTS" --per "$LAT_PER" >"$run/sa_latency.json"
 
 if [ $profile = 1 ]; then
-	sa_log "stockalertd: syscalls during a fan-out (strace -c, $run/strace.txt)"
-	strace -c -f -p "$sa_pid" -o "$run/strace.txt" &
-	st_pid=$!
-	sleep 1 # strace attaches asynchronously; a profile, not a measurement
-	"$gen" --mode sa --test fanout --url "ws://127.0.0.1:$sa_port/ws" --server-pid "$sa_pid" \
-		--pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" --secret "$run/jwt.secret" \
-		--user-prefix u "${common[@]}" --rounds 5 --product 1 >"$run/sa_profile.json" || true
-	kill -INT "$st_pid"
-	wait "$st_pid" || true
+	# Profiles, not measurements: strace slows the daemon down many times.
+	# The profilers attach after the connections are up and stop after the
+	# rounds, so what they count is the fan-out alone.
+	profile_fanout() { # ROUNDS BEGIN-CMD END-CMD
+		"$gen" --mode sa --test fanout --url "ws://127.0.0.1:$sa_port/ws" \
+			--server-pid "$sa_pid" --pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" \
+			--secret "$run/jwt.secret" --user-prefix u "${common[@]}" --rounds "$1" \
+			--product 1 --rounds-begin-cmd "$2" --rounds-end-cmd "$3" \
+			>>"$run/sa_profile.json" || true
+	}
+	sa_log "stockalertd: syscalls of 5 fan-out rounds (strace -c: $run/strace.txt)"
+	profile_fanout 5 \
+		"strace -c -f -p $sa_pid -o $run/strace.txt 2>/dev/null & echo \$! >$run/prof.pid; sleep 1" \
+		"kill -INT \$(cat $run/prof.pid); sleep 1"
+	sa_log "stockalertd: perf profile of 20 fan-out rounds ($run/perf.txt)"
+	profile_fanout 20 \
+		"perf record -q --call-graph dwarf,16384 -F 2000 -p $sa_pid -o $run/perf.data 2>/dev/null & echo \$! >$run/prof.pid; sleep 1" \
+		"kill -INT \$(cat $run/prof.pid); sleep 2"
+	perf report -i "$run/perf.data" --stdio --no-children --percent-limit 1 \
+		--sort dso,symbol -G 2>/dev/null >"$run/perf.txt" || true
+	perf report -i "$run/perf.data" --stdio --no-children --percent-limit 0.5 \
+		--sort dso,symbol -g none 2>/dev/null >"$run/perf-flat.txt" || true
+	sa_log "deliveries profiled: $(jq -s '[.[] | .rounds * .connected] | add' "$run/sa_profile.json")"
 fi
 
 sa_log "nchan: fan-out to $N"

@@ -28,18 +28,19 @@
 /*
  * Fair release (SPEC §6): the next wave of a product's cycle. The cycle's
  * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
- * alert's fields); the schedule is the sorted set <prefix>fair:due, so
- * exactly one instance runs each wave and a crash loses nothing. The wave's
- * users are recorded in <prefix>fair:rel:{alert id} (for resume and the
- * history) and published on <prefix>fair:waves for every instance to
+ * first alert's fields); the schedule is the sorted set <prefix>fair:due, so
+ * exactly one instance runs each wave and a crash loses nothing. The first
+ * wave is the event's own alert; each later wave is a history entry of its
+ * own, so its id sorts by when it was delivered and resume finds it. The
+ * wave's users are recorded in <prefix>fair:rel:{alert id} (for resume and
+ * the history) and published on <prefix>fair:waves for every instance to
  * deliver to its own sockets. Returns the number of users released.
  */
 #define FAIR_WAVE_LUA                                                                             \
-	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl)\n"              \
+	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"       \
 	"  local fk = prefix .. 'fair:' .. pid\n"                                                 \
 	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                 \
-	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'stock', 'prev', 'name',"           \
-	" 'event_id', 'ts')\n"                                                                    \
+	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'prev', 'name', 'event_id', 'ts')\n" \
 	"  local offset = tonumber(f[1] or '0')\n"                                                \
 	"  local total = redis.call('ZCARD', subs)\n"                                             \
 	"  local w = math.ceil(factor * stock)\n"                                                 \
@@ -49,7 +50,14 @@
 	"  end\n"                                                                                 \
 	"  offset = offset + #users\n"                                                            \
 	"  redis.call('HSET', fk, 'offset', offset)\n"                                            \
-	"  local rel = prefix .. 'fair:rel:' .. f[2]\n"                                           \
+	"  local id, ts = f[2], f[6]\n"                                                           \
+	"  if not first and #users > 0 then\n"                                                    \
+	"    ts = tostring(now)\n"                                                                \
+	"    id = redis.call('XADD', prefix .. 'alerts', 'MINID', '~', now - ttl * 1000, '*',"     \
+	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"  \
+	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"              \
+	"  end\n"                                                                                 \
+	"  local rel = prefix .. 'fair:rel:' .. id\n"                                             \
 	"  for i = 1, #users, 500 do\n"                                                           \
 	"    redis.call('SADD', rel, unpack(users, i, math.min(i + 499, #users)))\n"              \
 	"  end\n"                                                                                 \
@@ -62,7 +70,7 @@
 	"  end\n"                                                                                 \
 	"  if #users > 0 then\n"                                                                  \
 	"    redis.call('PUBLISH', prefix .. 'fair:waves', cjson.encode({product_id = pid,"        \
-	" id = f[2], stock = f[3], prev = f[4], name = f[5], event_id = f[6], ts = f[7],"         \
+	" id = id, stock = tostring(stock), prev = f[3], name = f[4], event_id = f[5], ts = ts,"  \
 	" users = users}))\n"                                                                     \
 	"  end\n"                                                                                 \
 	"  return #users\n"                                                                       \
@@ -111,10 +119,10 @@ static const char process_lua[] = FAIR_WAVE_LUA
 	"    if offset >= redis.call('ZCARD', prefix .. 'product:' .. ARGV[2] .. ':subs') then\n"
 	"      offset = 0\n"
 	"    end\n"
-	"    redis.call('HSET', fk, 'offset', offset, 'id', id, 'stock', ARGV[3], 'prev', prev,\n"
+	"    redis.call('HSET', fk, 'offset', offset, 'id', id, 'prev', prev,\n"
 	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'active', '1')\n"
 	"    released = fair_wave(prefix, ARGV[2], factor, tonumber(ARGV[3]), tonumber(ARGV[15]),\n"
-	"      tonumber(ARGV[14]), ARGV[11])\n"
+	"      tonumber(ARGV[14]), tonumber(ARGV[11]), true)\n"
 	"  elseif kind == 'sold_out' and redis.call('HGET', fk, 'active') == '1' then\n"
 	"    redis.call('HSET', fk, 'active', '0')\n"
 	"    redis.call('ZREM', prefix .. 'fair:due', ARGV[2])\n"
@@ -149,7 +157,7 @@ static const char fair_due_lua[] = FAIR_WAVE_LUA
 	"    stopped = stopped + 1\n"
 	"  else\n"
 	"    released = released + fair_wave(prefix, pid, factor, stock, now, tonumber(ARGV[4]),\n"
-	"      ARGV[5])\n"
+	"      tonumber(ARGV[5]), false)\n"
 	"    waves = waves + 1\n"
 	"  end\n"
 	"end\n"

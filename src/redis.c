@@ -1031,7 +1031,8 @@ struct redis *redis_new(uv_loop_t *loop, const struct redis_options *opts, redis
 	if (sentinel) {
 		sentinels = mem_calloc(opts->n_sentinels, sizeof *sentinels);
 		for (size_t i = 0; i < opts->n_sentinels; i++) {
-			if (!opts->sentinels[i] || !parse_hostport(opts->sentinels[i], &sentinels[i])) {
+			const char *a = opts->sentinels[i];
+			if (!a || !parse_hostport(a, &sentinels[i])) {
 				free_sentinels(sentinels, i);
 				return NULL;
 			}

@@ -92,6 +92,8 @@ static struct {
 	int per;
 	const char *restart_cmd;
 	int storm_events;
+	const char *rounds_begin_cmd; /* run just before / after the fan-out rounds */
+	const char *rounds_end_cmd;   /* (profilers attach there) */
 } opt = {
 	.mode = MODE_SA, .test = "fanout", .n = 1000, .src = 8, .window = 256,
 	.user_prefix = "u", .prefix = "stockalert:", .rounds = 10, .fan_product = 1,
@@ -120,7 +122,8 @@ static uint32_t *lat_us;
 static size_t nlat, lat_cap;
 static bool collect_latency;
 static uint64_t last_order;
-static char last_id[48];
+static char last_id[48];  /* newest alert id seen */
+static char since_id[48]; /* what reconnects resume from */
 
 static int64_t mono_us(void)
 {
@@ -259,8 +262,8 @@ static void send_handshake(int i)
 	if (opt.mode == MODE_SA) {
 		make_token(i, tok, sizeof tok);
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", tok);
-		if (c->want_since && last_id[0])
-			snprintf(path, sizeof path, "%s?since=%s", opt.path, last_id);
+		if (c->want_since && since_id[0])
+			snprintf(path, sizeof path, "%s?since=%s", opt.path, since_id);
 		else
 			snprintf(path, sizeof path, "%s", opt.path);
 	} else {
@@ -668,14 +671,18 @@ static bool round_done(void)
 
 static int run_storm(void)
 {
-	char saved[48], line[256];
+	char line[256];
 	int newpid = 0;
 
-	memcpy(saved, last_id, sizeof saved);
-	fprintf(stderr, "storm: restarting the server\n");
+	memcpy(since_id, last_id, sizeof since_id);
+	fprintf(stderr, "storm: restarting the server after alert %s\n", since_id);
 	FILE *f = popen(opt.restart_cmd, "r");
 	if (!f)
 		die("popen");
+	/* The server closes every socket with 1001 and waits for the close
+	 * handshake: keep answering while the command stops it. */
+	if (!run_until(none_open, 30))
+		close_all();
 	while (fgets(line, sizeof line, f))
 		if (atoi(line) > 0)
 			newpid = atoi(line);
@@ -684,8 +691,6 @@ static int run_storm(void)
 		return -1;
 	}
 	opt.server_pid = newpid;
-	if (!run_until(none_open, 15))
-		close_all();
 	/* One witness connection sees the K alerts processed (and so in the
 	 * history) while nobody else is connected. */
 	connect_all(1, false);
@@ -695,9 +700,10 @@ static int run_storm(void)
 	int64_t deadline = mono_us() + 15000000;
 	while (conns[0].got < before + (uint64_t)opt.storm_events && mono_us() < deadline)
 		pump(50);
+	if (conns[0].got < before + (uint64_t)opt.storm_events)
+		fprintf(stderr, "storm: the witness got %u of %d alerts\n", conns[0].got,
+			opt.storm_events);
 	close_all();
-	memcpy(last_id, saved, sizeof saved);
-	last_order = 0;
 	struct bench_cpu c0 = bench_proc_cpu(opt.server_pid);
 	double t = connect_all(opt.n, true);
 	struct bench_cpu c1 = bench_proc_cpu(opt.server_pid);
@@ -742,8 +748,11 @@ static int test_fanout(void)
 	want_ready = ok;
 	/* one warm-up round, not counted */
 	for (int r = -1; r < opt.rounds; r++) {
-		if (r == 0)
+		if (r == 0) {
+			if (opt.rounds_begin_cmd && system(opt.rounds_begin_cmd) != 0)
+				fprintf(stderr, "--rounds-begin-cmd failed\n");
 			c0 = bench_proc_cpu(opt.server_pid);
+		}
 		round_recv = 0;
 		round_seq = publish(opt.fan_product);
 		if (!run_until(round_done, 20)) {
@@ -758,6 +767,8 @@ static int test_fanout(void)
 			pump(10);
 	}
 	c1 = bench_proc_cpu(opt.server_pid);
+	if (opt.rounds_end_cmd && system(opt.rounds_end_cmd) != 0)
+		fprintf(stderr, "--rounds-end-cmd failed\n");
 	long rss2 = bench_proc_rss_kb(opt.server_pid);
 	qsort(fan, (size_t)opt.rounds, sizeof *fan, cmp_dbl);
 	double deliveries = (double)opt.rounds * ok;
@@ -876,6 +887,7 @@ static void usage(void)
 		"  -n N --src K --window W --server-pid PID --pub HOST:PORT\n"
 		"  sa: --secret FILE --user-prefix P --prefix REDIS_PREFIX\n"
 		"  fanout: --rounds R --product ID [--restart-cmd CMD --storm-events K]\n"
+		"          [--rounds-begin-cmd CMD --rounds-end-cmd CMD]\n"
 		"  latency: --rate EV_PER_S --duration S --products P --per K\n");
 	exit(2);
 }
@@ -889,7 +901,7 @@ int main(int argc, char **argv)
 		{"prefix", 1, 0, 'x'},	    {"rounds", 1, 0, 'r'},	 {"product", 1, 0, 'i'},
 		{"rate", 1, 0, 'R'},	    {"duration", 1, 0, 'd'},	 {"products", 1, 0, 'k'},
 		{"per", 1, 0, 'e'},	    {"restart-cmd", 1, 0, 'c'}, {"storm-events", 1, 0, 'K'},
-		{0, 0, 0, 0}};
+		{"rounds-begin-cmd", 1, 0, 'B'}, {"rounds-end-cmd", 1, 0, 'E'}, {0, 0, 0, 0}};
 	int o;
 	const char *url = NULL, *pub = NULL;
 
@@ -914,6 +926,8 @@ int main(int argc, char **argv)
 		case 'e': opt.per = atoi(optarg); break;
 		case 'c': opt.restart_cmd = optarg; break;
 		case 'K': opt.storm_events = atoi(optarg); break;
+		case 'B': opt.rounds_begin_cmd = optarg; break;
+		case 'E': opt.rounds_end_cmd = optarg; break;
 		default: usage();
 		}
 	}

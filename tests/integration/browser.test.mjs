@@ -2,8 +2,8 @@
 // (Debian's `chromium`, driven by playwright-core) against the real daemon: the
 // "Notify me" switch and an alert toast, resume after a daemon restart (?since=), the
 // signed-out state for an expired or forged token, the admin feed, the static files'
-// content types. A screenshot of the page with its toast is left in
-// ${SA_BUILD_DIR}/test-artifacts/browser-toast.png.
+// content types. Screenshots are left in ${SA_BUILD_DIR}/test-artifacts/: browser-toast.png
+// (the page with its toast), browser-ops.png, browser-signed-out.png.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -236,6 +236,10 @@ describe('browser: demo page and operations page in Chromium', () => {
 				assert.equal(await page.locator('#signed-out').isVisible(), true, what);
 				assert.equal(await page.locator('#shop').isVisible(), false, what);
 				assert.equal(await page.locator('#conn-text').textContent(), 'Signed out');
+				if (what === 'expired') {
+					fs.mkdirSync(ARTIFACTS, { recursive: true });
+					await page.screenshot({ path: path.join(ARTIFACTS, 'browser-signed-out.png') });
+				}
 				// Watch for a while: a client that keeps trying would show here.
 				await sleep(3000);
 				assert.ok(sockets.length <= 2, `${what}: ${sockets.length} WebSocket attempts`);
@@ -248,7 +252,7 @@ describe('browser: demo page and operations page in Chromium', () => {
 		{ timeout: 120000 }, async (t) => {
 			// While connected: the server closes with 4001 at exp, the page has no
 			// fresh token, so it signs out instead of reconnecting.
-			const soon = signJwt({ sub: `brief-${randomId(3)}`, exp: nowS() + 3 }, kit.secret);
+			const soon = signJwt({ sub: `brief-${randomId(3)}`, exp: nowS() + 6 }, kit.secret);
 			const a = await openPage(t, `/#token=${soon}`);
 			await waitStatus(a.page, 'open');
 			await waitStatus(a.page, 'signed-out', 15000);
@@ -259,7 +263,7 @@ describe('browser: demo page and operations page in Chromium', () => {
 			// While away: the token expires during a restart; the reconnect finds it
 			// refused (only REST can tell: the upgrade's 401 is invisible to a page)
 			// and signs out.
-			const exp = nowS() + 4;
+			const exp = nowS() + 6;
 			const later = signJwt({ sub: `away-${randomId(3)}`, exp }, kit.secret);
 			const b = await openPage(t, `/#token=${later}`);
 			await waitStatus(b.page, 'open');
@@ -291,6 +295,9 @@ describe('browser: demo page and operations page in Chromium', () => {
 			assert.match(await row.textContent(), /Sold out/);
 			assert.match(await row.textContent(), /4 → 0/);
 			assert.equal(await page.locator('#count-sold-out').textContent(), '1');
+			fs.mkdirSync(ARTIFACTS, { recursive: true });
+			await page.screenshot({ path: path.join(ARTIFACTS, 'browser-ops.png'),
+				animations: 'disabled' });
 			assert.deepEqual(errors, []);
 
 			const user = await openPage(t, `/ops.html#token=${kit.token(`nobody-${randomId(3)}`)}`);

@@ -1189,3 +1189,201 @@ export async function alertsKit({ t, instances = 1, overrides = {}, redis, produ
 export function wsAlerts(h, from = 0) {
 	return h.messages.slice(from).filter((m) => m.type === 'alert');
 }
+
+// ---------------------------------------------------------------- durable input and faults
+
+// A flat [k1, v1, k2, v2, ...] Redis reply as an object.
+export function redisHash(flat) {
+	const o = {};
+	for (let i = 0; flat && i + 1 < flat.length; i += 2) o[flat[i]] = flat[i + 1];
+	return o;
+}
+
+// Daemons sharing one Redis prefix, one JWT secret and one MySQL database,
+// like alertsKit, except that none runs until start(i) (so a test can write
+// to the durable stream before any instance ever ran, stop every instance,
+// or kill one), and that the database may live on a private server (`mysql`,
+// a startMariadb handle) a test kills. Returns { cfgs, daemons (current
+// handle per instance), prefix, redisPort, db, sql, token, start, subscribe,
+// connect, xadd, xaddRaw, group, consumers, pendingOf, alertEntries,
+// deadEntries, missingEvents, metric, close }.
+export async function durableKit({ t, instances = 1, overrides = {}, redis, mysql,
+	products = [] } = {}) {
+	let db;
+	let sql;
+	if (mysql) {
+		db = mysql.database;
+		sql = (q) => mysql.sql(q, db);
+	} else {
+		db = `stockalert_t${randomId(6)}`;
+		await mysqlRoot(null, `CREATE DATABASE \`${db}\` CHARACTER SET utf8mb4`);
+		sql = (q) => mysqlRoot(null, q, db);
+	}
+	const redisPort = redis ? redis.port : Number(process.env.SA_TEST_REDIS_PORT || 6379);
+	const cfgs = [await makeConfig(merge({ mysql: { database: db } }, overrides),
+		{ redis, mysql })];
+	for (let i = 1; i < instances; i++) {
+		cfgs.push(await makeConfig(merge(overrides, {
+			mysql: { database: db },
+			redis: { prefix: cfgs[0].config.redis.prefix },
+			auth: { secret_file: cfgs[0].secretFile },
+		}), { redis, mysql }));
+	}
+	const prefix = cfgs[0].config.redis.prefix;
+	const streamKey = `${prefix}inventory:stream`;
+	const clients = [];
+	const all = [];       // every daemon handle ever started
+	let seeded = false;
+	const redisOk = async (args) => {
+		const r = await redisCommand(redisPort, args);
+		if (r instanceof Error) throw r;
+		return r;
+	};
+	const kit = {
+		cfgs, daemons: cfgs.map(() => null), prefix, redisPort, db, sql, streamKey,
+		deadKey: `${prefix}inventory:dead`,
+		secret: cfgs[0].secret,
+		token(sub, roles = [], ttl = 3600) {
+			const p = { sub, exp: Math.floor(Date.now() / 1000) + ttl };
+			if (roles.length) p.roles = roles;
+			return signJwt(p, this.secret);
+		},
+		// Starts instance i (a new process with the same config) and, with
+		// `ready`, waits for /readyz 200; the first ready instance also
+		// gets the products inserted.
+		async start(i = 0, { ready = true } = {}) {
+			const d = startDaemon(cfgs[i], { t });
+			this.daemons[i] = d;
+			all.push(d);
+			if (!ready) return d;
+			await waitReady(d);
+			if (!seeded) {
+				await waitFor(async () => {
+					await sql('SELECT 1 FROM products LIMIT 1');
+					return true;
+				}, { timeout: 15000, what: 'schema' });
+				const rows = [{ id: ALERTS_SYNC_PRODUCT, name: 'sync', stock: 1, threshold: 0 },
+					...products];
+				await sql('INSERT INTO products (id, sku, name, stock, low_stock_threshold) ' +
+					'VALUES ' + rows.map((p) => `(${p.id}, 'SKU-${p.id}', ` +
+					`'${p.name || `Product ${p.id}`}', ${p.stock ?? 10}, ` +
+					`${p.threshold ?? 5})`).join(', '));
+				seeded = true;
+			}
+			return d;
+		},
+		async subscribe(user, pid, body, i = 0) {
+			const r = await apiCall(this.daemons[i].url, 'PUT', `/api/me/subscriptions/${pid}`,
+				{ token: this.token(user), body });
+			if (r.status !== 200 && r.status !== 201) {
+				throw new Error(`PUT subscription ${user}/${pid}: ${r.status} ${r.text}`);
+			}
+			return r.json;
+		},
+		// A tracked socket of user on instance i, after hello and the
+		// sync product's ack (see alertsKit.connect).
+		async connect(user, { i = 0, roles = [] } = {}) {
+			const { default: WebSocket } = await import('ws');
+			const q = `token=${encodeURIComponent(this.token(user, roles))}`;
+			const h = wsTrack(new WebSocket(`${this.daemons[i].wsUrl}/ws?${q}`));
+			h.user = user;
+			clients.push(h);
+			await h.opened;
+			await wsWaitFor(h, (m) => m.type === 'hello', 10000, `hello for ${user}`);
+			const from = h.messages.length;
+			h.send({ type: 'subscribe', product_id: ALERTS_SYNC_PRODUCT });
+			await wsWaitFor(h, (m) => h.messages.indexOf(m) >= from && m.type === 'subscribed' &&
+				m.product_id === ALERTS_SYNC_PRODUCT, 10000, `sync ack for ${user}`);
+			return h;
+		},
+		// XADDs one entry per event (objects JSON-encoded, strings as is)
+		// as field `event`, in one write; with `atomic`, inside MULTI/EXEC
+		// so a reader blocked on the stream is served all of them at once.
+		// Returns the entry ids.
+		async xadd(events, { atomic = false } = {}) {
+			const cmds = events.map((ev) => ['XADD', streamKey, '*', 'event',
+				typeof ev === 'string' ? ev : JSON.stringify(ev)]);
+			if (atomic) {
+				const r = await redisPipeline(redisPort, [['MULTI'], ...cmds, ['EXEC']]);
+				const ids = r[r.length - 1];
+				if (!Array.isArray(ids)) throw new Error(`EXEC: ${ids}`);
+				return ids;
+			}
+			const ids = await redisPipeline(redisPort, cmds);
+			for (const id of ids) if (id instanceof Error) throw id;
+			return ids;
+		},
+		// XADD with arbitrary fields (e.g. no `event` field).
+		async xaddRaw(fields) {
+			return redisOk(['XADD', streamKey, '*', ...fields]);
+		},
+		// The consumer group `stockalert` (XINFO GROUPS), numbers as
+		// numbers, or null when it does not exist.
+		async group() {
+			const r = await redisCommand(redisPort, ['XINFO', 'GROUPS', streamKey]);
+			if (r instanceof Error) return null;
+			const g = r.map(redisHash).find((x) => x.name === 'stockalert');
+			return g || null;
+		},
+		// { consumer name: { pending, idle } } (XINFO CONSUMERS).
+		async consumers() {
+			const r = await redisOk(['XINFO', 'CONSUMERS', streamKey, 'stockalert']);
+			const out = {};
+			for (const c of r.map(redisHash)) out[c.name] = { pending: c.pending, idle: c.idle };
+			return out;
+		},
+		// Pending entry ids of the group (of one consumer if given).
+		async pendingOf(consumer) {
+			const args = ['XPENDING', streamKey, 'stockalert', '-', '+', 100000];
+			if (consumer) args.push(consumer);
+			return (await redisOk(args)).map((e) => e[0]);
+		},
+		// The history stream <prefix>alerts: [{ id, ...fields }].
+		async alertEntries() {
+			return (await redisOk(['XRANGE', `${prefix}alerts`, '-', '+']))
+				.map(([id, f]) => ({ id, ...redisHash(f) }));
+		},
+		async deadEntries() {
+			return (await redisOk(['XRANGE', this.deadKey, '-', '+']))
+				.map(([id, f]) => ({ id, ...redisHash(f) }));
+		},
+		// Event ids among ids with no <prefix>event:{id} outcome record.
+		async missingEvents(ids) {
+			if (!ids.length) return [];
+			const r = await redisPipeline(redisPort, ids.map((id) => ['EXISTS',
+				`${prefix}event:${id}`]), { timeout: 15000 });
+			return ids.filter((id, k) => r[k] !== 1);
+		},
+		async metric(name, labels = {}, i = 0) {
+			return (await metricValue(this.daemons[i].url, name, labels)) ?? 0;
+		},
+		// Closes clients, stops running daemons (SIGTERM); returns the exit
+		// and sanitizer reports of every daemon started.
+		async close() {
+			for (const h of clients) { try { h.ws.terminate(); } catch { /* gone */ } }
+			const reports = [];
+			for (const d of all) {
+				if (d.running) {
+					const r = await stop(d, 'SIGTERM');
+					if (r.code !== 0) reports.push(`exit ${r.code}/${r.signal}: ${tail(d.log())}`);
+				}
+				const rep = sanitizerReport(d.log());
+				if (rep) reports.push(rep);
+			}
+			if (!mysql) await mysqlRoot(null, `DROP DATABASE IF EXISTS \`${db}\``).catch(() => {});
+			return reports;
+		},
+	};
+	return kit;
+}
+
+// Redis CLIENT LIST as [{ id, addr, cmd, flags, ... }].
+export async function redisClients(port) {
+	const r = await redisCommand(port, ['CLIENT', 'LIST']);
+	if (r instanceof Error) throw r;
+	return r.split('\n').filter(Boolean).map((line) => Object.fromEntries(
+		line.trim().split(' ').map((kv) => {
+			const i = kv.indexOf('=');
+			return [kv.slice(0, i), kv.slice(i + 1)];
+		})));
+}
