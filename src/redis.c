@@ -831,7 +831,9 @@ static void sentinel_failed(struct redis *r, const char *why)
 	drop_sentinel(r);
 	const struct sentinel *sn = cur_sentinel(r);
 	char at[300];
-	log_debug(r->name, "sentinel %s: %s", hostport(sn->host, sn->port, at, sizeof at), why);
+	/* Formatted before log_debug, which skips its arguments below debug. */
+	hostport(sn->host, sn->port, at, sizeof at);
+	log_debug(r->name, "sentinel %s: %s", at, why);
 	snprintf(r->sentinel_why, sizeof r->sentinel_why, "sentinel %s: %s", at, why);
 	ask_sentinel(r);
 }
