@@ -232,6 +232,16 @@ if [ $profile = 1 ]; then
 		--sort dso,symbol -G 2>/dev/null >"$run/perf.txt" || true
 	perf report -i "$run/perf.data" --stdio --no-children --percent-limit 0.5 \
 		--sort dso,symbol -g none 2>/dev/null >"$run/perf-flat.txt" || true
+	sa_log "stockalertd: perf profile of $N connects ($run/perf-connect.txt)"
+	perf record -q --call-graph dwarf,16384 -F 2000 -p "$sa_pid" -o "$run/perf-connect.data" \
+		2>/dev/null &
+	pf_pid=$!
+	sleep 1 # perf attaches asynchronously
+	profile_fanout 1 true true
+	kill -INT "$pf_pid"
+	wait "$pf_pid" || true
+	perf report -i "$run/perf-connect.data" --stdio --children --percent-limit 1 \
+		--sort symbol -g none 2>/dev/null >"$run/perf-connect.txt" || true
 	sa_log "deliveries profiled: $(jq -s '[.[] | .rounds * .connected] | add' "$run/sa_profile.json")"
 fi
 

@@ -44,6 +44,9 @@ export function bindConnectionStatus(client) {
 	const box = document.getElementById('conn');
 	const text = document.getElementById('conn-text');
 	const retry = document.getElementById('conn-retry');
+	// The countdown is hidden from assistive technology: the box is a live region,
+	// and a change every second would be read out every second.
+	const countdown = document.getElementById('conn-countdown');
 	let timer = null;
 	retry.addEventListener('click', () => client.reconnectNow());
 	const words = {
@@ -58,14 +61,15 @@ export function bindConnectionStatus(client) {
 		timer = null;
 		box.dataset.status = s.status;
 		retry.hidden = s.status !== 'reconnecting';
+		countdown.textContent = '';
 		if (s.status !== 'reconnecting') {
 			text.textContent = words[s.status] || s.status;
 			return;
 		}
+		text.textContent = 'Connection lost — retrying';
 		const tick = () => {
 			const left = Math.ceil((s.retryAt - Date.now()) / 1000);
-			text.textContent = s.retryAt && left > 0
-				? `Connection lost — retrying in ${left} s` : 'Connection lost — retrying…';
+			countdown.textContent = s.retryAt && left > 0 ? `in ${left} s` : '…';
 		};
 		tick();
 		if (s.retryAt) timer = setInterval(tick, 1000);

@@ -32,26 +32,18 @@ function unmasked(payload, opcode = 1) {
 	return Buffer.concat([Buffer.from([0x80 | opcode, p.length]), p]);
 }
 await raw('unmasked', unmasked('{"type":"ping"}'));
+
+for (const m of ['CONNECT', 'PRI']) {
+	const t0 = Date.now();
+	r = await rawRequest(d.port, `${m} / HTTP/1.1\r\nHost: x\r\n`, '', {timeout: 100000}).catch((e) => e.message);
+	console.log(m, Date.now() - t0, r.status ?? r);
+}
 {
-	const h3 = Buffer.alloc(14);
-	h3[0] = 0x81; h3[1] = 0x80 | 127; h3.writeBigUInt64BE(1n << 32n, 2);
-	await raw('2^32+data', Buffer.concat([h3, Buffer.alloc(4), Buffer.alloc(3000, 0x20)]));
+	const t0 = Date.now();
+	r = await rawRequest(d.port, `CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n`, '', {timeout: 100000}).catch((e) => e.message);
+	console.log('CONNECT host', Date.now() - t0, r.status ?? r);
 }
-// Upgrade: foo
-let r = await rawRequest(d.port, `GET /ws?token=${tok('u')} HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: Upgrade\r\n`).catch((e) => e.message);
-console.log('upgrade foo', r.status ?? r, r.body);
-r = await rawRequest(d.port, `GET /ws?token=${tok('u')} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n`).catch((e) => e.message);
-console.log('no key', r.status ?? r, r.body);
-r = await rawRequest(d.port, `GET /ws?token=${tok('u')} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n`).catch((e) => e.message);
-console.log('version 8', r.status ?? r, r.body);
-r = await rawRequest(d.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(17000)}\r\n`).catch((e) => e.message);
-console.log('huge header', r.status ?? r, r.body);
-r = await rawRequest(d.port, `GET /healthz HTTP/1.1\r\nHost: x\r\n` + Array.from({length: 400}, (_, i) => `X-H${i}: ${'b'.repeat(50)}\r\n`).join('')).catch((e) => e.message);
-console.log('many headers', r.status ?? r, r.body);
-for (const m of ['CONNECT']) {
-	r = await rawRequest(d.port, `${m} / HTTP/1.1\r\nHost: x\r\n`, '', {timeout: 30000}).catch((e) => e.message);
-	console.log(m, r.status ?? r, (r.body||'').slice(0, 100));
-}
+process.exit(0);
 r = await rawRequest(d.port, `GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n`).catch((e) => e.message);
 console.log('CL huge', r.status ?? r, r.body);
 r = await rawRequest(d.port, `POST /api/inventory/events HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n`).catch((e) => e.message);
