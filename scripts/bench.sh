@@ -48,8 +48,14 @@ if [ "${1:-}" = --restart-daemon ]; then
 	# The storm's restart: SIGTERM (every socket gets 1001), then a fresh
 	# daemon on the same port, Redis and MySQL.
 	sa_stop_pidfile "$run/stockalertd.pid" 20
-	start_daemon
-	exit
+	# After a mass close the port can stay unbindable for a while (seen at
+	# N = 19,000: EADDRINUSE): retry rather than lose the storm.
+	for try in 1 2 3 4 5 6 7 8 9 10; do
+		start_daemon && exit 0
+		sa_log "restart attempt $try failed; retrying in 2 s"
+		sleep 2
+	done
+	exit 1
 fi
 
 quick=0 profile=0
@@ -202,6 +208,7 @@ sa_log "stockalertd: fan-out to $N, then a reconnect storm"
 	--user-prefix u "${common[@]}" --rounds "$ROUNDS" --product 1 \
 	--restart-cmd "$0 --restart-daemon" --storm-events "$STORM_K" >"$run/sa_fanout.json"
 sa_pid=$(cat "$run/stockalertd.pid")
+sa_pid_alive "$sa_pid" || { sa_log "the daemon is gone after the storm; starting it again"; sa_pid=$(start_daemon); }
 
 sa_log "stockalertd: latency, $LAT_N sockets x $LAT_PER of $LAT_PRODUCTS products at $LAT_RATE events/s"
 "$gen" --mode sa --test latency --url "ws://127.0.0.1:$sa_port/ws" --server-pid "$sa_pid" \

@@ -201,6 +201,15 @@ static const char history_info_lua[] =
 	"end\n"
 	"return {start, deleted}\n";
 
+/* Events held while Redis commands cannot run; at most BACKLOG_MAX. */
+#define BACKLOG_MAX 10000
+
+struct backlog_event {
+	struct backlog_event *next;
+	size_t len;
+	char payload[];
+};
+
 /* One alert as delivered: encoded once, shared by every recipient. */
 struct alert {
 	char id[32];
@@ -259,6 +268,10 @@ struct alerts {
 	char instance[32];
 	char prefix[80];
 	char last_id[32];           /* newest alert this instance delivered or saw */
+	/* Pub/sub events that arrived while the command connection was not
+	 * ready (the subscriber may reconnect first): run once it is. */
+	struct backlog_event *backlog, *backlog_tail;
+	size_t nbacklog;
 	bool catching_up;
 	bool closing;
 	int inflight;               /* async operations holding a pointer */
@@ -901,9 +914,66 @@ void alerts_process(struct alerts *a, const char *payload, size_t len, alerts_do
 	catalog_get(a->catalog, j->ev.product_id, on_product_info, j);
 }
 
+static void drain_backlog(struct alerts *a);
+
 void alerts_on_inventory(struct alerts *a, const char *payload, size_t len)
 {
-	alerts_process(a, payload, len, NULL, NULL);
+	if (redis_is_ready(a->env->redis)) {
+		drain_backlog(a); /* older events first */
+		alerts_process(a, payload, len, NULL, NULL);
+		return;
+	}
+	/* The subscriber is back before the command connection: hold the
+	 * event rather than fail it (pub/sub will not send it again). */
+	if (a->nbacklog >= BACKLOG_MAX) {
+		log_warn(MOD, "event backlog full (%d) while Redis commands are unavailable: "
+			      "dropping the oldest event",
+			 BACKLOG_MAX);
+		struct backlog_event *old = a->backlog;
+		a->backlog = old->next;
+		if (!a->backlog)
+			a->backlog_tail = NULL;
+		mem_free(old);
+		a->nbacklog--;
+	}
+	struct backlog_event *e = mem_alloc(sizeof *e + len + 1);
+	e->next = NULL;
+	e->len = len;
+	memcpy(e->payload, payload, len);
+	e->payload[len] = '\0';
+	if (a->backlog_tail)
+		a->backlog_tail->next = e;
+	else
+		a->backlog = e;
+	a->backlog_tail = e;
+	a->nbacklog++;
+}
+
+static void drain_backlog(struct alerts *a)
+{
+	if (a->backlog)
+		log_info(MOD, "running %zu events held while Redis commands were unavailable",
+			 a->nbacklog);
+	while (a->backlog && redis_is_ready(a->env->redis) && !a->closing) {
+		struct backlog_event *e = a->backlog;
+		a->backlog = e->next;
+		if (!a->backlog)
+			a->backlog_tail = NULL;
+		a->nbacklog--;
+		alerts_process(a, e->payload, e->len, NULL, NULL);
+		mem_free(e);
+	}
+}
+
+static void free_backlog(struct alerts *a)
+{
+	while (a->backlog) {
+		struct backlog_event *e = a->backlog;
+		a->backlog = e->next;
+		mem_free(e);
+	}
+	a->backlog_tail = NULL;
+	a->nbacklog = 0;
 }
 
 /* --- catch-up after Redis came back ------------------------------------------ */
@@ -992,6 +1062,7 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 void alerts_redis_ready(struct alerts *a)
 {
 	char k_stream[96], start[40];
+	drain_backlog(a);
 	if (a->catching_up || a->closing || !redis_is_ready(a->env->redis))
 		return;
 	key(k_stream, sizeof k_stream, a, "alerts");
@@ -1622,6 +1693,7 @@ static void on_window_timer_closed(uv_handle_t *h)
 	struct alerts *a = h->data;
 	dict_each(a->held, drop_held_cb, NULL);
 	dict_free(a->held);
+	free_backlog(a);
 	/* Loads finish (failing) before we get here: nothing is loading. */
 	dict_free(a->loading);
 	roster_free(a->roster);

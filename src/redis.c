@@ -1085,6 +1085,16 @@ void redis_start(struct redis *r)
 	uv_timer_start(&r->reconnect_timer, on_reconnect_timer, 0, 0);
 }
 
+void redis_retry_now(struct redis *r)
+{
+	/* Only a client waiting out its backoff: one that is connecting is
+	 * already doing what we would ask. */
+	if (!r->started || r->state != REDIS_STATE_DISCONNECTED ||
+	    !uv_is_active((uv_handle_t *)&r->reconnect_timer))
+		return;
+	uv_timer_start(&r->reconnect_timer, on_reconnect_timer, 0, 0);
+}
+
 void redis_subscribe(struct redis *r, const char *channel, redis_message_fn on_message, void *arg)
 {
 	if (r->started) {

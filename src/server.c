@@ -76,6 +76,14 @@ static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 		  st == REDIS_STATE_READY);
 	if (r == s->env.streamconn && st == REDIS_STATE_READY && s->env.stream)
 		stream_ready(s->env.stream);
+	/* One connection back means the server is back: the others need not
+	 * wait out their own backoff (they drifted apart with the jitter). */
+	if (st == REDIS_STATE_READY) {
+		struct redis *all[] = {s->env.redis, s->env.pubsub, s->env.streamconn};
+		for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+			if (all[i] && all[i] != r)
+				redis_retry_now(all[i]);
+	}
 	/* Events published while either connection was away may have been
 	 * recorded by another instance: deliver them from the history. */
 	if (st == REDIS_STATE_READY && s->env.alerts)

@@ -75,6 +75,10 @@ int redis_command(struct redis *r, redis_reply_fn cb, void *arg, const char *fmt
 int redis_command_argv(struct redis *r, redis_reply_fn cb, void *arg, int argc, const char **argv,
 		       const size_t *argvlen);
 
+/* A client waiting out its backoff tries again now (another connection to
+ * the same server just succeeded: the server is back). */
+void redis_retry_now(struct redis *r);
+
 enum redis_state redis_state(const struct redis *r);
 bool redis_is_ready(const struct redis *r);
 const char *redis_state_name(enum redis_state s);

@@ -31,9 +31,10 @@ function unmasked(payload, opcode = 1) {
 	const p = Buffer.from(payload);
 	return Buffer.concat([Buffer.from([0x80 | opcode, p.length]), p]);
 }
-await raw('unmasked', unmasked('{"type":"ping"}'));
 
-for (const m of ['CONNECT', 'PRI']) {
+
+let r;
+for (const m of ["CONNECT", "PRI"]) {
 	const t0 = Date.now();
 	r = await rawRequest(d.port, `${m} / HTTP/1.1\r\nHost: x\r\n`, '', {timeout: 100000}).catch((e) => e.message);
 	console.log(m, Date.now() - t0, r.status ?? r);

@@ -15,7 +15,8 @@ import {
 function assertCleanStop(reports) {
 	for (const r of reports) {
 		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(stream|alerts|events)\.c/, `leak in the stream path:\n${r}`);
+			assert.doesNotMatch(r, /src\/(stream|alerts|events)\.c/,
+				`leak in the stream path:\n${r}`);
 			continue;
 		}
 		assert.fail(`daemon did not stop cleanly:\n${r}`);

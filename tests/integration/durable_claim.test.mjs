@@ -17,7 +17,8 @@ import {
 function assertCleanStop(reports) {
 	for (const r of reports) {
 		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(stream|alerts|events)\.c/, `leak in the stream path:\n${r}`);
+			assert.doesNotMatch(r, /src\/(stream|alerts|events)\.c/,
+				`leak in the stream path:\n${r}`);
 			continue;
 		}
 		assert.fail(`daemon did not stop cleanly:\n${r}`);
@@ -99,7 +100,9 @@ test('entries pending on a killed instance are processed by another, once', asyn
 
 	// Exactly once in the history, and in the user's alerts.
 	const counts = new Map();
-	for (const e of await kit.alertEntries()) counts.set(e.event_id, (counts.get(e.event_id) || 0) + 1);
+	for (const e of await kit.alertEntries()) {
+		counts.set(e.event_id, (counts.get(e.event_id) || 0) + 1);
+	}
 	for (const id of all) assert.equal(counts.get(id), 1, `history entries for ${id}`);
 	assert.equal([...counts.values()].reduce((x, y) => x + y, 0), all.length);
 	const r = await apiCall(B.url, 'GET', '/api/me/alerts?limit=1000', { token: kit.token(user) });

@@ -46,7 +46,7 @@ test('Redis killed (-9) while events flow, restarted: no socket dropped, quick r
 	async (t) => {
 		const P = 701;
 		const redis = await startRedis({ t });
-		const kit = await alertsKit({ t, redis, overrides: { alerts: { max_per_window: 100000 } },
+		const kit = await alertsKit({ t, redis, overrides: { alerts: { max_per_window: 10000 } },
 			products: [{ id: P, stock: 0 }] });
 		t.after(async () => assertCleanStop(await kit.close()));
 		const d = kit.daemons[0];
@@ -121,12 +121,18 @@ test('Redis killed (-9) while events flow, restarted: no socket dropped, quick r
 		}
 		const handed = sent.filter((s) => s.receivers === 1).map((s) => s.id);
 		const lost = handed.filter((id) => !ref.includes(id));
-		t.diagnostic(`${handed.length} events handed to the daemon, ${lost.length} lost ` +
-			`(in flight when Redis died): ${lost.join(' ')}`);
-		assert.ok(lost.length <= 3, `lost ${lost.length} events: ${lost}`);
+		t.diagnostic(`${handed.length} events handed to the daemon (PUBLISH returned 1), ` +
+			`${lost.length} lost: ${lost.slice(0, 5).join(' ')}`);
 		await assertAlive(clients);
-		assert.ok(times.resubscribed < 2000,
-			`resubscribed ${times.resubscribed} ms after Redis returned (goal: < 2 s)`);
+		// Events received on pub/sub while the command connection was still
+		// reconnecting count as lost too: the producer was told they were
+		// received (PUBLISH returned 1).
+		assert.ok(lost.length <= 3, `lost ${lost.length} of ${handed.length} events the daemon ` +
+			`received: ${lost.slice(0, 5).join(' ')}...`);
+		// Recovered = subscribed AND able to process (/readyz 200).
+		const recovered = Math.max(times.resubscribed, times.ready);
+		assert.ok(recovered < 2000, `recovered ${recovered} ms after Redis returned ` +
+			'(goal: < 2 s)');
 
 		// The durable stream works again though Redis lost the group.
 		const s1 = `stream-${randomId(4)}`;
@@ -190,7 +196,7 @@ test('pub/sub cut off by the output-buffer limit: reconnect, catch up from histo
 		assert.equal(await redis.command(['CONFIG', 'SET', 'client-output-buffer-limit',
 			'pubsub 64kb 32kb 2']), 'OK');
 		const kit = await alertsKit({ t, redis, instances: 2,
-			overrides: { alerts: { max_per_window: 100000 } },
+			overrides: { alerts: { max_per_window: 10000 } },
 			products: [{ id: P, stock: 0 }, { id: F, stock: 100, threshold: 1 }] });
 		const [A] = kit.daemons;
 		t.after(async () => {

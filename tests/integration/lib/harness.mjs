@@ -1205,7 +1205,7 @@ export function redisHash(flat) {
 // or kill one), and that the database may live on a private server (`mysql`,
 // a startMariadb handle) a test kills. Returns { cfgs, daemons (current
 // handle per instance), prefix, redisPort, db, sql, token, start, subscribe,
-// connect, xadd, xaddRaw, group, consumers, pendingOf, alertEntries,
+// connect, publish, xadd, xaddRaw, group, consumers, pendingOf, alertEntries,
 // deadEntries, missingEvents, metric, close }.
 export async function durableKit({ t, instances = 1, overrides = {}, redis, mysql,
 	products = [] } = {}) {
@@ -1312,6 +1312,11 @@ export async function durableKit({ t, instances = 1, overrides = {}, redis, mysq
 			const ids = await redisPipeline(redisPort, cmds);
 			for (const id of ids) if (id instanceof Error) throw id;
 			return ids;
+		},
+		// PUBLISH on <prefix>inventory; returns the number of receivers.
+		async publish(ev) {
+			return redisOk(['PUBLISH', `${prefix}inventory`,
+				typeof ev === 'string' ? ev : JSON.stringify(ev)]);
 		},
 		// XADD with arbitrary fields (e.g. no `event` field).
 		async xaddRaw(fields) {
