@@ -264,9 +264,12 @@ static void handle_readyz(struct http_req *r, struct http_env *env)
 	 * so: alerts may miss subscribers until it is done. */
 	if (env->subs && subs_rebuilding(env->subs))
 		json_object_set_new(j, "index", json_string("rebuilding"));
-	if (env->stream) {
-		struct stream_stats st;
+	/* The durable input's backlog, when it has one: the body keeps SPEC's
+	 * exact shape while there is nothing to say. */
+	struct stream_stats st = {0};
+	if (env->stream)
 		stream_stats(env->stream, &st);
+	if (st.lag > 0 || st.pending > 0 || st.dead > 0) {
 		json_object_set_new(j, "stream",
 				    json_pack("{s:I,s:I,s:I}", "lag", (json_int_t)st.lag, "pending",
 					      (json_int_t)st.pending, "dead", (json_int_t)st.dead));
