@@ -741,3 +741,35 @@ err:
 	mem_free(data);
 	return NULL;
 }
+
+static int check_readable(const char *key, const char *path, char *err, size_t errlen)
+{
+	struct stat st;
+	FILE *f;
+
+	if (!path)
+		return 0;
+	if (stat(path, &st) != 0) {
+		errbuf_set(err, errlen, "%s: %s: %s", key, path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+		errbuf_set(err, errlen, "%s: %s: not a non-empty regular file", key, path);
+		return -1;
+	}
+	f = fopen(path, "r");
+	if (!f) {
+		errbuf_set(err, errlen, "%s: %s: %s", key, path, strerror(errno));
+		return -1;
+	}
+	fclose(f);
+	return 0;
+}
+
+int config_check_files(const struct config *cfg, char *err, size_t errlen)
+{
+	if (check_readable("tls.cert_file", cfg->tls.cert_file, err, errlen) != 0 ||
+	    check_readable("tls.key_file", cfg->tls.key_file, err, errlen) != 0)
+		return -1;
+	return 0;
+}

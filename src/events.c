@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "stockalert/errbuf.h"
 #include "stockalert/mem.h"
 #include "stockalert/subs.h"
 
@@ -83,7 +84,7 @@ int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv
 	}
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root) {
-		snprintf(err, errlen, "invalid JSON: %s (at byte %d)", jerr.text, jerr.position);
+		errbuf_json(err, errlen, "", &jerr, json, len);
 		goto err;
 	}
 	if (!json_is_object(root)) {

@@ -150,8 +150,9 @@ int main(int argc, char **argv)
 		/* Key files are part of the configuration: check they load. */
 		char err[512];
 		struct auth *a = auth_new(&cfg->auth, err, sizeof err);
-		if (!a) {
+		if (!a || config_check_files(cfg, err, sizeof err) != 0) {
 			fprintf(stderr, "stockalertd: %s: %s\n", path, err);
+			auth_free(a);
 			config_free(cfg);
 			return 1;
 		}

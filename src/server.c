@@ -149,22 +149,37 @@ static void on_subs_change_message(struct redis *r, const char *channel, const c
 		alerts_on_subs_change(s->env.alerts, payload, len);
 }
 
-static unsigned fd_limit(void)
+/*
+ * File descriptors for lws, leaving FD_RESERVE for Redis, MySQL, static
+ * files and logs, so that at the limit lws refuses new sockets (closing
+ * them) rather than accept() failing with EMFILE and spinning.
+ *
+ * lws sizes its fd -> wsi table from the soft limit at context creation.
+ * Giving it fd_limit_per_thread instead would switch that lookup to a linear
+ * scan of the whole table on every socket event. So: lower the soft limit
+ * to hard - reserve while the context is created, and raise it back to the
+ * hard limit afterwards (raise_fd_limit), for our own descriptors.
+ */
+static unsigned lower_fd_limit_for_lws(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return 1024;
-	/* Take all the hard limit allows: the soft default (1024) would cap
-	 * connections long before memory does. */
-	if (rl.rlim_cur < rl.rlim_max) {
+		return 0;
+	rlim_t hard = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1000000 ? 1000000
+									   : rl.rlim_max;
+	rl.rlim_cur = hard > 2 * FD_RESERVE ? hard - FD_RESERVE : hard;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		getrlimit(RLIMIT_NOFILE, &rl);
+	return (unsigned)rl.rlim_cur;
+}
+
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-			getrlimit(RLIMIT_NOFILE, &rl);
+		setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > 1000000)
-		return 1000000;
-	return rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE)
-					    : (unsigned)rl.rlim_cur;
 }
 
 static void closed_dep(void *arg)
@@ -219,6 +234,7 @@ static void on_drained(void *arg)
 	close_handle((uv_handle_t *)&s->sig_hup);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	ws_fini();
 	if (s->env.presence) {
 		presence_close(s->env.presence);
 		s->env.presence = NULL;
@@ -307,7 +323,7 @@ static int create_lws(struct server *s, int *exit_code)
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.foreign_loops = foreign_loops;
 	info.user = &s->env;
-	info.fd_limit_per_thread = fd_limit();
+	unsigned lws_fds = lower_fd_limit_for_lws();
 	/* lws clears this when the context is wholly gone (see server_run). */
 	info.pcontext = &s->lws;
 	/* Requests must not sit half-received forever (slowloris). */
@@ -316,6 +332,7 @@ static int create_lws(struct server *s, int *exit_code)
 	 * an oversized one is refused by auth with 401, not cut short. */
 	info.max_http_header_data = 12 * 1024;
 	s->lws = lws_create_context(&info);
+	raise_fd_limit();
 	s->env.lws = s->lws;
 	if (!s->lws) {
 		log_error(MOD, "could not create the libwebsockets context");
@@ -368,7 +385,7 @@ static int create_lws(struct server *s, int *exit_code)
 		return -1;
 	}
 	log_info(MOD, "listening on %s://%s:%d (fd limit %u)", cfg->tls.cert_file ? "https" : "http",
-		 cfg->listen.host, lws_get_vhost_listen_port(s->vhost), info.fd_limit_per_thread);
+		 cfg->listen.host, lws_get_vhost_listen_port(s->vhost), lws_fds);
 	return 0;
 }
 
@@ -444,7 +461,7 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 		s->mysql_password = mem_strdup(cfg->mysql.password);
 	}
 	s->env.auth = auth_new(&cfg->auth, err, sizeof err);
-	if (!s->env.auth) {
+	if (!s->env.auth || config_check_files(cfg, err, sizeof err) != 0) {
 		log_error(MOD, "%s", err);
 		goto err;
 	}
@@ -470,6 +487,7 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	s->env.hub = hub_new(&ws_sink_ops, LWS_PRE, (size_t)cfg->ws.send_queue_max);
 	if (create_lws(s, exit_code) != 0)
 		goto err_loop;
+	ws_init(&s->env, &s->loop);
 	create_deps(s);
 	*exit_code = SERVER_EXIT_OK;
 	return s;
@@ -502,8 +520,13 @@ err:
 int server_run(struct server *s)
 {
 	uv_run(&s->loop, UV_RUN_DEFAULT);
-	if (s->grace_expired)
-		return s->exit_code;
+	if (s->grace_expired) {
+		/* Whatever is still open is abandoned: tearing down thousands of
+		 * sockets and handles one by one would overrun the grace we
+		 * promised; the kernel closes them all at once. */
+		fflush(stderr);
+		_exit(s->exit_code);
+	}
 	close_handle((uv_handle_t *)&s->grace);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	/* With a foreign loop, lws_context_destroy() first closes lws's

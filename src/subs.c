@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stockalert/errbuf.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
@@ -181,7 +182,7 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 		return 0;
 	j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!j) {
-		snprintf(err, errlen, "body: invalid JSON: %s", jerr.text);
+		errbuf_json(err, errlen, "body: ", &jerr, body, len);
 		return -1;
 	}
 	if (!json_is_object(j)) {

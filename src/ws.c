@@ -59,7 +59,9 @@ struct ws_session {
 	struct lws *wsi;
 	struct ws_ticket *ticket;  /* lazily, for the first async operation */
 	struct hub_conn *conn;    /* NULL until registered, and after */
-	lws_sorted_usec_list_t expiry;
+	/* In the expiry wheel's slot for the second the token expires. */
+	struct ws_session *exp_prev, *exp_next;
+	uint8_t exp_slot;
 	int64_t exp;              /* token exp, seconds */
 	struct buf rx;            /* fragments of a message being received */
 	/* Frames that go out before anything queued in the hub: hello, then a
@@ -67,6 +69,7 @@ struct ws_session {
 	struct hub_msg **pre;
 	uint32_t npre, pre_pos;
 	bool replaying;           /* hold all output until the replay is in */
+	bool in_rx;               /* inside this socket's RECEIVE callback */
 	char *since;              /* resume point, until the replay starts */
 	uint64_t floor;           /* live alerts up to this order were replayed */
 	uint16_t close_code;      /* non-zero: close at the next WRITEABLE */
@@ -300,23 +303,87 @@ static void close_with(struct ws_session *s, uint16_t code)
 	 * kill (taken for a dead peer).
 	 */
 	lws_set_timer_usecs(s->wsi, 1);
+	/* From outside lws's own callbacks (the expiry wheel, a fan-out from a
+	 * Redis reply), lws would not look at its timers again until its next
+	 * event: wake it. */
+	lws_cancel_service(lws_get_context(s->wsi));
 }
 
-static void on_expiry(lws_sorted_usec_list_t *sul)
+/*
+ * Token expiry: a hashed timing wheel of one-second slots, swept by one
+ * libuv timer. lws's own timer list is sorted and a new session's expiry
+ * is always the latest, so scheduling it there walked every session: O(N)
+ * per connect. Here adding and removing are O(1), and each tick looks at
+ * the sessions of one slot.
+ */
+#define WHEEL_SLOTS 256
+
+static struct {
+	uv_timer_t timer;
+	struct ws_session *slot[WHEEL_SLOTS];
+	struct http_env *env;
+	bool running;
+} wheel;
+
+static void wheel_remove(struct ws_session *s)
 {
-	struct ws_session *s = lws_container_of(sul, struct ws_session, expiry);
-	log_debug(MOD, "conn %s: token expired", s->conn_id);
-	close_with(s, CLOSE_TOKEN_EXPIRED);
+	if (!s->exp_prev && wheel.slot[s->exp_slot] != s)
+		return; /* not in the wheel */
+	if (s->exp_prev)
+		s->exp_prev->exp_next = s->exp_next;
+	else
+		wheel.slot[s->exp_slot] = s->exp_next;
+	if (s->exp_next)
+		s->exp_next->exp_prev = s->exp_prev;
+	s->exp_prev = s->exp_next = NULL;
 }
 
 static void schedule_expiry(struct ws_session *s, struct http_env *env)
 {
+	wheel_remove(s);
 	int64_t at = s->exp + env->cfg->auth.leeway_s;
-	int64_t delay = at - (int64_t)time(NULL);
-	if (delay < 0)
-		delay = 0;
-	lws_sul_schedule(lws_get_context(s->wsi), 0, &s->expiry, on_expiry,
-			 (lws_usec_t)delay * LWS_US_PER_SEC);
+	s->exp_slot = (uint8_t)((uint64_t)at % WHEEL_SLOTS);
+	s->exp_prev = NULL;
+	s->exp_next = wheel.slot[s->exp_slot];
+	if (s->exp_next)
+		s->exp_next->exp_prev = s;
+	wheel.slot[s->exp_slot] = s;
+}
+
+static void on_wheel_tick(uv_timer_t *t)
+{
+	(void)t;
+	int64_t now = (int64_t)time(NULL);
+	int64_t leeway = wheel.env->cfg->auth.leeway_s;
+	/* The slot of this second and of the one before, in case a tick came
+	 * late; sessions of later laps stay. */
+	for (int64_t sec = now - 1; sec <= now; sec++) {
+		struct ws_session *next;
+		for (struct ws_session *s = wheel.slot[(uint64_t)sec % WHEEL_SLOTS]; s; s = next) {
+			next = s->exp_next;
+			if (s->exp + leeway <= now) {
+				wheel_remove(s);
+				log_debug(MOD, "conn %s: token expired", s->conn_id);
+				close_with(s, CLOSE_TOKEN_EXPIRED);
+			}
+		}
+	}
+}
+
+void ws_init(struct http_env *env, uv_loop_t *loop)
+{
+	memset(wheel.slot, 0, sizeof wheel.slot);
+	wheel.env = env;
+	uv_timer_init(loop, &wheel.timer);
+	uv_timer_start(&wheel.timer, on_wheel_tick, 1000, 1000);
+	wheel.running = true;
+}
+
+void ws_fini(void)
+{
+	if (wheel.running)
+		uv_close((uv_handle_t *)&wheel.timer, NULL);
+	wheel.running = false;
 }
 
 static struct ws_ticket *ticket_of(struct ws_session *s)
@@ -489,7 +556,7 @@ static void ticket_unref(struct ws_ticket *t)
 
 static void on_closed(struct ws_session *s, struct http_env *env)
 {
-	lws_sul_cancel(&s->expiry);
+	wheel_remove(s);
 	pre_free(s);
 	mem_free(s->since);
 	s->since = NULL;
@@ -718,8 +785,12 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 	case LWS_CALLBACK_ESTABLISHED:
 		on_established(s, wsi, env);
 		return 0;
-	case LWS_CALLBACK_RECEIVE:
-		return on_receive(s, env, in, len);
+	case LWS_CALLBACK_RECEIVE: {
+		s->in_rx = true;
+		int rc = on_receive(s, env, in, len);
+		s->in_rx = false;
+		return rc;
+	}
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return on_writeable(s, env);
 	case LWS_CALLBACK_TIMER:
@@ -732,10 +803,45 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 	}
 }
 
+/*
+ * The fan-out fast path: write now instead of asking lws for a WRITEABLE
+ * callback, which costs two epoll_ctl per message (POLLOUT on, then off).
+ * Only when nothing must go first (hello, a replay, a close) and lws holds
+ * no unsent bytes of ours; lws buffers what the socket does not take and
+ * asks for POLLOUT itself then. Returns false to take the slow path.
+ */
+static bool write_now(struct ws_session *s, struct http_env *env)
+{
+	/* Replies to the client's own frames (pongs, acks) take the slow path:
+	 * a client that sends without reading must fill its queue and be
+	 * closed 4008, not be served by lws while it stops reading from it. */
+	if (s->in_rx || s->replaying || s->pre_pos < s->npre || s->close_code ||
+	    env->shutting_down || !s->conn || lws_is_ssl(s->wsi) || lws_partial_buffered(s->wsi))
+		return false;
+	struct hub_msg *m;
+	while ((m = hub_peek(s->conn))) {
+		if (!(m->order && m->order <= s->floor)) {
+			if (lws_write(s->wsi, (unsigned char *)m->data, m->len, LWS_WRITE_TEXT) <
+			    (int)m->len) {
+				/* The connection is broken; lws reaps it. */
+				lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+				return true;
+			}
+		}
+		hub_pop(s->conn);
+		if (lws_partial_buffered(s->wsi))
+			break;
+	}
+	if (hub_peek(s->conn))
+		lws_callback_on_writable(s->wsi);
+	return true;
+}
+
 static void sink_wake(void *sink)
 {
 	struct ws_session *s = sink;
-	lws_callback_on_writable(s->wsi);
+	if (!write_now(s, env_of(s->wsi)))
+		lws_callback_on_writable(s->wsi);
 }
 
 static void sink_overflow(void *sink)

@@ -108,6 +108,10 @@ int config_load_string(const char *json, size_t len, struct config **out, char *
  * trimmed. Returns NULL and fills err if unreadable or empty. */
 char *config_read_secret(const char *path, char *err, size_t errlen);
 
+/* Checks that the files the configuration names (TLS certificate and key)
+ * can be opened and are not empty; err names the key. Returns 0 or -1. */
+int config_check_files(const struct config *cfg, char *err, size_t errlen);
+
 const char *config_alg_name(enum auth_alg alg);
 
 void config_free(struct config *cfg);

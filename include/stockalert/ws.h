@@ -11,9 +11,15 @@
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE.
  */
 #include <libwebsockets.h>
+#include <uv.h>
 #include <stddef.h>
 
 #include "stockalert/http.h"
+
+/* Starts (and stops) what the sessions share on the loop: the token-expiry
+ * timer. */
+void ws_init(struct http_env *env, uv_loop_t *loop);
+void ws_fini(void);
 
 size_t ws_session_size(void);
 int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
