@@ -29,7 +29,9 @@
  * logs, so that at the limit lws stops accepting instead of us failing. */
 #define FD_RESERVE 64
 /* Per-socket lws receive buffer (see create_lws). */
-#define WS_RX_BUFFER 512
+#define WS_RX_BUFFER 128
+/* Largest single send(): bigger than any frame we write but a replay. */
+#define WS_TX_PACKET 65536
 /* MySQL's ER_ACCESS_DENIED_ERROR and ER_DBACCESS_DENIED_ERROR. */
 #define ER_ACCESS_DENIED_ERROR_CODE 1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
@@ -359,6 +361,9 @@ static int create_lws(struct server *s, int *exit_code)
 		 * reassembled in ws.c up to ws.max_message_bytes, so a small
 		 * buffer keeps idle sockets cheap. */
 		.rx_buffer_size = WS_RX_BUFFER,
+		/* Without it lws caps each send() at rx_buffer_size, splitting
+		 * every alert in two and buffering the rest. */
+		.tx_packet_size = WS_TX_PACKET,
 	};
 	s->env.ws_protocol = &s->protocols[1];
 	/* lws picks the WebSocket protocol by subprotocol name; "default"
