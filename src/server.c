@@ -373,10 +373,9 @@ static int create_lws(struct server *s, int *exit_code)
 							       ""};
 	vinfo.pvo = &pvo;
 	vinfo.protocols = s->protocols;
-	/* Protocol pings after ping_interval_s of silence; hang up after
-	 * idle_timeout_s without any valid traffic (pongs included). */
-	s->idle_policy.secs_since_valid_ping = (uint16_t)cfg->ws.ping_interval_s;
-	s->idle_policy.secs_since_valid_hangup = (uint16_t)cfg->ws.idle_timeout_s;
+	/* No lws validity timers (all zero): ws.c pings after ping_interval_s
+	 * of silence and drops a peer silent for idle_timeout_s on its own
+	 * wheel, without lws's O(N) timer insert on every frame. */
 	vinfo.retry_and_idle_policy = &s->idle_policy;
 	vinfo.options = info.options;
 	vinfo.ssl_cert_filepath = cfg->tls.cert_file;

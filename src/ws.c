@@ -20,6 +20,7 @@
 #include "stockalert/metrics.h"
 #include "stockalert/presence.h"
 #include "stockalert/subs.h"
+#include "stockalert/wheel.h"
 
 #define MOD "ws"
 /* Malformed client frames tolerated (each answered with an error frame)
@@ -59,9 +60,10 @@ struct ws_session {
 	struct lws *wsi;
 	struct ws_ticket *ticket;  /* lazily, for the first async operation */
 	struct hub_conn *conn;    /* NULL until registered, and after */
-	/* In the expiry wheel's slot for the second the token expires. */
-	struct ws_session *exp_prev, *exp_next;
-	uint8_t exp_slot;
+	struct wheel_node expiry;     /* token exp + leeway */
+	struct wheel_node heartbeat;  /* next look at the peer's silence */
+	int64_t last_rx;              /* second of the last frame from the peer */
+	bool ping_due;                /* send a protocol ping at WRITEABLE */
 	int64_t exp;              /* token exp, seconds */
 	struct buf rx;            /* fragments of a message being received */
 	/* Frames that go out before anything queued in the hub: hello, then a
@@ -310,80 +312,90 @@ static void close_with(struct ws_session *s, uint16_t code)
 }
 
 /*
- * Token expiry: a hashed timing wheel of one-second slots, swept by one
- * libuv timer. lws's own timer list is sorted and a new session's expiry
- * is always the latest, so scheduling it there walked every session: O(N)
- * per connect. Here adding and removing are O(1), and each tick looks at
- * the sessions of one slot.
+ * Token expiry and heartbeat on timing wheels swept once a second (see
+ * wheel.h for why not lws's timers). The heartbeat replaces lws's
+ * retry_and_idle_policy for the same reason: lws re-inserted each
+ * connection's validity timer into its sorted list on every frame received.
  */
-#define WHEEL_SLOTS 256
-
 static struct {
 	uv_timer_t timer;
-	struct ws_session *slot[WHEEL_SLOTS];
+	struct wheel expiry, heartbeat;
+	int64_t now;               /* seconds, updated at each tick */
 	struct http_env *env;
 	bool running;
-} wheel;
+} clock_;
 
-static void wheel_remove(struct ws_session *s)
+static int64_t now_s(void)
 {
-	if (!s->exp_prev && wheel.slot[s->exp_slot] != s)
-		return; /* not in the wheel */
-	if (s->exp_prev)
-		s->exp_prev->exp_next = s->exp_next;
-	else
-		wheel.slot[s->exp_slot] = s->exp_next;
-	if (s->exp_next)
-		s->exp_next->exp_prev = s->exp_prev;
-	s->exp_prev = s->exp_next = NULL;
+	return clock_.now;
 }
 
 static void schedule_expiry(struct ws_session *s, struct http_env *env)
 {
-	wheel_remove(s);
-	int64_t at = s->exp + env->cfg->auth.leeway_s;
-	s->exp_slot = (uint8_t)((uint64_t)at % WHEEL_SLOTS);
-	s->exp_prev = NULL;
-	s->exp_next = wheel.slot[s->exp_slot];
-	if (s->exp_next)
-		s->exp_next->exp_prev = s;
-	wheel.slot[s->exp_slot] = s;
+	wheel_add(&clock_.expiry, &s->expiry, s->exp + env->cfg->auth.leeway_s);
 }
 
-static void on_wheel_tick(uv_timer_t *t)
+static void on_expired(struct wheel_node *n, void *arg)
+{
+	(void)arg;
+	struct ws_session *s = lws_container_of(n, struct ws_session, expiry);
+	log_debug(MOD, "conn %s: token expired", s->conn_id);
+	close_with(s, CLOSE_TOKEN_EXPIRED);
+}
+
+/* Looks at a peer's silence: ping it after ping_interval_s, drop it after
+ * idle_timeout_s (a dead peer cannot take a close frame). */
+static void on_heartbeat(struct wheel_node *n, void *arg)
+{
+	(void)arg;
+	struct ws_session *s = lws_container_of(n, struct ws_session, heartbeat);
+	const struct config_ws *ws = &clock_.env->cfg->ws;
+	int64_t now = now_s(), silent = now - s->last_rx;
+
+	if (s->close_code)
+		return;
+	if (silent >= ws->idle_timeout_s) {
+		log_debug(MOD, "conn %s: silent for %lld s: dropped", s->conn_id,
+			  (long long)silent);
+		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		lws_cancel_service(lws_get_context(s->wsi));
+		return;
+	}
+	if (silent < ws->ping_interval_s) {
+		wheel_add(&clock_.heartbeat, n, s->last_rx + ws->ping_interval_s);
+		return;
+	}
+	s->ping_due = true;
+	lws_callback_on_writable(s->wsi);
+	lws_cancel_service(lws_get_context(s->wsi));
+	int64_t left = ws->idle_timeout_s - silent;
+	wheel_add(&clock_.heartbeat, n, now + (left < ws->ping_interval_s ? left : ws->ping_interval_s));
+}
+
+static void on_clock_tick(uv_timer_t *t)
 {
 	(void)t;
-	int64_t now = (int64_t)time(NULL);
-	int64_t leeway = wheel.env->cfg->auth.leeway_s;
-	/* The slot of this second and of the one before, in case a tick came
-	 * late; sessions of later laps stay. */
-	for (int64_t sec = now - 1; sec <= now; sec++) {
-		struct ws_session *next;
-		for (struct ws_session *s = wheel.slot[(uint64_t)sec % WHEEL_SLOTS]; s; s = next) {
-			next = s->exp_next;
-			if (s->exp + leeway <= now) {
-				wheel_remove(s);
-				log_debug(MOD, "conn %s: token expired", s->conn_id);
-				close_with(s, CLOSE_TOKEN_EXPIRED);
-			}
-		}
-	}
+	clock_.now = (int64_t)time(NULL);
+	wheel_sweep(&clock_.expiry, clock_.now, on_expired, NULL);
+	wheel_sweep(&clock_.heartbeat, clock_.now, on_heartbeat, NULL);
 }
 
 void ws_init(struct http_env *env, uv_loop_t *loop)
 {
-	memset(wheel.slot, 0, sizeof wheel.slot);
-	wheel.env = env;
-	uv_timer_init(loop, &wheel.timer);
-	uv_timer_start(&wheel.timer, on_wheel_tick, 1000, 1000);
-	wheel.running = true;
+	clock_.now = (int64_t)time(NULL);
+	wheel_init(&clock_.expiry, clock_.now);
+	wheel_init(&clock_.heartbeat, clock_.now);
+	clock_.env = env;
+	uv_timer_init(loop, &clock_.timer);
+	uv_timer_start(&clock_.timer, on_clock_tick, 1000, 1000);
+	clock_.running = true;
 }
 
 void ws_fini(void)
 {
-	if (wheel.running)
-		uv_close((uv_handle_t *)&wheel.timer, NULL);
-	wheel.running = false;
+	if (clock_.running)
+		uv_close((uv_handle_t *)&clock_.timer, NULL);
+	clock_.running = false;
 }
 
 static struct ws_ticket *ticket_of(struct ws_session *s)
@@ -525,6 +537,8 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 		presence_online(env->presence, claims.sub);
 	s->exp = claims.exp;
 	schedule_expiry(s, env);
+	s->last_rx = now_s();
+	wheel_add(&clock_.heartbeat, &s->heartbeat, s->last_rx + env->cfg->ws.ping_interval_s);
 
 	if (hub_user_conns(env->hub, claims.sub) == 1 && env->alerts)
 		alerts_user_online(env->alerts, claims.sub);
@@ -556,7 +570,8 @@ static void ticket_unref(struct ws_ticket *t)
 
 static void on_closed(struct ws_session *s, struct http_env *env)
 {
-	wheel_remove(s);
+	wheel_del(&clock_.expiry, &s->expiry);
+	wheel_del(&clock_.heartbeat, &s->heartbeat);
 	pre_free(s);
 	mem_free(s->since);
 	s->since = NULL;
@@ -740,6 +755,20 @@ static int on_writeable(struct ws_session *s, struct http_env *env)
 		close_with(s, CLOSE_GOING_AWAY);
 		return 0;
 	}
+	if (s->ping_due) {
+		/* Control frames go before queued data, so a long queue never
+		 * starves the heartbeat. */
+		/* A payload, because lws 4.1.6 passes an empty pong on to no
+		 * one (LWS_CALLBACK_RECEIVE_PONG never comes for it). */
+		unsigned char ping[LWS_PRE + 1];
+		ping[LWS_PRE] = 'h';
+		s->ping_due = false;
+		if (lws_write(s->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
+			return -1;
+		if ((s->conn && hub_peek(s->conn)) || s->pre_pos < s->npre)
+			lws_callback_on_writable(s->wsi);
+		return 0;
+	}
 	if (!s->conn || s->replaying)
 		return 0;
 	struct hub_msg *m;
@@ -785,7 +814,11 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 	case LWS_CALLBACK_ESTABLISHED:
 		on_established(s, wsi, env);
 		return 0;
+	case LWS_CALLBACK_RECEIVE_PONG:
+		s->last_rx = now_s();
+		return 0;
 	case LWS_CALLBACK_RECEIVE: {
+		s->last_rx = now_s();
 		s->in_rx = true;
 		int rc = on_receive(s, env, in, len);
 		s->in_rx = false;
