@@ -6,9 +6,10 @@
 #      clang into build-fuzz/; new inputs go to build-fuzz/soak-corpus/<name>/
 #      (the checked-in corpus is only read), crashes to build-fuzz/soak-crashes/;
 #   2. the node integration tests whose name matches SOAK_TEST_RE (default
-#      churn|reconnect|storm) against build-asan/stockalertd (ASan+UBSan) and
-#      private servers, with big counts: CHURN_TOTAL=100000 connect/close
-#      cycles (each test reads the variables it knows).
+#      churn|reconnect|storm|ws_limits) against build-asan/stockalertd
+#      (ASan+UBSan) and private servers, with big counts: CHURN_TOTAL=100000
+#      connect/close cycles, SIGTERM with SIGTERM_CLIENTS=10000 connected
+#      clients (each test reads the variables it knows).
 #
 # Usage:
 #   scripts/soak.sh                       everything (about 1 h on 2 cores)
@@ -41,7 +42,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 [ "$jobs" -le 2 ] || jobs=2
 fuzz_s=${SOAK_FUZZ_S:-600}
 churn_total=${CHURN_TOTAL:-100000}
-test_re=${SOAK_TEST_RE:-churn|reconnect|storm}
+test_re=${SOAK_TEST_RE:-churn|reconnect|storm|ws_limits}
+# ws_limits' SIGTERM test with this many connected clients (issue 9: 10,000).
+sigterm_clients=${SIGTERM_CLIENTS:-10000}
 asan_dir=$root/build-asan
 fuzz_dir=$root/build-fuzz
 servers_dir=$asan_dir/soak-servers
@@ -117,6 +120,8 @@ run_churn() {
 	cmake --build "$asan_dir" -j"$jobs" --target stockalertd
 	# Not through ctest: its per-test TIMEOUT (600 s) is too short for
 	# these counts. Same fixture, same environment as tests/CMakeLists.txt.
+	# Thousands of client sockets in one node process need the hard limit.
+	ulimit -n "$(ulimit -Hn)"
 	local f name t0 log n=0
 	tests/integration/servers.sh start "$servers_dir" >/dev/null
 	for f in tests/integration/*.test.mjs; do
@@ -128,6 +133,7 @@ run_churn() {
 		t0=$(date +%s)
 		if STOCKALERTD=$asan_dir/stockalertd SA_SOURCE_DIR=$root SA_BUILD_DIR=$asan_dir \
 			SA_TEST_STATE=$servers_dir CHURN_TOTAL=$churn_total \
+			SIGTERM_CLIENTS=$sigterm_clients \
 			tests/integration/run-with-servers.sh "$servers_dir" \
 			node --test --test-reporter=spec "$f" >"$log" 2>&1; then
 			record "$name" OK "$(($(date +%s) - t0)) s, CHURN_TOTAL=$churn_total"

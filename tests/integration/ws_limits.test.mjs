@@ -249,14 +249,17 @@ print(json.dumps({"event": "done", "sent": sent, "why": why, "frames": frames, "
                   "bytes": len(data), "secs": round(time.time() - t0, 2)}), flush=True)
 `;
 
-describe('SIGTERM with 200 clients', () => {
+// 200 in scripts/test.sh; scripts/soak.sh runs it with SIGTERM_CLIENTS=10000.
+const SIGTERM_CLIENTS = Number(process.env.SIGTERM_CLIENTS || 200);
+
+describe(`SIGTERM with ${SIGTERM_CLIENTS} clients`, () => {
 	test('every client gets close 1001 and the daemon exits 0 within shutdown_grace_s',
 		async (t) => {
 			const cfg = await makeConfig({ shutdown_grace_s: 5 });
 			const d = startDaemon(cfg, { t });
 			await waitReady(d);
 			const keep = tracked(t);
-			const N = 200;
+			const N = SIGTERM_CLIENTS;
 			const conns = [];
 			for (let i = 0; i < N; i++) {
 				const tok = signJwt({ sub: `u${i % 50}`, exp: nowS() + 600 }, cfg.secret);

@@ -255,27 +255,19 @@ static void test_nul_bytes(void **state)
 
 static void test_huge_numbers(void **state)
 {
-	struct inv_event ev;
-
 	(void)state;
-	/* Past int64: jansson refuses it at parse time rather than wrapping. */
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,"
-			       "\"stock\":99999999999999999999999}",
-			       false, &ev),
-			 -1);
-	assert_true(err[0] != '\0');
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":18446744073709551617,"
-			       "\"stock\":1}",
-			       false, &ev),
-			 -1);
+	/* Past int64: jansson refuses it at parse time rather than wrapping;
+	 * the message still names the field. */
+	refused("{\"event_id\":\"e\",\"product_id\":1,\"stock\":99999999999999999999999}",
+		"stock");
+	refused("{\"event_id\":\"e\",\"product_id\":18446744073709551617,\"stock\":1}",
+		"product_id");
 	refused("{\"event_id\":\"e\",\"product_id\":9223372036854775807,\"stock\":1}",
 		"product_id");
 	refused("{\"event_id\":\"e\",\"product_id\":1,\"stock\":-9223372036854775808}", "stock");
 	refused("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1,\"ts\":9223372036854775807}",
 		"ts");
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1e400}", false, &ev),
-			 -1);
-	assert_true(err[0] != '\0');
+	refused("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1e400}", "stock");
 }
 
 static void test_size_limit(void **state)
