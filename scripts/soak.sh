@@ -6,10 +6,11 @@
 #      clang into build-fuzz/; new inputs go to build-fuzz/soak-corpus/<name>/
 #      (the checked-in corpus is only read), crashes to build-fuzz/soak-crashes/;
 #   2. the node integration tests whose name matches SOAK_TEST_RE (default
-#      churn|reconnect|storm|ws_limits) against build-asan/stockalertd
+#      churn|reconnect|storm|ws_limits|faults_mysql) against build-asan/stockalertd
 #      (ASan+UBSan) and private servers, with big counts: CHURN_TOTAL=100000
 #      connect/close cycles, SIGTERM with SIGTERM_CLIENTS=10000 connected
-#      clients (each test reads the variables it knows).
+#      clients, MySQL down for MYSQL_OUTAGE_S=30 seconds (each test reads the
+#      variables it knows).
 #
 # Usage:
 #   scripts/soak.sh                       everything (about 1 h on 2 cores)
@@ -42,7 +43,9 @@ jobs=$(nproc 2>/dev/null || echo 2)
 [ "$jobs" -le 2 ] || jobs=2
 fuzz_s=${SOAK_FUZZ_S:-600}
 churn_total=${CHURN_TOTAL:-100000}
-test_re=${SOAK_TEST_RE:-churn|reconnect|storm|ws_limits}
+test_re=${SOAK_TEST_RE:-churn|reconnect|storm|ws_limits|faults_mysql}
+# faults_mysql keeps MySQL down this long (issue 9: 30 s).
+mysql_outage_s=${MYSQL_OUTAGE_S:-30}
 # ws_limits' SIGTERM test with this many connected clients (issue 9: 10,000).
 sigterm_clients=${SIGTERM_CLIENTS:-10000}
 asan_dir=$root/build-asan
@@ -133,7 +136,7 @@ run_churn() {
 		t0=$(date +%s)
 		if STOCKALERTD=$asan_dir/stockalertd SA_SOURCE_DIR=$root SA_BUILD_DIR=$asan_dir \
 			SA_TEST_STATE=$servers_dir CHURN_TOTAL=$churn_total \
-			SIGTERM_CLIENTS=$sigterm_clients \
+			SIGTERM_CLIENTS=$sigterm_clients MYSQL_OUTAGE_S=$mysql_outage_s \
 			tests/integration/run-with-servers.sh "$servers_dir" \
 			node --test --test-reporter=spec "$f" >"$log" 2>&1; then
 			record "$name" OK "$(($(date +%s) - t0)) s, CHURN_TOTAL=$churn_total"

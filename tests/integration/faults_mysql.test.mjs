@@ -1,6 +1,6 @@
-// MySQL/MariaDB down (killed -9, restarted on the same port after ~10 s; the
-// issue asks for 30 s, shortened to keep CI time reasonable: nothing in the
-// daemon depends on the length past its health check): alerts keep flowing
+// MySQL/MariaDB down (killed -9, restarted on the same port after
+// MYSQL_OUTAGE_S seconds: 10 in scripts/test.sh to keep CI time reasonable,
+// 30 in scripts/soak.sh, past the product cache's 30 s TTL): alerts keep flowing
 // with the product names the daemon cached, REST writes answer 503 and leave
 // nothing half-written in the Redis index, and once MySQL is back writes
 // succeed without restarting the daemon.
@@ -12,7 +12,7 @@ import {
 	subsIndexFromRedis, subsIndexFromMysql, randomId, sleep, wsWaitFor,
 } from './lib/harness.mjs';
 
-const OUTAGE_MS = 10000;
+const OUTAGE_MS = Number(process.env.MYSQL_OUTAGE_S || 10) * 1000;
 
 function assertCleanStop(reports) {
 	for (const r of reports) {

@@ -262,7 +262,9 @@ describe(`SIGTERM with ${SIGTERM_CLIENTS} clients`, () => {
 			const N = SIGTERM_CLIENTS;
 			const conns = [];
 			for (let i = 0; i < N; i++) {
-				const tok = signJwt({ sub: `u${i % 50}`, exp: nowS() + 600 }, cfg.secret);
+				// 4 sockets per user, within ws.max_connections_per_user (8).
+				const tok = signJwt({ sub: `u${i % Math.max(50, Math.ceil(N / 4))}`,
+					exp: nowS() + 600 }, cfg.secret);
 				conns.push(keep(wsTrack(new WebSocket(`${d.wsUrl}/ws?token=${tok}`))));
 			}
 			await Promise.all(conns.map(hello));
