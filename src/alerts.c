@@ -1013,6 +1013,38 @@ static const char *field(const redisReply *fields, const char *name)
 	return "";
 }
 
+/* One entry of the history stream; the strings point into the reply. */
+struct stream_entry {
+	const char *id;
+	uint64_t order;
+	unsigned kind;
+	int64_t product_id, stock, prev, ts;
+	int thr;              /* the product's low_stock_threshold then */
+	const char *name;     /* "" when unknown */
+	const char *event_id;
+	bool fair;            /* reaches users through fair-release waves */
+};
+
+/* Reads [id, [field, value, ...]]; false for anything else. */
+static bool entry_parse(const redisReply *e, struct stream_entry *out)
+{
+	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+	    alerts_parse_id(reply_str(e->element[0]), &out->order) != 0)
+		return false;
+	const redisReply *f = e->element[1];
+	out->id = reply_str(e->element[0]);
+	out->kind = subs_kind_parse(field(f, "kind"));
+	out->product_id = strtoll(field(f, "product_id"), NULL, 10);
+	out->stock = strtoll(field(f, "stock"), NULL, 10);
+	out->prev = strtoll(field(f, "prev"), NULL, 10);
+	out->thr = (int)strtol(field(f, "thr"), NULL, 10);
+	out->name = field(f, "name");
+	out->event_id = field(f, "event_id");
+	out->ts = strtoll(field(f, "ts"), NULL, 10);
+	out->fair = strcmp(field(f, "fair"), "1") == 0;
+	return out->kind != 0;
+}
+
 static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 {
 	(void)r;
@@ -1023,26 +1055,21 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 		return;
 	}
 	for (size_t i = 0; i < reply->elements; i++) {
-		redisReply *e = reply->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2)
+		struct stream_entry en;
+		if (!entry_parse(reply->element[i], &en))
 			continue;
 		struct catchup *c = mem_calloc(1, sizeof *c);
 		c->a = a;
-		snprintf(c->al.id, sizeof c->al.id, "%s", reply_str(e->element[0]));
-		redisReply *f = e->element[1];
-		c->al.kind = subs_kind_parse(field(f, "kind"));
-		c->al.product_id = strtoll(field(f, "product_id"), NULL, 10);
-		c->al.stock = strtoll(field(f, "stock"), NULL, 10);
-		c->al.prev = strtoll(field(f, "prev"), NULL, 10);
-		c->al.default_threshold = (int)strtol(field(f, "thr"), NULL, 10);
-		c->name = mem_strdup(field(f, "name"));
-		snprintf(c->event_id, sizeof c->event_id, "%s", field(f, "event_id"));
-		c->ts = strtoll(field(f, "ts"), NULL, 10);
-		if (!c->al.kind || alerts_parse_id(c->al.id, &c->al.order) != 0) {
-			mem_free(c->name);
-			mem_free(c);
-			continue;
-		}
+		snprintf(c->al.id, sizeof c->al.id, "%s", en.id);
+		c->al.order = en.order;
+		c->al.kind = en.kind;
+		c->al.product_id = en.product_id;
+		c->al.stock = en.stock;
+		c->al.prev = en.prev;
+		c->al.default_threshold = en.thr;
+		c->name = mem_strdup(en.name);
+		snprintf(c->event_id, sizeof c->event_id, "%s", en.event_id);
+		c->ts = en.ts;
 		note_seen(a, c->al.id, c->al.order);
 		/* Claim it for this instance; whoever delivered it live already
 		 * holds the claim, so nothing is delivered twice. */
@@ -1390,25 +1417,19 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 	h->page_last[0] = '\0';
 	h->page_full = reply->elements == HISTORY_PAGE;
 	for (size_t i = 0; i < reply->elements; i++) {
-		redisReply *e = reply->element[i];
-		uint64_t order;
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-		    alerts_parse_id(reply_str(e->element[0]), &order) != 0)
+		const redisReply *e = reply->element[i];
+		struct stream_entry en;
+		/* The next page starts after this one's last id, whatever the
+		 * entry holds. */
+		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+		    e->element[0]->type == REDIS_REPLY_STRING)
+			snprintf(h->page_last, sizeof h->page_last, "%s", e->element[0]->str);
+		if (!entry_parse(e, &en) ||
+		    !wanted(h, en.kind, en.product_id, en.stock, en.prev, en.thr, en.order))
 			continue;
-		const char *id = reply_str(e->element[0]);
-		snprintf(h->page_last, sizeof h->page_last, "%s", id);
-		redisReply *f = e->element[1];
-		unsigned kind = subs_kind_parse(field(f, "kind"));
-		int64_t product = strtoll(field(f, "product_id"), NULL, 10);
-		int64_t stock = strtoll(field(f, "stock"), NULL, 10);
-		int64_t prev = strtoll(field(f, "prev"), NULL, 10);
-		int thr = (int)strtol(field(f, "thr"), NULL, 10);
-		if (!kind || !wanted(h, kind, product, stock, prev, thr, order))
-			continue;
-		const char *name = field(f, "name");
-		json_t *c = alert_json(id, kind, product, *name ? name : NULL, stock, prev,
-				       field(f, "event_id"), strtoll(field(f, "ts"), NULL, 10));
-		if (strcmp(field(f, "fair"), "1") == 0) {
+		json_t *c = alert_json(en.id, en.kind, en.product_id, *en.name ? en.name : NULL,
+				       en.stock, en.prev, en.event_id, en.ts);
+		if (en.fair) {
 			json_object_set_new(c, FAIR_MARK, json_true());
 			nfair++;
 		}
