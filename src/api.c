@@ -75,9 +75,7 @@ static void on_product(struct store *st, const struct store_result *res, const c
 		       void *arg)
 {
 	(void)st;
-	struct http_async *a = arg;
-	struct http_req *r = http_async_req(a);
-	http_async_end(a);
+	struct http_req *r = http_async_finish(arg);
 	if (!r)
 		return;
 	if (err) {
@@ -125,9 +123,7 @@ void api_get_product(struct http_req *r, struct http_env *env)
 static void on_list(struct store *st, const struct store_result *res, const char *err, void *arg)
 {
 	(void)st;
-	struct http_async *a = arg;
-	struct http_req *r = http_async_req(a);
-	http_async_end(a);
+	struct http_req *r = http_async_finish(arg);
 	if (!r)
 		return;
 	if (err) {
@@ -173,9 +169,7 @@ void api_list_subscriptions(struct http_req *r, struct http_env *env)
 
 static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *arg)
 {
-	struct http_async *a = arg;
-	struct http_req *r = http_async_req(a);
-	http_async_end(a);
+	struct http_req *r = http_async_finish(arg);
 	if (!r)
 		return;
 	switch (st) {
@@ -238,9 +232,7 @@ void api_subscription(struct http_req *r, struct http_env *env)
 static void on_alerts(int status, json_t *alerts, bool recovered, json_t *snapshot, void *arg)
 {
 	(void)snapshot;
-	struct http_async *a = arg;
-	struct http_req *r = http_async_req(a);
-	http_async_end(a);
+	struct http_req *r = http_async_finish(arg);
 	if (!r)
 		return;
 	if (status != 0) {
@@ -292,8 +284,7 @@ struct publish_ctx {
 static void on_published(int rc, void *arg)
 {
 	struct publish_ctx *p = arg;
-	struct http_req *r = http_async_req(p->a);
-	http_async_end(p->a);
+	struct http_req *r = http_async_finish(p->a);
 	if (r) {
 		if (rc == 0)
 			http_reply_json(r, 202, json_pack("{s:s}", "event_id", p->event_id));

@@ -85,6 +85,13 @@ void http_async_end(struct http_async *a)
 	mem_free(a);
 }
 
+struct http_req *http_async_finish(struct http_async *a)
+{
+	struct http_req *r = a->req;
+	http_async_end(a);
+	return r;
+}
+
 static void async_detach(struct http_req *r)
 {
 	if (r->async) {

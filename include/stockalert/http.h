@@ -88,5 +88,8 @@ struct http_async;
 struct http_async *http_async_begin(struct http_req *r);
 struct http_req *http_async_req(const struct http_async *a);
 void http_async_end(struct http_async *a);
+/* Ends a and returns its request, or NULL once the request is gone: the
+ * usual first line of a completion callback. */
+struct http_req *http_async_finish(struct http_async *a);
 
 #endif
