@@ -56,10 +56,15 @@ static const char *const dep_names[METRICS_DEP_COUNT] = {
 
 enum { STATUS_MIN = 100, STATUS_MAX = 599 };
 
+/* The close codes the daemon sends (SPEC §5), each with a slot. */
+static const int ws_close_codes[] = {1000, 1001, 1008, 1009, 1011, 4001, 4008, 4029};
+#define WS_CLOSE_SLOTS (sizeof ws_close_codes / sizeof ws_close_codes[0])
+
 static struct {
 	uint64_t counters[METRICS_COUNTER_COUNT];
 	int64_t gauges[METRICS_GAUGE_COUNT];
 	uint64_t http[STATUS_MAX - STATUS_MIN + 1];
+	uint64_t ws_close[WS_CLOSE_SLOTS];
 	int dep_up[METRICS_DEP_COUNT];
 	uint64_t dep_reconnects[METRICS_DEP_COUNT];
 	time_t started;
@@ -95,6 +100,13 @@ void metrics_http_response(int status)
 {
 	if (status >= STATUS_MIN && status <= STATUS_MAX)
 		m.http[status - STATUS_MIN]++;
+}
+
+void metrics_ws_close(int code)
+{
+	for (size_t i = 0; i < WS_CLOSE_SLOTS; i++)
+		if (ws_close_codes[i] == code)
+			m.ws_close[i]++;
 }
 
 void metrics_dep_up(enum metrics_dep d, int up)
@@ -139,6 +151,12 @@ void metrics_render(struct buf *out)
 		if (m.http[s - STATUS_MIN])
 			buf_printf(out, "stockalert_http_responses_total{code=\"%d\"} %llu\n", s,
 				   (unsigned long long)m.http[s - STATUS_MIN]);
+
+	header(out, "stockalert_ws_closes_total", "counter",
+	       "WebSocket closes the server initiated, by close code.");
+	for (size_t i = 0; i < WS_CLOSE_SLOTS; i++)
+		buf_printf(out, "stockalert_ws_closes_total{code=\"%d\"} %llu\n", ws_close_codes[i],
+			   (unsigned long long)m.ws_close[i]);
 
 	header(out, "stockalert_dependency_up", "gauge",
 	       "1 while the connection to a dependency is ready.");

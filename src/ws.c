@@ -293,6 +293,7 @@ static void close_with(struct ws_session *s, uint16_t code)
 	if (s->close_code)
 		return;
 	s->close_code = code;
+	metrics_ws_close(code);
 	const char *reason = close_reason_text(code);
 	lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)reason,
 			 strlen(reason));
@@ -731,7 +732,9 @@ static int on_receive(struct ws_session *s, struct http_env *env, const char *in
 	}
 	if (s->rx.len + len > max) {
 		buf_free(&s->rx);
-		lws_close_reason(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)"message too big", 15);
+		metrics_ws_close(CLOSE_TOO_BIG);
+		lws_close_reason(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+				 (unsigned char *)"message too big", 15);
 		return -1;
 	}
 	if (final && s->rx.len == 0) {

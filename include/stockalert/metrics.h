@@ -47,6 +47,8 @@ void metrics_gauge_set(enum metrics_gauge g, int64_t v);
 void metrics_gauge_add(enum metrics_gauge g, int64_t delta);
 /* Counts one HTTP response with its status code (100..599). */
 void metrics_http_response(int status);
+/* Counts a close the server initiated, by its close code (1000..4999). */
+void metrics_ws_close(int code);
 void metrics_dep_up(enum metrics_dep d, int up);
 void metrics_dep_reconnect(enum metrics_dep d);
 const char *metrics_dep_name(enum metrics_dep d);

@@ -329,9 +329,12 @@ describe('/ws with HS256', () => {
 		const user = `lim-${randomId(3)}`;
 		const three = [open(d, tok(user)), open(d, tok(user)), open(d, tok(user))];
 		for (const c of three) await hello(c);
+		const closes = () => metricValue(d.url, 'stockalert_ws_closes_total', { code: '4029' });
+		const before = await closes();
 		const fourth = open(d, tok(user));
 		const cl = await fourth.closed;
 		assert.equal(cl.code, 4029, `close ${cl.code} ${cl.reason}`);
+		assert.equal(await closes(), before + 1, 'stockalert_ws_closes_total{code="4029"}');
 		assert.equal(fourth.messages.filter((m) => m.type === 'hello').length, 0,
 			'the refused socket got a hello');
 		for (const c of three) {
