@@ -1,8 +1,8 @@
 #include "stockalert/alerts.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +19,11 @@
 #include "stockalert/roster.h"
 #include "stockalert/subs.h"
 
-#define MOD "alerts"
+#define MOD	     "alerts"
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 /* Seq part of an alert id kept in its order number. */
-#define SEQ_BITS 22
+#define SEQ_BITS     22
 
 /*
  * Fair release (SPEC §6): the next wave of a product's cycle. The cycle's
@@ -36,44 +36,44 @@
  * the history) and published on <prefix>fair:waves for every instance to
  * deliver to its own sockets. Returns the number of users released.
  */
-#define FAIR_WAVE_LUA                                                                             \
-	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"       \
-	"  local fk = prefix .. 'fair:' .. pid\n"                                                 \
-	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                 \
-	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'prev', 'name', 'event_id', 'ts')\n" \
-	"  local offset = tonumber(f[1] or '0')\n"                                                \
-	"  local total = redis.call('ZCARD', subs)\n"                                             \
-	"  local w = math.ceil(factor * stock)\n"                                                 \
-	"  local users = {}\n"                                                                    \
-	"  if w > 0 and offset < total then\n"                                                    \
-	"    users = redis.call('ZRANGE', subs, offset, offset + w - 1)\n"                        \
-	"  end\n"                                                                                 \
-	"  offset = offset + #users\n"                                                            \
-	"  redis.call('HSET', fk, 'offset', offset)\n"                                            \
-	"  local id, ts = f[2], f[6]\n"                                                           \
-	"  if not first and #users > 0 then\n"                                                    \
-	"    ts = tostring(now)\n"                                                                \
+#define FAIR_WAVE_LUA                                                                              \
+	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"        \
+	"  local fk = prefix .. 'fair:' .. pid\n"                                                  \
+	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                  \
+	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'prev', 'name', 'event_id', 'ts')\n"  \
+	"  local offset = tonumber(f[1] or '0')\n"                                                 \
+	"  local total = redis.call('ZCARD', subs)\n"                                              \
+	"  local w = math.ceil(factor * stock)\n"                                                  \
+	"  local users = {}\n"                                                                     \
+	"  if w > 0 and offset < total then\n"                                                     \
+	"    users = redis.call('ZRANGE', subs, offset, offset + w - 1)\n"                         \
+	"  end\n"                                                                                  \
+	"  offset = offset + #users\n"                                                             \
+	"  redis.call('HSET', fk, 'offset', offset)\n"                                             \
+	"  local id, ts = f[2], f[6]\n"                                                            \
+	"  if not first and #users > 0 then\n"                                                     \
+	"    ts = tostring(now)\n"                                                                 \
 	"    id = redis.call('XADD', prefix .. 'alerts', 'MINID', '~', now - ttl * 1000, '*',"     \
-	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"  \
-	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"              \
-	"  end\n"                                                                                 \
-	"  local rel = prefix .. 'fair:rel:' .. id\n"                                             \
-	"  for i = 1, #users, 500 do\n"                                                           \
-	"    redis.call('SADD', rel, unpack(users, i, math.min(i + 499, #users)))\n"              \
-	"  end\n"                                                                                 \
-	"  redis.call('EXPIRE', rel, ttl)\n"                                                      \
-	"  if offset < total then\n"                                                              \
-	"    redis.call('ZADD', prefix .. 'fair:due', now + interval, pid)\n"                     \
-	"  else\n"                                                                                \
-	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"                                     \
-	"    redis.call('HSET', fk, 'active', '0')\n"                                             \
-	"  end\n"                                                                                 \
-	"  if #users > 0 then\n"                                                                  \
+	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"   \
+	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"               \
+	"  end\n"                                                                                  \
+	"  local rel = prefix .. 'fair:rel:' .. id\n"                                              \
+	"  for i = 1, #users, 500 do\n"                                                            \
+	"    redis.call('SADD', rel, unpack(users, i, math.min(i + 499, #users)))\n"               \
+	"  end\n"                                                                                  \
+	"  redis.call('EXPIRE', rel, ttl)\n"                                                       \
+	"  if offset < total then\n"                                                               \
+	"    redis.call('ZADD', prefix .. 'fair:due', now + interval, pid)\n"                      \
+	"  else\n"                                                                                 \
+	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"                                      \
+	"    redis.call('HSET', fk, 'active', '0')\n"                                              \
+	"  end\n"                                                                                  \
+	"  if #users > 0 then\n"                                                                   \
 	"    redis.call('PUBLISH', prefix .. 'fair:waves', cjson.encode({product_id = pid,"        \
-	" id = id, stock = tostring(stock), prev = f[3], name = f[4], event_id = f[5], ts = ts,"  \
-	" users = users}))\n"                                                                     \
-	"  end\n"                                                                                 \
-	"  return #users\n"                                                                       \
+	" id = id, stock = tostring(stock), prev = f[3], name = f[4], event_id = f[5], ts = ts,"   \
+	" users = users}))\n"                                                                      \
+	"  end\n"                                                                                  \
+	"  return #users\n"                                                                        \
 	"end\n"
 
 /*
@@ -88,55 +88,55 @@
  * first instance decided, the same for everyone.
  */
 static const char process_lua[] = FAIR_WAVE_LUA
-	"local first, released = 0, -1\n"
-	"local prefix, factor = ARGV[12], tonumber(ARGV[13])\n"
-	"if redis.call('EXISTS', KEYS[1]) == 0 then\n"
-	"  local prev = ARGV[4]\n"
-	"  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
-	"  redis.call('SET', KEYS[2], ARGV[3])\n"
-	"  local kind, id = 'none', ''\n"
-	"  if prev ~= '' then\n"
-	"    local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])\n"
-	"    if p <= 0 and s > 0 then kind = 'back_in_stock'\n"
-	"    elseif p > 0 and s <= 0 then kind = 'sold_out'\n"
-	"    elseif s > 0 and p > s then\n"
-	"      if (p > t and t >= s) or\n"
-	"         #redis.call('ZRANGEBYSCORE', KEYS[4], s, p - 1, 'LIMIT', 0, 1) > 0 then\n"
-	"        kind = 'low_stock'\n"
-	"      end\n"
-	"    end\n"
-	"  end\n"
-	"  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
-	"  if kind ~= 'none' then\n"
-	"    id = redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[10], '*', 'kind', kind,\n"
-	"      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
-	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
-	"    redis.call('SET', KEYS[6], id, 'NX')\n"
-	"  end\n"
-	"  local fk = prefix .. 'fair:' .. ARGV[2]\n"
-	"  if fair == '1' then\n"
-	"    local offset = tonumber(redis.call('HGET', fk, 'offset') or '0')\n"
-	"    if offset >= redis.call('ZCARD', prefix .. 'product:' .. ARGV[2] .. ':subs') then\n"
-	"      offset = 0\n"
-	"    end\n"
-	"    redis.call('HSET', fk, 'offset', offset, 'id', id, 'prev', prev,\n"
-	"      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'active', '1')\n"
-	"    released = fair_wave(prefix, ARGV[2], factor, tonumber(ARGV[3]), tonumber(ARGV[15]),\n"
-	"      tonumber(ARGV[14]), tonumber(ARGV[11]), true)\n"
-	"  elseif kind == 'sold_out' and redis.call('HGET', fk, 'active') == '1' then\n"
-	"    redis.call('HSET', fk, 'active', '0')\n"
-	"    redis.call('ZREM', prefix .. 'fair:due', ARGV[2])\n"
-	"    released = -2\n"
-	"  end\n"
-	"  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev, 'ts', ARGV[9],\n"
-	"    'name', ARGV[7])\n"
-	"  redis.call('EXPIRE', KEYS[1], ARGV[11])\n"
-	"  first = 1\n"
-	"end\n"
-	"local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
-	"redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
-	"local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev', 'ts', 'name')\n"
-	"return {r[1], r[2], r[3], first, mine, r[4], r[5], released}\n";
+    "local first, released = 0, -1\n"
+    "local prefix, factor = ARGV[12], tonumber(ARGV[13])\n"
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  local prev = ARGV[4]\n"
+    "  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
+    "  redis.call('SET', KEYS[2], ARGV[3])\n"
+    "  local kind, id = 'none', ''\n"
+    "  if prev ~= '' then\n"
+    "    local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])\n"
+    "    if p <= 0 and s > 0 then kind = 'back_in_stock'\n"
+    "    elseif p > 0 and s <= 0 then kind = 'sold_out'\n"
+    "    elseif s > 0 and p > s then\n"
+    "      if (p > t and t >= s) or\n"
+    "         #redis.call('ZRANGEBYSCORE', KEYS[4], s, p - 1, 'LIMIT', 0, 1) > 0 then\n"
+    "        kind = 'low_stock'\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
+    "  if kind ~= 'none' then\n"
+    "    id = redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[10], '*', 'kind', kind,\n"
+    "      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
+    "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
+    "    redis.call('SET', KEYS[6], id, 'NX')\n"
+    "  end\n"
+    "  local fk = prefix .. 'fair:' .. ARGV[2]\n"
+    "  if fair == '1' then\n"
+    "    local offset = tonumber(redis.call('HGET', fk, 'offset') or '0')\n"
+    "    if offset >= redis.call('ZCARD', prefix .. 'product:' .. ARGV[2] .. ':subs') then\n"
+    "      offset = 0\n"
+    "    end\n"
+    "    redis.call('HSET', fk, 'offset', offset, 'id', id, 'prev', prev,\n"
+    "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'active', '1')\n"
+    "    released = fair_wave(prefix, ARGV[2], factor, tonumber(ARGV[3]), tonumber(ARGV[15]),\n"
+    "      tonumber(ARGV[14]), tonumber(ARGV[11]), true)\n"
+    "  elseif kind == 'sold_out' and redis.call('HGET', fk, 'active') == '1' then\n"
+    "    redis.call('HSET', fk, 'active', '0')\n"
+    "    redis.call('ZREM', prefix .. 'fair:due', ARGV[2])\n"
+    "    released = -2\n"
+    "  end\n"
+    "  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev, 'ts', ARGV[9],\n"
+    "    'name', ARGV[7])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[11])\n"
+    "  first = 1\n"
+    "end\n"
+    "local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
+    "redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
+    "local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev', 'ts', 'name')\n"
+    "return {r[1], r[2], r[3], first, mine, r[4], r[5], released}\n";
 
 /*
  * Runs the fair-release waves that are due. Atomic, so of all instances
@@ -145,23 +145,23 @@ static const char process_lua[] = FAIR_WAVE_LUA
  * Returns {waves run, users released, cycles stopped}.
  */
 static const char fair_due_lua[] = FAIR_WAVE_LUA
-	"local prefix, factor, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-	"local due = redis.call('ZRANGEBYSCORE', prefix .. 'fair:due', '-inf', now, 'LIMIT', 0, 20)\n"
-	"local waves, released, stopped = 0, 0, 0\n"
-	"for _, pid in ipairs(due) do\n"
-	"  local fk = prefix .. 'fair:' .. pid\n"
-	"  local stock = tonumber(redis.call('GET', prefix .. 'stock:' .. pid) or '0')\n"
-	"  if redis.call('HGET', fk, 'active') ~= '1' or stock <= 0 then\n"
-	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"
-	"    redis.call('HSET', fk, 'active', '0')\n"
-	"    stopped = stopped + 1\n"
-	"  else\n"
-	"    released = released + fair_wave(prefix, pid, factor, stock, now, tonumber(ARGV[4]),\n"
-	"      tonumber(ARGV[5]), false)\n"
-	"    waves = waves + 1\n"
-	"  end\n"
-	"end\n"
-	"return {waves, released, stopped}\n";
+    "local prefix, factor, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local due = redis.call('ZRANGEBYSCORE', prefix .. 'fair:due', '-inf', now, 'LIMIT', 0, 20)\n"
+    "local waves, released, stopped = 0, 0, 0\n"
+    "for _, pid in ipairs(due) do\n"
+    "  local fk = prefix .. 'fair:' .. pid\n"
+    "  local stock = tonumber(redis.call('GET', prefix .. 'stock:' .. pid) or '0')\n"
+    "  if redis.call('HGET', fk, 'active') ~= '1' or stock <= 0 then\n"
+    "    redis.call('ZREM', prefix .. 'fair:due', pid)\n"
+    "    redis.call('HSET', fk, 'active', '0')\n"
+    "    stopped = stopped + 1\n"
+    "  else\n"
+    "    released = released + fair_wave(prefix, pid, factor, stock, now, tonumber(ARGV[4]),\n"
+    "      tonumber(ARGV[5]), false)\n"
+    "    waves = waves + 1\n"
+    "  end\n"
+    "end\n"
+    "return {waves, released, stopped}\n";
 
 /*
  * The per-user window limit, shared by all instances. An alert already
@@ -170,33 +170,32 @@ static const char fair_due_lua[] = FAIR_WAVE_LUA
  * KEYS: rate hash per user; ARGV: max, ttl, then one alert id per key.
  * Returns 1 (deliver) or 0 (hold) per key.
  */
-static const char rate_lua[] =
-	"local out = {}\n"
-	"local max = tonumber(ARGV[1])\n"
-	"for i, key in ipairs(KEYS) do\n"
-	"  local id = ARGV[2 + i]\n"
-	"  local d = redis.call('HGET', key, id)\n"
-	"  if not d then\n"
-	"    local n = redis.call('HINCRBY', key, '_n', 1)\n"
-	"    if n == 1 then redis.call('EXPIRE', key, ARGV[2]) end\n"
-	"    d = n <= max and '1' or '0'\n"
-	"    redis.call('HSET', key, id, d)\n"
-	"  end\n"
-	"  out[i] = tonumber(d)\n"
-	"end\n"
-	"return out\n";
+static const char rate_lua[] = "local out = {}\n"
+			       "local max = tonumber(ARGV[1])\n"
+			       "for i, key in ipairs(KEYS) do\n"
+			       "  local id = ARGV[2 + i]\n"
+			       "  local d = redis.call('HGET', key, id)\n"
+			       "  if not d then\n"
+			       "    local n = redis.call('HINCRBY', key, '_n', 1)\n"
+			       "    if n == 1 then redis.call('EXPIRE', key, ARGV[2]) end\n"
+			       "    d = n <= max and '1' or '0'\n"
+			       "    redis.call('HSET', key, id, d)\n"
+			       "  end\n"
+			       "  out[i] = tonumber(d)\n"
+			       "end\n"
+			       "return out\n";
 
 /* KEYS: stream, start marker. Returns {start marker or '', max deleted id}. */
 static const char history_info_lua[] =
-	"local start = redis.call('GET', KEYS[2]) or ''\n"
-	"local deleted = '0-0'\n"
-	"if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-	"  local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
-	"  for i = 1, #info, 2 do\n"
-	"    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end\n"
-	"  end\n"
-	"end\n"
-	"return {start, deleted}\n";
+    "local start = redis.call('GET', KEYS[2]) or ''\n"
+    "local deleted = '0-0'\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
+    "  local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
+    "  for i = 1, #info, 2 do\n"
+    "    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end\n"
+    "  end\n"
+    "end\n"
+    "return {start, deleted}\n";
 
 /* Events held while Redis commands cannot run; at most BACKLOG_MAX. */
 #define BACKLOG_MAX 10000
@@ -221,7 +220,7 @@ struct alert {
 
 /* A user's alerts held back by the rate limit: the newest per product. */
 struct held {
-	struct dict *by_product;    /* decimal product id -> struct held_msg */
+	struct dict *by_product; /* decimal product id -> struct held_msg */
 };
 
 struct held_msg {
@@ -256,22 +255,22 @@ struct alerts {
 	const struct config *cfg;
 	struct roster *roster;
 	struct catalog *catalog;
-	struct dict *held;          /* user -> struct held */
-	struct dict *loading;       /* user -> struct loading */
-	size_t nheld;               /* users with held alerts */
+	struct dict *held;    /* user -> struct held */
+	struct dict *loading; /* user -> struct loading */
+	size_t nheld;	      /* users with held alerts */
 	uv_timer_t window_timer;
-	uv_timer_t fair_timer;      /* polls for due fair-release waves */
-	bool fair_polling;          /* a poll is in flight */
+	uv_timer_t fair_timer; /* polls for due fair-release waves */
+	bool fair_polling;     /* a poll is in flight */
 	char instance[32];
 	char prefix[80];
-	char last_id[32];           /* newest alert this instance delivered or saw */
+	char last_id[32]; /* newest alert this instance delivered or saw */
 	/* Pub/sub events that arrived while the command connection was not
 	 * ready (the subscriber may reconnect first): run once it is. */
 	struct backlog_event *backlog, *backlog_tail;
 	size_t nbacklog;
 	bool catching_up;
 	bool closing;
-	int inflight;               /* async operations holding a pointer */
+	int inflight; /* async operations holding a pointer */
 };
 
 static int64_t now_ms(void)
@@ -320,7 +319,7 @@ static const char *kind_str(unsigned kind)
 }
 
 static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
 {
@@ -364,10 +363,10 @@ static bool fair_enabled(const struct alerts *a)
 static json_t *alert_json(const char *id, unsigned kind, int64_t product, const char *name,
 			  int64_t stock, int64_t prev, const char *event_id, int64_t ts)
 {
-	json_t *j = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:I}", "type", "alert", "id", id,
-			      "kind", kind_str(kind), "product_id", (json_int_t)product, "stock",
-			      (json_int_t)stock, "prev_stock", (json_int_t)prev, "event_id",
-			      event_id, "ts", (json_int_t)ts);
+	json_t *j =
+	    json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:I}", "type", "alert", "id", id, "kind",
+		      kind_str(kind), "product_id", (json_int_t)product, "stock", (json_int_t)stock,
+		      "prev_stock", (json_int_t)prev, "event_id", event_id, "ts", (json_int_t)ts);
 	if (j && name && *name)
 		json_object_set_new(j, "name", json_string(name));
 	return j;
@@ -492,7 +491,7 @@ struct rate_pair {
 
 struct rate_batch {
 	struct alerts *a;
-	bool from_held;     /* re-asking for held alerts at a new window */
+	bool from_held; /* re-asking for held alerts at a new window */
 	size_t n, cap;
 	struct rate_pair *pairs;
 };
@@ -627,7 +626,7 @@ struct recipients {
 	struct alerts *a;
 	const struct alert *al;
 	struct rate_batch *b;
-	struct dict *seen;      /* users reached through a subscription */
+	struct dict *seen; /* users reached through a subscription */
 };
 
 static void consider_subscriber(const char *user, const struct roster_sub *sub, void *arg)
@@ -677,7 +676,6 @@ static void note_seen(struct alerts *a, const char *id, uint64_t order)
 }
 
 /* --- fair release -------------------------------------------------------------- */
-
 
 /* Counts what a process script did for fair release: n >= 0 users released
  * by a first wave, -2 a cycle stopped by a sold_out, -1 nothing. */
@@ -752,9 +750,11 @@ void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
 	b->a = a;
 	size_t i;
 	json_t *u;
-	json_array_foreach(users, i, u) {
+	json_array_foreach(users, i, u)
+	{
 		const char *user = json_string_value(u);
-		const struct roster_sub *sub = user ? roster_get(a->roster, user, al.product_id) : NULL;
+		const struct roster_sub *sub =
+		    user ? roster_get(a->roster, user, al.product_id) : NULL;
 		if (sub && (sub->kinds & SUBS_BACK_IN_STOCK))
 			batch_add(b, user, al.msg, al.product_id, al.id);
 	}
@@ -771,9 +771,9 @@ struct ev_job {
 	char *name;
 	int threshold;
 	int64_t received_ms;
-	alerts_done_fn done;     /* the durable input waits for the outcome */
+	alerts_done_fn done; /* the durable input waits for the outcome */
 	void *done_arg;
-	int status;              /* ALERTS_* */
+	int status; /* ALERTS_* */
 };
 
 static void job_free(struct ev_job *j)
@@ -793,10 +793,12 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 
 	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 8) {
 		if (!a->closing)
-			log_warn(MOD, "event %s: not processed (%s); it is delivered from the "
-				      "history once Redis is back, if another instance recorded it",
+			log_warn(MOD,
+				 "event %s: not processed (%s); it is delivered from the "
+				 "history once Redis is back, if another instance recorded it",
 				 j->ev.event_id,
-				 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
+				 reply && reply->type == REDIS_REPLY_ERROR ? reply->str
+									   : "no reply");
 		j->status = ALERTS_FAILED;
 		goto out;
 	}
@@ -825,8 +827,8 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	al.prev = strtoll(prev, NULL, 10);
 	al.default_threshold = j->threshold;
 	al.msg = encode(a,
-			alert_json(al.id, kind, al.product_id, *name ? name : NULL, al.stock, al.prev,
-				   j->ev.event_id, ts),
+			alert_json(al.id, kind, al.product_id, *name ? name : NULL, al.stock,
+				   al.prev, j->ev.event_id, ts),
 			al.order);
 	if (al.msg) {
 		note_seen(a, al.id, al.order);
@@ -876,11 +878,12 @@ static void on_product_info(const struct product_info *p, void *arg)
 	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
 	snprintf(now, sizeof now, "%" PRId64, now_ms());
 
-	const char *argv[] = {"EVAL",	   process_lua, "6",	  k_event,    k_stock,
-			      k_stream,	   k_thr,	k_inst,	  k_start,    a->instance,
-			      pid,	   stock,	prev,	  fallback,   thr,
-			      j->name ? j->name : "", j->ev.event_id, ts, minid, ttl,
-			      a->prefix,   factor,	interval, now};
+	const char *argv[] = {"EVAL",	      process_lua, "6",	     k_event,
+			      k_stock,	      k_stream,	   k_thr,    k_inst,
+			      k_start,	      a->instance, pid,	     stock,
+			      prev,	      fallback,	   thr,	     j->name ? j->name : "",
+			      j->ev.event_id, ts,	   minid,    ttl,
+			      a->prefix,      factor,	   interval, now};
 	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
 					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
 		on_processed(NULL, NULL, j);
@@ -895,8 +898,8 @@ void alerts_process(struct alerts *a, const char *payload, size_t len, alerts_do
 	metrics_inc(METRICS_EVENTS_RECEIVED);
 	if (events_parse(payload, len, false, &j->ev, err, sizeof err) != 0) {
 		metrics_inc(METRICS_EVENTS_MALFORMED);
-		log_warn(MOD, "malformed event skipped: %s (%zu bytes: %.80s%s)", err, len,
-			 payload, len > 80 ? "..." : "");
+		log_warn(MOD, "malformed event skipped: %s (%zu bytes: %.80s%s)", err, len, payload,
+			 len > 80 ? "..." : "");
 		mem_free(j);
 		if (done)
 			done(ALERTS_MALFORMED, err, arg);
@@ -923,8 +926,9 @@ void alerts_on_inventory(struct alerts *a, const char *payload, size_t len)
 	/* The subscriber is back before the command connection: hold the
 	 * event rather than fail it (pub/sub will not send it again). */
 	if (a->nbacklog >= BACKLOG_MAX) {
-		log_warn(MOD, "event backlog full (%d) while Redis commands are unavailable: "
-			      "dropping the oldest event",
+		log_warn(MOD,
+			 "event backlog full (%d) while Redis commands are unavailable: "
+			 "dropping the oldest event",
 			 BACKLOG_MAX);
 		struct backlog_event *old = a->backlog;
 		a->backlog = old->next;
@@ -1019,10 +1023,10 @@ struct stream_entry {
 	uint64_t order;
 	unsigned kind;
 	int64_t product_id, stock, prev, ts;
-	int thr;              /* the product's low_stock_threshold then */
-	const char *name;     /* "" when unknown */
+	int thr;	  /* the product's low_stock_threshold then */
+	const char *name; /* "" when unknown */
 	const char *event_id;
-	bool fair;            /* reaches users through fair-release waves */
+	bool fair; /* reaches users through fair-release waves */
 };
 
 /* Reads [id, [field, value, ...]]; false for anything else. */
@@ -1142,11 +1146,11 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 /* Reads every subscription hash of the user in one script call, so the
  * load costs one round trip whatever the count. */
 static const char load_lua[] =
-	"local out = {}\n"
-	"for i, p in ipairs(ARGV) do\n"
-	"  out[i] = redis.call('HMGET', KEYS[1] .. p, 'kinds', 'threshold', 'created', 'active')\n"
-	"end\n"
-	"return out\n";
+    "local out = {}\n"
+    "for i, p in ipairs(ARGV) do\n"
+    "  out[i] = redis.call('HMGET', KEYS[1] .. p, 'kinds', 'threshold', 'created', 'active')\n"
+    "end\n"
+    "return out\n";
 
 static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 {
@@ -1174,8 +1178,7 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	}
 	/* One more hop: the reply (and argv's strings) die when we return,
 	 * and hiredis copies argv before that. */
-	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(4 + l->n), argv, NULL) !=
-	    0)
+	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(4 + l->n), argv, NULL) != 0)
 		on_load_details(NULL, NULL, l);
 	mem_free(argv);
 }
@@ -1202,8 +1205,10 @@ static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, 
 	struct loading *ld = dict_del(a->loading, l->user);
 
 	if (!ok)
-		log_warn(MOD, "could not load the subscriptions of %s; they are loaded at their "
-			      "next connection", l->user);
+		log_warn(MOD,
+			 "could not load the subscriptions of %s; they are loaded at their "
+			 "next connection",
+			 l->user);
 	/* Still connected? The socket may have closed while we asked. */
 	else if (hub_user_conns(a->env->hub, l->user) > 0)
 		roster_set_user(a->roster, l->user, subs, n);
@@ -1266,12 +1271,12 @@ void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 		return;
 	}
 	struct roster_sub sub = {
-		.product_id = (int64_t)json_integer_value(pid),
-		.kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
-		.threshold = json_is_integer(json_object_get(j, "threshold"))
-				     ? (int)json_integer_value(json_object_get(j, "threshold"))
-				     : -1,
-		.created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
+	    .product_id = (int64_t)json_integer_value(pid),
+	    .kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
+	    .threshold = json_is_integer(json_object_get(j, "threshold"))
+			     ? (int)json_integer_value(json_object_get(j, "threshold"))
+			     : -1,
+	    .created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
 	};
 	bool active = json_is_true(json_object_get(j, "active"));
 	roster_update(a->roster, user, &sub, active);
@@ -1304,12 +1309,12 @@ struct history {
 	size_t nsubs;
 	json_t *alerts;
 	json_t *snapshot;
-	json_t *page;             /* candidates of the page being read */
-	char page_last[40];       /* last id of that page */
-	bool page_full;           /* it was a full page: there may be more */
+	json_t *page;	    /* candidates of the page being read */
+	char page_last[40]; /* last id of that page */
+	bool page_full;	    /* it was a full page: there may be more */
 	alerts_history_fn fn;
 	void *arg;
-	size_t pending;           /* snapshot lookups outstanding */
+	size_t pending; /* snapshot lookups outstanding */
 };
 
 static void history_finish(struct history *h, int status)
@@ -1356,11 +1361,11 @@ static void history_page(struct history *h, const char *after);
 /* KEYS: none; ARGV: prefix, user, alert ids. 1/0 per id: did a
  * fair-release wave of that alert reach the user? */
 static const char fair_released_lua[] =
-	"local out = {}\n"
-	"for i = 3, #ARGV do\n"
-	"  out[i - 2] = redis.call('SISMEMBER', ARGV[1] .. 'fair:rel:' .. ARGV[i], ARGV[2])\n"
-	"end\n"
-	"return out\n";
+    "local out = {}\n"
+    "for i = 3, #ARGV do\n"
+    "  out[i - 2] = redis.call('SISMEMBER', ARGV[1] .. 'fair:rel:' .. ARGV[i], ARGV[2])\n"
+    "end\n"
+    "return out\n";
 
 /* Ends a page: more pages, or the end. */
 static void history_page_done(struct history *h)
@@ -1448,9 +1453,8 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 	argv[argc++] = h->user;
 	size_t i;
 	json_t *c;
-	json_array_foreach(h->page, i, c)
-		if (json_object_get(c, FAIR_MARK))
-			argv[argc++] = json_string_value(json_object_get(c, "id"));
+	json_array_foreach(h->page, i, c) if (json_object_get(c, FAIR_MARK)) argv[argc++] =
+	    json_string_value(json_object_get(c, "id"));
 	if (redis_command_argv(h->a->env->redis, on_fair_released, h, (int)argc, argv, NULL) != 0)
 		history_finish(h, -1);
 	mem_free(argv);
@@ -1475,7 +1479,8 @@ static void on_snapshot_product(const struct product_info *p, void *arg)
 	struct history *h = arg;
 	json_t *entry = NULL;
 	size_t i;
-	json_array_foreach(h->snapshot, i, entry) {
+	json_array_foreach(h->snapshot, i, entry)
+	{
 		if (json_integer_value(json_object_get(entry, "product_id")) == p->id &&
 		    !json_object_get(entry, "stock")) {
 			json_object_set_new(entry, "stock",
@@ -1501,8 +1506,9 @@ static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
 		json_t *entry = json_pack("{s:I}", "product_id", (json_int_t)h->subs[i].product_id);
 		json_array_append_new(h->snapshot, entry);
 		if (reply->element[i]->type == REDIS_REPLY_STRING) {
-			json_object_set_new(entry, "stock",
-					    json_integer(strtoll(reply->element[i]->str, NULL, 10)));
+			json_object_set_new(
+			    entry, "stock",
+			    json_integer(strtoll(reply->element[i]->str, NULL, 10)));
 		} else {
 			/* No shared state yet: MySQL's level is the current one. */
 			h->pending++;
@@ -1521,7 +1527,7 @@ static void snapshot(struct history *h)
 		return;
 	}
 	const char **argv = mem_calloc(1 + h->nsubs, sizeof *argv);
-	char (*keys)[96] = mem_calloc(h->nsubs, sizeof *keys);
+	char(*keys)[96] = mem_calloc(h->nsubs, sizeof *keys);
 	argv[0] = "MGET";
 	for (size_t i = 0; i < h->nsubs; i++) {
 		key(keys[i], sizeof keys[i], h->a, "stock:%" PRId64, h->subs[i].product_id);
@@ -1680,8 +1686,8 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 		 * tenth of it (at most every 100 ms) keeps them on time. */
 		uv_timer_start(&a->fair_timer, on_fair_timer, 100,
 			       (uint64_t)(a->cfg->alerts.fair_release_interval_s < 10
-						  ? 100
-						  : a->cfg->alerts.fair_release_interval_s * 100));
+					      ? 100
+					      : a->cfg->alerts.fair_release_interval_s * 100));
 	return a;
 }
 

@@ -71,8 +71,7 @@ static void reply_unavailable(struct http_req *r, const char *what)
 
 /* --- GET /api/products/{id} -------------------------------------------- */
 
-static void on_product(struct store *st, const struct store_result *res, const char *err,
-		       void *arg)
+static void on_product(struct store *st, const struct store_result *res, const char *err, void *arg)
 {
 	(void)st;
 	struct http_req *r = http_async_finish(arg);
@@ -87,15 +86,14 @@ static void on_product(struct store *st, const struct store_result *res, const c
 		http_reply_error(r, 404, "not_found", "no such product");
 		return;
 	}
-	http_reply_json(r, 200,
-			json_pack("{s:I,s:s,s:s,s:I,s:I,s:o}", "id",
-				  (json_int_t)to_i64(store_result_value(res, 0, 0)), "sku",
-				  store_result_value(res, 0, 1), "name",
-				  store_result_value(res, 0, 2), "stock",
-				  (json_int_t)to_i64(store_result_value(res, 0, 3)),
-				  "low_stock_threshold",
-				  (json_int_t)to_i64(store_result_value(res, 0, 4)), "updated_at",
-				  time_json(to_i64(store_result_value(res, 0, 5)))));
+	http_reply_json(
+	    r, 200,
+	    json_pack("{s:I,s:s,s:s,s:I,s:I,s:o}", "id",
+		      (json_int_t)to_i64(store_result_value(res, 0, 0)), "sku",
+		      store_result_value(res, 0, 1), "name", store_result_value(res, 0, 2), "stock",
+		      (json_int_t)to_i64(store_result_value(res, 0, 3)), "low_stock_threshold",
+		      (json_int_t)to_i64(store_result_value(res, 0, 4)), "updated_at",
+		      time_json(to_i64(store_result_value(res, 0, 5)))));
 }
 
 void api_get_product(struct http_req *r, struct http_env *env)
@@ -135,10 +133,10 @@ static void on_list(struct store *st, const struct store_result *res, const char
 	for (size_t i = 0; i < store_result_rows(res); i++) {
 		const char *thr = store_result_value(res, i, 2);
 		struct subs_entry e = {
-			.product_id = to_i64(store_result_value(res, i, 0)),
-			.kinds = subs_kinds_from_csv(store_result_value(res, i, 1)),
-			.threshold = thr ? (int)to_i64(thr) : -1,
-			.created_ms = to_i64(store_result_value(res, i, 3)),
+		    .product_id = to_i64(store_result_value(res, i, 0)),
+		    .kinds = subs_kinds_from_csv(store_result_value(res, i, 1)),
+		    .threshold = thr ? (int)to_i64(thr) : -1,
+		    .created_ms = to_i64(store_result_value(res, i, 3)),
 		};
 		json_array_append_new(list, entry_json(&e));
 	}
@@ -174,26 +172,19 @@ static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *
 		return;
 	switch (st) {
 	case SUBS_CREATED:
-	case SUBS_UPDATED:
-		http_reply_json(r, st == SUBS_CREATED ? 201 : 200, entry_json(e));
-		break;
-	case SUBS_DELETED:
-		http_reply(r, 204, "application/json", NULL, 0, NULL);
-		break;
-	case SUBS_NO_PRODUCT:
-		http_reply_error(r, 404, "not_found", "no such product");
-		break;
+	case SUBS_UPDATED: http_reply_json(r, st == SUBS_CREATED ? 201 : 200, entry_json(e)); break;
+	case SUBS_DELETED: http_reply(r, 204, "application/json", NULL, 0, NULL); break;
+	case SUBS_NO_PRODUCT: http_reply_error(r, 404, "not_found", "no such product"); break;
 	case SUBS_NOT_SUBSCRIBED:
 		http_reply_error(r, 404, "not_found", "not subscribed to this product");
 		break;
 	case SUBS_OVER_LIMIT:
-		http_reply_error(r, 409, "limit_reached",
-				 "subscriptions.max_per_user reached: unsubscribe from something first");
+		http_reply_error(
+		    r, 409, "limit_reached",
+		    "subscriptions.max_per_user reached: unsubscribe from something first");
 		break;
 	case SUBS_UNAVAILABLE:
-	default:
-		reply_unavailable(r, "the subscription store is unavailable; retry");
-		break;
+	default: reply_unavailable(r, "the subscription store is unavailable; retry"); break;
 	}
 }
 
@@ -227,7 +218,7 @@ void api_subscription(struct http_req *r, struct http_env *env)
 /* --- GET /api/me/alerts?since=ID&limit=N ---------------------------------- */
 
 #define ALERTS_LIMIT_DEFAULT 100
-#define ALERTS_LIMIT_MAX 1000
+#define ALERTS_LIMIT_MAX     1000
 
 static void on_alerts(int status, json_t *alerts, bool recovered, json_t *snapshot, void *arg)
 {
@@ -241,8 +232,7 @@ static void on_alerts(int status, json_t *alerts, bool recovered, json_t *snapsh
 	}
 	/* recovered=false: the history no longer reaches back to since; what
 	 * is returned is all that is left. */
-	http_reply_json(r, 200,
-			json_pack("{s:O,s:b}", "alerts", alerts, "recovered", recovered));
+	http_reply_json(r, 200, json_pack("{s:O,s:b}", "alerts", alerts, "recovered", recovered));
 }
 
 void api_list_alerts(struct http_req *r, struct http_env *env)
@@ -265,13 +255,14 @@ void api_list_alerts(struct http_req *r, struct http_env *env)
 		char *end;
 		limit = strtoll(limit_s, &end, 10);
 		if (!limit_s[0] || *end || limit < 1 || limit > ALERTS_LIMIT_MAX) {
-			http_reply_error(r, 400, "bad_request", "limit: expected an integer from 1 to 1000");
+			http_reply_error(r, 400, "bad_request",
+					 "limit: expected an integer from 1 to 1000");
 			return;
 		}
 	}
 	struct http_async *a = http_async_begin(r);
-	alerts_history(env->alerts, claims.sub, claims.roles, since, (size_t)limit, false, on_alerts,
-		       a);
+	alerts_history(env->alerts, claims.sub, claims.roles, since, (size_t)limit, false,
+		       on_alerts, a);
 }
 
 /* --- POST /api/inventory/events ------------------------------------------- */
@@ -289,7 +280,8 @@ static void on_published(int rc, void *arg)
 		if (rc == 0)
 			http_reply_json(r, 202, json_pack("{s:s}", "event_id", p->event_id));
 		else
-			reply_unavailable(r, "could not publish the event; retry with the same event_id");
+			reply_unavailable(
+			    r, "could not publish the event; retry with the same event_id");
 	}
 	mem_free(p);
 }
@@ -304,7 +296,8 @@ void api_post_event(struct http_req *r, struct http_env *env)
 	if (http_authenticate(r, env, &claims) != 0)
 		return;
 	if (!(claims.roles & (AUTH_ROLE_SERVICE | AUTH_ROLE_ADMIN))) {
-		http_reply_error(r, 403, "forbidden", "publishing events needs role service or admin");
+		http_reply_error(r, 403, "forbidden",
+				 "publishing events needs role service or admin");
 		return;
 	}
 	const char *body = http_req_body(r, &len);

@@ -25,11 +25,11 @@
 
 /* Bounds the work an unauthenticated peer can make us do before any key is
  * involved; real tokens are a few hundred bytes. */
-#define AUTH_TOKEN_MAX 8192
+#define AUTH_TOKEN_MAX	      8192
 #define AUTH_HS256_MIN_SECRET 32
-#define AUTH_RSA_MIN_BITS 2048
-#define AUTH_PEM_MAX (64 * 1024)
-#define ES256_COORD 32
+#define AUTH_RSA_MIN_BITS     2048
+#define AUTH_PEM_MAX	      (64 * 1024)
+#define ES256_COORD	      32
 
 struct auth {
 	enum auth_alg alg;
@@ -50,16 +50,12 @@ struct jws {
 	size_t len[3];
 };
 
-
 static const char *alg_name(enum auth_alg alg)
 {
 	switch (alg) {
-	case AUTH_ALG_HS256:
-		return "HS256";
-	case AUTH_ALG_RS256:
-		return "RS256";
-	case AUTH_ALG_ES256:
-		return "ES256";
+	case AUTH_ALG_HS256: return "HS256";
+	case AUTH_ALG_RS256: return "RS256";
+	case AUTH_ALG_ES256: return "ES256";
 	}
 	return NULL;
 }
@@ -67,26 +63,16 @@ static const char *alg_name(enum auth_alg alg)
 const char *auth_result_str(enum auth_result r)
 {
 	switch (r) {
-	case AUTH_OK:
-		return "ok";
-	case AUTH_ERR_MALFORMED:
-		return "malformed";
-	case AUTH_ERR_ALG:
-		return "bad_alg";
-	case AUTH_ERR_SIGNATURE:
-		return "bad_signature";
-	case AUTH_ERR_EXPIRED:
-		return "expired";
-	case AUTH_ERR_NOT_YET_VALID:
-		return "not_yet_valid";
-	case AUTH_ERR_ISSUER:
-		return "bad_issuer";
-	case AUTH_ERR_AUDIENCE:
-		return "bad_audience";
-	case AUTH_ERR_SUBJECT:
-		return "bad_subject";
-	case AUTH_ERR_CLAIMS:
-		return "bad_claims";
+	case AUTH_OK: return "ok";
+	case AUTH_ERR_MALFORMED: return "malformed";
+	case AUTH_ERR_ALG: return "bad_alg";
+	case AUTH_ERR_SIGNATURE: return "bad_signature";
+	case AUTH_ERR_EXPIRED: return "expired";
+	case AUTH_ERR_NOT_YET_VALID: return "not_yet_valid";
+	case AUTH_ERR_ISSUER: return "bad_issuer";
+	case AUTH_ERR_AUDIENCE: return "bad_audience";
+	case AUTH_ERR_SUBJECT: return "bad_subject";
+	case AUTH_ERR_CLAIMS: return "bad_claims";
 	}
 	return "unknown";
 }
@@ -129,7 +115,7 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 	}
 	if (st.st_size > AUTH_PEM_MAX) {
 		errbuf_set(err, errlen, "auth.public_key_file: %s: larger than %d bytes", path,
-			AUTH_PEM_MAX);
+			   AUTH_PEM_MAX);
 		goto err;
 	}
 	data = mem_alloc((size_t)st.st_size + 1);
@@ -138,7 +124,8 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			errbuf_set(err, errlen, "auth.public_key_file: %s: %s", path, strerror(errno));
+			errbuf_set(err, errlen, "auth.public_key_file: %s: %s", path,
+				   strerror(errno));
 			goto err;
 		}
 		if (n == 0)
@@ -195,13 +182,14 @@ static int check_key_type(const struct auth *a, const char *path, char *err, siz
 	if (a->alg == AUTH_ALG_RS256) {
 		if (!EVP_PKEY_is_a(a->pkey, "RSA")) {
 			errbuf_set(err, errlen, "auth.public_key_file: %s: not an RSA key (RS256)",
-				path);
+				   path);
 			return -1;
 		}
 		if (EVP_PKEY_get_bits(a->pkey) < AUTH_RSA_MIN_BITS) {
-			errbuf_set(err, errlen, "auth.public_key_file: %s: RSA key of %d bits, "
-				"RS256 needs at least %d", path, EVP_PKEY_get_bits(a->pkey),
-				AUTH_RSA_MIN_BITS);
+			errbuf_set(err, errlen,
+				   "auth.public_key_file: %s: RSA key of %d bits, "
+				   "RS256 needs at least %d",
+				   path, EVP_PKEY_get_bits(a->pkey), AUTH_RSA_MIN_BITS);
 			return -1;
 		}
 		return 0;
@@ -209,7 +197,8 @@ static int check_key_type(const struct auth *a, const char *path, char *err, siz
 	if (!EVP_PKEY_is_a(a->pkey, "EC") ||
 	    EVP_PKEY_get_group_name(a->pkey, group, sizeof group, NULL) != 1 ||
 	    (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: not an EC P-256 key (ES256)", path);
+		errbuf_set(err, errlen, "auth.public_key_file: %s: not an EC P-256 key (ES256)",
+			   path);
 		ERR_clear_error();
 		return -1;
 	}
@@ -230,14 +219,14 @@ static int load_secret(struct auth *a, const struct config_auth *cfg, char *err,
 	secret = config_read_secret(cfg->secret_file, why, sizeof why);
 	if (!secret) {
 		errbuf_set(err, errlen, "auth.secret_file: %s",
-			why[0] ? why : "cannot read the secret");
+			   why[0] ? why : "cannot read the secret");
 		return -1;
 	}
 	len = strlen(secret);
 	if (len < AUTH_HS256_MIN_SECRET) {
 		errbuf_set(err, errlen,
-			"auth.secret_file: %s: secret is %zu bytes, HS256 needs at least %d",
-			cfg->secret_file, len, AUTH_HS256_MIN_SECRET);
+			   "auth.secret_file: %s: secret is %zu bytes, HS256 needs at least %d",
+			   cfg->secret_file, len, AUTH_HS256_MIN_SECRET);
 		explicit_bzero(secret, len);
 		mem_free(secret);
 		return -1;
@@ -247,15 +236,14 @@ static int load_secret(struct auth *a, const struct config_auth *cfg, char *err,
 	return 0;
 }
 
-static int load_public_key(struct auth *a, const struct config_auth *cfg, char *err,
-			   size_t errlen)
+static int load_public_key(struct auth *a, const struct config_auth *cfg, char *err, size_t errlen)
 {
 	unsigned char *pem;
 	size_t len;
 
 	if (!cfg->public_key_file || !cfg->public_key_file[0]) {
 		errbuf_set(err, errlen, "auth.public_key_file: not set (required for %s)",
-			a->alg_name);
+			   a->alg_name);
 		return -1;
 	}
 	pem = read_pem(cfg->public_key_file, &len, err, errlen);
@@ -264,8 +252,9 @@ static int load_public_key(struct auth *a, const struct config_auth *cfg, char *
 	a->pkey = parse_public_key(pem, len);
 	mem_free(pem);
 	if (!a->pkey) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: no PEM public key or certificate",
-			cfg->public_key_file);
+		errbuf_set(err, errlen,
+			   "auth.public_key_file: %s: no PEM public key or certificate",
+			   cfg->public_key_file);
 		return -1;
 	}
 	return check_key_type(a, cfg->public_key_file, err, errlen);
@@ -569,7 +558,8 @@ static enum auth_result check_iss_aud(const struct auth *a, json_t *payload)
 		size_t i;
 		json_t *v;
 
-		json_array_foreach(aud, i, v) {
+		json_array_foreach(aud, i, v)
+		{
 			if (!json_is_string(v))
 				return AUTH_ERR_CLAIMS;
 			if (a->audience && strcmp(json_string_value(v), a->audience) == 0)
@@ -596,7 +586,8 @@ static enum auth_result check_roles(json_t *payload, unsigned *roles)
 		return AUTH_OK;
 	if (!json_is_array(arr))
 		return AUTH_ERR_CLAIMS;
-	json_array_foreach(arr, i, v) {
+	json_array_foreach(arr, i, v)
+	{
 		if (!json_is_string(v))
 			return AUTH_ERR_CLAIMS;
 		/* Other issuers' roles may share the claim; they mean nothing here. */
@@ -706,8 +697,9 @@ static int parse_roles_csv(const char *csv, unsigned *roles, char *err, size_t e
 		} else if (n == 7 && memcmp(start, "service", 7) == 0) {
 			*roles |= AUTH_ROLE_SERVICE;
 		} else {
-			errbuf_set(err, errlen, "roles: unknown role '%.*s' (known: admin, service)",
-				(int)(n > 32 ? 32 : n), start);
+			errbuf_set(err, errlen,
+				   "roles: unknown role '%.*s' (known: admin, service)",
+				   (int)(n > 32 ? 32 : n), start);
 			return -1;
 		}
 		if (!*p)
@@ -716,8 +708,8 @@ static int parse_roles_csv(const char *csv, unsigned *roles, char *err, size_t e
 	}
 }
 
-char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s,
-		int64_t now, char *err, size_t errlen)
+char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s, int64_t now,
+		char *err, size_t errlen)
 {
 	json_malloc_t jmalloc;
 	json_free_t jfree;
@@ -732,7 +724,7 @@ char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t 
 	}
 	if (!auth_valid_sub(sub)) {
 		errbuf_set(err, errlen, "sub: must be 1-%d characters of [A-Za-z0-9_.:-]",
-			AUTH_SUB_MAX);
+			   AUTH_SUB_MAX);
 		return NULL;
 	}
 	if (ttl_s <= 0 || now > INT64_MAX - ttl_s) {

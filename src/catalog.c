@@ -20,7 +20,7 @@ struct waiter {
 struct entry {
 	struct product_info info;
 	char *name;
-	uint64_t loaded_ms;      /* 0: never loaded */
+	uint64_t loaded_ms; /* 0: never loaded */
 	bool loading;
 	/* Answered in arrival order: the events of a product must reach
 	 * Redis in the order they were published. */
@@ -31,8 +31,8 @@ struct entry {
 struct catalog {
 	uv_loop_t *loop;
 	struct store *store;
-	struct dict *entries;    /* decimal id -> struct entry */
-	int loading;             /* lookups in flight */
+	struct dict *entries; /* decimal id -> struct entry */
+	int loading;	      /* lookups in flight */
 	bool closing;
 };
 

@@ -28,17 +28,17 @@ _Static_assert(sizeof(enum auth_alg) == sizeof(int), "enum auth_alg must be int-
 
 #define CONFIG_FILE_MAX (1024 * 1024)
 #define SECRET_FILE_MAX (64 * 1024)
-#define PATH_LEN_MAX 4096
-#define HOST_LEN_MAX 255
-#define KEY_PATH_MAX 128
+#define PATH_LEN_MAX	4096
+#define HOST_LEN_MAX	255
+#define KEY_PATH_MAX	128
 
 enum entry_type {
-	T_STRING,      /* char *, never NULL */
-	T_NSTRING,     /* char *, NULL = JSON null */
-	T_INT,         /* int, JSON integer only */
-	T_DOUBLE,      /* double, JSON integer or real */
-	T_ENUM,        /* int, JSON string parsed by ->parse */
-	T_STRARR,      /* char ** plus a size_t count at ->count_off */
+	T_STRING,  /* char *, never NULL */
+	T_NSTRING, /* char *, NULL = JSON null */
+	T_INT,	   /* int, JSON integer only */
+	T_DOUBLE,  /* double, JSON integer or real */
+	T_ENUM,	   /* int, JSON string parsed by ->parse */
+	T_STRARR,  /* char ** plus a size_t count at ->count_off */
 };
 
 /* Strings: no whitespace or control characters (hosts, the key prefix). */
@@ -48,43 +48,55 @@ struct entry {
 	const char *key;
 	enum entry_type type;
 	size_t off;
-	size_t count_off;              /* T_STRARR: offset of the element count */
-	long long min, max;            /* T_INT: value; strings: length; T_STRARR: elements */
-	double dmin, dmax;             /* T_DOUBLE */
+	size_t count_off;   /* T_STRARR: offset of the element count */
+	long long min, max; /* T_INT: value; strings: length; T_STRARR: elements */
+	double dmin, dmax;  /* T_DOUBLE */
 	long long def_int;
 	double def_double;
-	const char *def_str;           /* T_STRING, T_NSTRING, T_ENUM (by name) */
-	const char *const *def_arr;    /* T_STRARR, NULL-terminated */
-	int (*parse)(const char *s);   /* T_ENUM: value or -1 */
-	const char *choices;           /* T_ENUM: for the error message */
+	const char *def_str;	     /* T_STRING, T_NSTRING, T_ENUM (by name) */
+	const char *const *def_arr;  /* T_STRARR, NULL-terminated */
+	int (*parse)(const char *s); /* T_ENUM: value or -1 */
+	const char *choices;	     /* T_ENUM: for the error message */
 	/* Strings and array elements: extra format check, described by ->what. */
 	bool (*valid)(const char *s);
 	const char *what;
 	unsigned flags;
-	size_t elem_len_max;           /* T_STRARR: per-element length bound */
+	size_t elem_len_max; /* T_STRARR: per-element length bound */
 };
 
 #define OFF(field) offsetof(struct config, field)
 
-#define E_STR(k, f, def, lmax, fl)                                             \
-	{ .key = (k), .type = T_STRING, .off = OFF(f), .min = 1, .max = (lmax), \
-	  .def_str = (def), .flags = (fl) }
-#define E_NSTR(k, f, lmax, fl)                                                 \
-	{ .key = (k), .type = T_NSTRING, .off = OFF(f), .min = 1, .max = (lmax), \
-	  .flags = (fl) }
-#define E_INT(k, f, def, lo, hi)                                               \
-	{ .key = (k), .type = T_INT, .off = OFF(f), .min = (lo), .max = (hi),   \
-	  .def_int = (def) }
-#define E_DBL(k, f, def, lo, hi)                                               \
-	{ .key = (k), .type = T_DOUBLE, .off = OFF(f), .dmin = (lo), .dmax = (hi), \
-	  .def_double = (def) }
-#define E_ENUM(k, f, def, fn, ch)                                              \
-	{ .key = (k), .type = T_ENUM, .off = OFF(f), .def_str = (def),          \
-	  .parse = (fn), .choices = (ch) }
-#define E_ARR(k, f, n, def, nmax, emax, fn, w)                                 \
-	{ .key = (k), .type = T_STRARR, .off = OFF(f), .count_off = OFF(n),     \
-	  .min = 0, .max = (nmax), .def_arr = (def), .elem_len_max = (emax),   \
-	  .valid = (fn), .what = (w) }
+#define E_STR(k, f, def, lmax, fl)                                                                 \
+	{                                                                                          \
+		.key = (k), .type = T_STRING, .off = OFF(f), .min = 1, .max = (lmax),              \
+		.def_str = (def), .flags = (fl)                                                    \
+	}
+#define E_NSTR(k, f, lmax, fl)                                                                     \
+	{                                                                                          \
+		.key = (k), .type = T_NSTRING, .off = OFF(f), .min = 1, .max = (lmax),             \
+		.flags = (fl)                                                                      \
+	}
+#define E_INT(k, f, def, lo, hi)                                                                   \
+	{                                                                                          \
+		.key = (k), .type = T_INT, .off = OFF(f), .min = (lo), .max = (hi),                \
+		.def_int = (def)                                                                   \
+	}
+#define E_DBL(k, f, def, lo, hi)                                                                   \
+	{                                                                                          \
+		.key = (k), .type = T_DOUBLE, .off = OFF(f), .dmin = (lo), .dmax = (hi),           \
+		.def_double = (def)                                                                \
+	}
+#define E_ENUM(k, f, def, fn, ch)                                                                  \
+	{                                                                                          \
+		.key = (k), .type = T_ENUM, .off = OFF(f), .def_str = (def), .parse = (fn),        \
+		.choices = (ch)                                                                    \
+	}
+#define E_ARR(k, f, n, def, nmax, emax, fn, w)                                                     \
+	{                                                                                          \
+		.key = (k), .type = T_STRARR, .off = OFF(f), .count_off = OFF(n), .min = 0,        \
+		.max = (nmax), .def_arr = (def), .elem_len_max = (emax), .valid = (fn),            \
+		.what = (w)                                                                        \
+	}
 
 static int alg_parse(const char *s);
 static bool origin_valid(const char *s);
@@ -94,60 +106,59 @@ static const char *const default_origins[] = {"http://localhost:8080", NULL};
 static const char *const default_sentinels[] = {NULL};
 
 static const struct entry table[] = {
-	E_STR("listen.host", listen.host, "0.0.0.0", HOST_LEN_MAX, F_NOSPACE),
-	/* 0 asks the kernel for a free port; the tests rely on it. */
-	E_INT("listen.port", listen.port, 8080, 0, 65535),
+    E_STR("listen.host", listen.host, "0.0.0.0", HOST_LEN_MAX, F_NOSPACE),
+    /* 0 asks the kernel for a free port; the tests rely on it. */
+    E_INT("listen.port", listen.port, 8080, 0, 65535),
 
-	E_NSTR("tls.cert_file", tls.cert_file, PATH_LEN_MAX, 0),
-	E_NSTR("tls.key_file", tls.key_file, PATH_LEN_MAX, 0),
+    E_NSTR("tls.cert_file", tls.cert_file, PATH_LEN_MAX, 0),
+    E_NSTR("tls.key_file", tls.key_file, PATH_LEN_MAX, 0),
 
-	E_ARR("allowed_origins", allowed_origins, n_allowed_origins, default_origins, 256,
-	      1024, origin_valid, "an origin like \"https://shop.example\" (no path)"),
+    E_ARR("allowed_origins", allowed_origins, n_allowed_origins, default_origins, 256, 1024,
+	  origin_valid, "an origin like \"https://shop.example\" (no path)"),
 
-	E_ENUM("auth.algorithm", auth.algorithm, "HS256", alg_parse, "HS256|RS256|ES256"),
-	E_NSTR("auth.secret_file", auth.secret_file, PATH_LEN_MAX, 0),
-	E_NSTR("auth.public_key_file", auth.public_key_file, PATH_LEN_MAX, 0),
-	E_NSTR("auth.issuer", auth.issuer, 1024, 0),
-	E_NSTR("auth.audience", auth.audience, 1024, 0),
-	E_INT("auth.leeway_s", auth.leeway_s, 30, 0, 3600),
+    E_ENUM("auth.algorithm", auth.algorithm, "HS256", alg_parse, "HS256|RS256|ES256"),
+    E_NSTR("auth.secret_file", auth.secret_file, PATH_LEN_MAX, 0),
+    E_NSTR("auth.public_key_file", auth.public_key_file, PATH_LEN_MAX, 0),
+    E_NSTR("auth.issuer", auth.issuer, 1024, 0),
+    E_NSTR("auth.audience", auth.audience, 1024, 0),
+    E_INT("auth.leeway_s", auth.leeway_s, 30, 0, 3600),
 
-	E_STR("redis.host", redis.host, "127.0.0.1", HOST_LEN_MAX, F_NOSPACE),
-	E_INT("redis.port", redis.port, 6379, 1, 65535),
-	E_NSTR("redis.password", redis.password, 4096, 0),
-	E_INT("redis.db", redis.db, 0, 0, 15),
-	E_STR("redis.prefix", redis.prefix, "stockalert:", 64, F_NOSPACE),
-	E_NSTR("redis.sentinel.master_name", redis.sentinel_master_name, 255, F_NOSPACE),
-	E_ARR("redis.sentinel.addresses", redis.sentinel_addresses,
-	      redis.n_sentinel_addresses, default_sentinels, 64, HOST_LEN_MAX + 7,
-	      hostport_valid, "\"host:port\" (port 1..65535)"),
+    E_STR("redis.host", redis.host, "127.0.0.1", HOST_LEN_MAX, F_NOSPACE),
+    E_INT("redis.port", redis.port, 6379, 1, 65535),
+    E_NSTR("redis.password", redis.password, 4096, 0),
+    E_INT("redis.db", redis.db, 0, 0, 15),
+    E_STR("redis.prefix", redis.prefix, "stockalert:", 64, F_NOSPACE),
+    E_NSTR("redis.sentinel.master_name", redis.sentinel_master_name, 255, F_NOSPACE),
+    E_ARR("redis.sentinel.addresses", redis.sentinel_addresses, redis.n_sentinel_addresses,
+	  default_sentinels, 64, HOST_LEN_MAX + 7, hostport_valid, "\"host:port\" (port 1..65535)"),
 
-	E_STR("mysql.host", mysql.host, "127.0.0.1", HOST_LEN_MAX, F_NOSPACE),
-	E_INT("mysql.port", mysql.port, 3306, 1, 65535),
-	E_STR("mysql.user", mysql.user, "stockalert", 255, 0),
-	E_NSTR("mysql.password", mysql.password, 4096, 0),
-	E_NSTR("mysql.password_file", mysql.password_file, PATH_LEN_MAX, 0),
-	E_STR("mysql.database", mysql.database, "stockalert", 64, 0),
+    E_STR("mysql.host", mysql.host, "127.0.0.1", HOST_LEN_MAX, F_NOSPACE),
+    E_INT("mysql.port", mysql.port, 3306, 1, 65535),
+    E_STR("mysql.user", mysql.user, "stockalert", 255, 0),
+    E_NSTR("mysql.password", mysql.password, 4096, 0),
+    E_NSTR("mysql.password_file", mysql.password_file, PATH_LEN_MAX, 0),
+    E_STR("mysql.database", mysql.database, "stockalert", 64, 0),
 
-	E_INT("ws.ping_interval_s", ws.ping_interval_s, 25, 1, 3600),
-	E_INT("ws.idle_timeout_s", ws.idle_timeout_s, 60, 1, 86400),
-	E_INT("ws.max_message_bytes", ws.max_message_bytes, 4096, 64, 1048576),
-	E_INT("ws.send_queue_max", ws.send_queue_max, 256, 1, 65536),
-	E_INT("ws.max_connections", ws.max_connections, 100000, 1, 1000000),
-	E_INT("ws.max_connections_per_user", ws.max_connections_per_user, 8, 1, 1000),
+    E_INT("ws.ping_interval_s", ws.ping_interval_s, 25, 1, 3600),
+    E_INT("ws.idle_timeout_s", ws.idle_timeout_s, 60, 1, 86400),
+    E_INT("ws.max_message_bytes", ws.max_message_bytes, 4096, 64, 1048576),
+    E_INT("ws.send_queue_max", ws.send_queue_max, 256, 1, 65536),
+    E_INT("ws.max_connections", ws.max_connections, 100000, 1, 1000000),
+    E_INT("ws.max_connections_per_user", ws.max_connections_per_user, 8, 1, 1000),
 
-	E_INT("alerts.max_per_window", alerts.max_per_window, 5, 1, 10000),
-	E_INT("alerts.window_s", alerts.window_s, 60, 1, 86400),
-	E_INT("alerts.history_s", alerts.history_s, 86400, 60, 2592000),
-	E_DBL("alerts.fair_release_factor", alerts.fair_release_factor, 0.0, 0.0, 1000.0),
-	E_INT("alerts.fair_release_interval_s", alerts.fair_release_interval_s, 30, 1, 86400),
+    E_INT("alerts.max_per_window", alerts.max_per_window, 5, 1, 10000),
+    E_INT("alerts.window_s", alerts.window_s, 60, 1, 86400),
+    E_INT("alerts.history_s", alerts.history_s, 86400, 60, 2592000),
+    E_DBL("alerts.fair_release_factor", alerts.fair_release_factor, 0.0, 0.0, 1000.0),
+    E_INT("alerts.fair_release_interval_s", alerts.fair_release_interval_s, 30, 1, 86400),
 
-	E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
+    E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
 
-	E_STR("static_dir", static_dir, "share/stockalert/www", PATH_LEN_MAX, 0),
-	E_INT("shutdown_grace_s", shutdown_grace_s, 10, 0, 300),
+    E_STR("static_dir", static_dir, "share/stockalert/www", PATH_LEN_MAX, 0),
+    E_INT("shutdown_grace_s", shutdown_grace_s, 10, 0, 300),
 
-	E_ENUM("log.level", log.level, "info", log_level_parse, "error|warn|info|debug"),
-	E_ENUM("log.format", log.format, "text", log_format_parse, "text|json"),
+    E_ENUM("log.level", log.level, "info", log_level_parse, "error|warn|info|debug"),
+    E_ENUM("log.format", log.format, "text", log_format_parse, "text|json"),
 };
 
 #define N_ENTRIES (sizeof table / sizeof table[0])
@@ -168,7 +179,6 @@ const char *config_alg_name(enum auth_alg alg)
 		return alg_names[alg];
 	return "?";
 }
-
 
 static void *field(struct config *cfg, const struct entry *e)
 {
@@ -255,7 +265,7 @@ static int check_string(const struct entry *e, const char *key, const char *s, s
 {
 	if (len == 0) {
 		errbuf_set(err, errlen, "%s: must not be empty%s", key,
-			e->type == T_NSTRING ? " (use null to leave it unset)" : "");
+			   e->type == T_NSTRING ? " (use null to leave it unset)" : "");
 		return -1;
 	}
 	if (len > len_max) {
@@ -291,7 +301,8 @@ static int set_strarr(struct config *cfg, const struct entry *e, const char *key
 		return -1;
 	}
 	arr = mem_calloc(n + 1, sizeof *arr);
-	json_array_foreach(v, i, item) {
+	json_array_foreach(v, i, item)
+	{
 		snprintf(elem_key, sizeof elem_key, "%s[%zu]", key, i);
 		if (!json_is_string(item)) {
 			errbuf_set(err, errlen, "%s: must be a string", elem_key);
@@ -330,9 +341,9 @@ static int set_value(struct config *cfg, const struct entry *e, const char *key,
 			goto bad_int;
 		*(int *)field(cfg, e) = (int)i;
 		return 0;
-bad_int:
+	bad_int:
 		errbuf_set(err, errlen, "%s: must be an integer between %lld and %lld", key, e->min,
-			e->max);
+			   e->max);
 		return -1;
 	}
 	case T_DOUBLE: {
@@ -345,9 +356,9 @@ bad_int:
 			goto bad_double;
 		*(double *)field(cfg, e) = d;
 		return 0;
-bad_double:
+	bad_double:
 		errbuf_set(err, errlen, "%s: must be a number between %g and %g", key, e->dmin,
-			e->dmax);
+			   e->dmax);
 		return -1;
 	}
 	case T_ENUM:
@@ -367,7 +378,7 @@ bad_double:
 		}
 		if (!json_is_string(v)) {
 			errbuf_set(err, errlen, "%s: must be a string%s", key,
-				e->type == T_NSTRING ? " or null" : "");
+				   e->type == T_NSTRING ? " or null" : "");
 			return -1;
 		}
 		if (check_string(e, key, json_string_value(v), json_string_length(v),
@@ -376,8 +387,7 @@ bad_double:
 		mem_free(*sp);
 		*sp = mem_strdup(json_string_value(v));
 		return 0;
-	case T_STRARR:
-		return set_strarr(cfg, e, key, v, err, errlen);
+	case T_STRARR: return set_strarr(cfg, e, key, v, err, errlen);
 	}
 	errbuf_set(err, errlen, "%s: internal error: bad entry type", key);
 	return -1;
@@ -436,7 +446,8 @@ static int walk(struct config *cfg, json_t *obj, const char *prefix, char *err, 
 	const struct entry *e;
 	json_t *v;
 
-	json_object_foreach(obj, name, v) {
+	json_object_foreach(obj, name, v)
+	{
 		if (strncmp(name, "//", 2) == 0)
 			continue;
 		if (!make_path(path, sizeof path, prefix, name))
@@ -469,34 +480,35 @@ static int cross_check(const struct config *cfg, char *err, size_t errlen)
 
 	if (cfg->ws.idle_timeout_s <= cfg->ws.ping_interval_s) {
 		errbuf_set(err, errlen,
-			"ws.idle_timeout_s: must be greater than ws.ping_interval_s (%d), "
-			"or every client is dropped between two pings",
-			cfg->ws.ping_interval_s);
+			   "ws.idle_timeout_s: must be greater than ws.ping_interval_s (%d), "
+			   "or every client is dropped between two pings",
+			   cfg->ws.ping_interval_s);
 		return -1;
 	}
 	/* Never run without a way to verify tokens: that would be no auth. */
 	if (a->algorithm == AUTH_ALG_HS256) {
 		if (!a->secret_file) {
 			errbuf_set(err, errlen,
-				"auth.secret_file: required when auth.algorithm is HS256");
+				   "auth.secret_file: required when auth.algorithm is HS256");
 			return -1;
 		}
 		if (a->public_key_file) {
 			errbuf_set(err, errlen,
-				"auth.public_key_file: not used with HS256 (set it to null, or "
-				"choose RS256/ES256)");
+				   "auth.public_key_file: not used with HS256 (set it to null, or "
+				   "choose RS256/ES256)");
 			return -1;
 		}
 	} else {
 		if (!a->public_key_file) {
 			errbuf_set(err, errlen,
-				"auth.public_key_file: required when auth.algorithm is %s",
-				config_alg_name(a->algorithm));
+				   "auth.public_key_file: required when auth.algorithm is %s",
+				   config_alg_name(a->algorithm));
 			return -1;
 		}
 		if (a->secret_file) {
-			errbuf_set(err, errlen, "auth.secret_file: not used with %s (set it to null)",
-				config_alg_name(a->algorithm));
+			errbuf_set(err, errlen,
+				   "auth.secret_file: not used with %s (set it to null)",
+				   config_alg_name(a->algorithm));
 			return -1;
 		}
 	}
@@ -510,14 +522,14 @@ static int cross_check(const struct config *cfg, char *err, size_t errlen)
 	}
 	if (cfg->redis.sentinel_master_name && cfg->redis.n_sentinel_addresses == 0) {
 		errbuf_set(err, errlen,
-			"redis.sentinel.addresses: required when "
-			"redis.sentinel.master_name is set");
+			   "redis.sentinel.addresses: required when "
+			   "redis.sentinel.master_name is set");
 		return -1;
 	}
 	if (!cfg->redis.sentinel_master_name && cfg->redis.n_sentinel_addresses > 0) {
 		errbuf_set(err, errlen,
-			"redis.sentinel.master_name: required when "
-			"redis.sentinel.addresses is set");
+			   "redis.sentinel.master_name: required when "
+			   "redis.sentinel.addresses is set");
 		return -1;
 	}
 	return 0;
@@ -533,15 +545,9 @@ struct config *config_new_defaults(void)
 		char **arr;
 
 		switch (e->type) {
-		case T_INT:
-			*(int *)field(cfg, e) = (int)e->def_int;
-			break;
-		case T_DOUBLE:
-			*(double *)field(cfg, e) = e->def_double;
-			break;
-		case T_ENUM:
-			*(int *)field(cfg, e) = e->parse(e->def_str);
-			break;
+		case T_INT: *(int *)field(cfg, e) = (int)e->def_int; break;
+		case T_DOUBLE: *(double *)field(cfg, e) = e->def_double; break;
+		case T_ENUM: *(int *)field(cfg, e) = e->parse(e->def_str); break;
 		case T_STRING:
 		case T_NSTRING:
 			*(char **)field(cfg, e) = e->def_str ? mem_strdup(e->def_str) : NULL;
@@ -581,8 +587,7 @@ void config_free(struct config *cfg)
  * key's closing quote, so take the string token that ends there and let
  * jansson decode it.
  */
-static void duplicate_key_name(const char *json, size_t len, size_t pos, char *out,
-			       size_t outlen)
+static void duplicate_key_name(const char *json, size_t len, size_t pos, char *out, size_t outlen)
 {
 	size_t end, start;
 	json_t *s;
@@ -625,10 +630,10 @@ static int load_buffer(const char *json, size_t len, const char *source, struct 
 			duplicate_key_name(json, len, (size_t)jerr.position, dup, sizeof dup);
 		if (dup[0])
 			errbuf_set(err, errlen, "%s:%d:%d: duplicate key \"%s\"", source, jerr.line,
-				jerr.column, dup);
+				   jerr.column, dup);
 		else
 			errbuf_set(err, errlen, "%s:%d:%d: %s", source, jerr.line, jerr.column,
-				jerr.text);
+				   jerr.text);
 		return -1;
 	}
 	/* json_loadb without JSON_DECODE_ANY only returns arrays or objects. */
@@ -706,8 +711,7 @@ int config_load(const char *path, struct config **out, char *err, size_t errlen)
 	return rc;
 }
 
-int config_load_string(const char *json, size_t len, struct config **out, char *err,
-		       size_t errlen)
+int config_load_string(const char *json, size_t len, struct config **out, char *err, size_t errlen)
 {
 	return load_buffer(json, len, "config", out, err, errlen);
 }

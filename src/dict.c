@@ -30,7 +30,7 @@ struct dict_entry {
 
 struct dict {
 	struct dict_entry **buckets; /* NULL until the first insert */
-	size_t mask;                 /* nbuckets - 1 (valid when buckets) */
+	size_t mask;		     /* nbuckets - 1 (valid when buckets) */
 	size_t size;
 	uint64_t seed;
 };

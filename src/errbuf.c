@@ -1,7 +1,7 @@
 #include "stockalert/errbuf.h"
 
-#include <stdarg.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,8 +32,8 @@ static void key_before(const char *text, size_t len, size_t pos, char *key, size
 	if (pos == 0)
 		return;
 	pos--; /* the ':' */
-	while (pos > 0 && (text[pos - 1] == ' ' || text[pos - 1] == '\t' ||
-			   text[pos - 1] == '\n' || text[pos - 1] == '\r'))
+	while (pos > 0 && (text[pos - 1] == ' ' || text[pos - 1] == '\t' || text[pos - 1] == '\n' ||
+			   text[pos - 1] == '\r'))
 		pos--;
 	if (pos == 0 || text[pos - 1] != '"')
 		return;
@@ -57,7 +57,8 @@ void errbuf_json(char *err, size_t errlen, const char *what, const json_error_t 
 {
 	if (json_error_code(je) == json_error_numeric_overflow) {
 		char key[64];
-		key_before(text, len, (size_t)(je->position > 0 ? je->position : 0), key, sizeof key);
+		key_before(text, len, (size_t)(je->position > 0 ? je->position : 0), key,
+			   sizeof key);
 		if (key[0]) {
 			errbuf_set(err, errlen, "%s: number out of range", key);
 			return;

@@ -24,7 +24,7 @@
 #define EVENTS_INPUT_MAX (64 * 1024)
 /* 3000-01-01T00:00:00Z in ms: later than any honest clock, and small
  * enough that ts arithmetic downstream never overflows. */
-#define EVENTS_TS_MAX 32503680000000LL
+#define EVENTS_TS_MAX	 32503680000000LL
 
 static bool id_char_ok(char c)
 {
@@ -151,9 +151,9 @@ char *events_encode(const struct inv_event *ev)
 	/* An id-less event (allowed only before the HTTP API names it) is
 	 * encoded without the field rather than as "", which would not parse. */
 	if (ev->event_id[0] &&
-	    json_object_set_new(o, "event_id", json_stringn(ev->event_id,
-							    strnlen(ev->event_id,
-								    EVENTS_ID_MAX))) < 0)
+	    json_object_set_new(o, "event_id",
+				json_stringn(ev->event_id, strnlen(ev->event_id, EVENTS_ID_MAX))) <
+		0)
 		goto err;
 	if (json_object_set_new(o, "product_id", json_integer((json_int_t)ev->product_id)) < 0 ||
 	    json_object_set_new(o, "stock", json_integer((json_int_t)ev->stock)) < 0)

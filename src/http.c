@@ -21,7 +21,7 @@
 #define PATH_MAX_LEN 512
 /* Body bytes written per WRITEABLE callback, so one big response cannot hog
  * the loop or a socket buffer. */
-#define WRITE_CHUNK 16384
+#define WRITE_CHUNK  16384
 
 enum method_bit {
 	M_GET = 1u << LWSHUMETH_GET,
@@ -33,8 +33,8 @@ enum method_bit {
 typedef void (*route_fn)(struct http_req *r, struct http_env *env);
 
 struct route {
-	const char *path;   /* exact path, or prefix when it ends with '/' */
-	unsigned methods;   /* enum method_bit */
+	const char *path; /* exact path, or prefix when it ends with '/' */
+	unsigned methods; /* enum method_bit */
 	route_fn fn;
 };
 
@@ -56,11 +56,11 @@ struct http_req {
 	/* The client sent a body we will not read: close after replying rather
 	 * than parse its body as the next request. */
 	bool close_after;
-	struct http_async *async;  /* outstanding async handle, if any */
+	struct http_async *async; /* outstanding async handle, if any */
 };
 
 struct http_async {
-	struct http_req *req;  /* NULL once the request is gone */
+	struct http_req *req; /* NULL once the request is gone */
 };
 
 struct http_async *http_async_begin(struct http_req *r)
@@ -163,14 +163,14 @@ static void handle_readyz(struct http_req *r, struct http_env *env);
 static void handle_metrics(struct http_req *r, struct http_env *env);
 
 static const struct route routes[] = {
-	{"/healthz", M_GET, handle_healthz},
-	{"/readyz", M_GET, handle_readyz},
-	{"/metrics", M_GET, handle_metrics},
-	{"/api/products/", M_GET, api_get_product},
-	{"/api/me/subscriptions", M_GET, api_list_subscriptions},
-	{"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription},
-	{"/api/me/alerts", M_GET, api_list_alerts},
-	{"/api/inventory/events", M_POST, api_post_event},
+    {"/healthz", M_GET, handle_healthz},
+    {"/readyz", M_GET, handle_readyz},
+    {"/metrics", M_GET, handle_metrics},
+    {"/api/products/", M_GET, api_get_product},
+    {"/api/me/subscriptions", M_GET, api_list_subscriptions},
+    {"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription},
+    {"/api/me/alerts", M_GET, api_list_alerts},
+    {"/api/inventory/events", M_POST, api_post_event},
 };
 
 size_t http_session_size(void)
@@ -325,7 +325,7 @@ static int serve_static(struct http_req *r, struct http_env *env)
 	if (!mime) {
 		size_t n = strlen(real);
 		mime = n > 4 && strcmp(real + n - 4, ".mjs") == 0 ? "text/javascript"
-								   : "application/octet-stream";
+								  : "application/octet-stream";
 	}
 	static const char cache[] = "cache-control: no-cache\r\n";
 	r->replied = true;
@@ -533,8 +533,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		r->route->fn(r, env);
 		return 0;
 
-	case LWS_CALLBACK_HTTP_WRITEABLE:
-		return on_writeable(r);
+	case LWS_CALLBACK_HTTP_WRITEABLE: return on_writeable(r);
 
 	case LWS_CALLBACK_RAW_ADOPT:
 	case LWS_CALLBACK_RAW_RX:
@@ -559,8 +558,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		}
 		return 0;
 
-	default:
-		break;
+	default: break;
 	}
 	return lws_callback_http_dummy(wsi, reason, user, in, len);
 }

@@ -20,7 +20,7 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
-#define HUB_USER_MAX 64
+#define HUB_USER_MAX  64
 #define HUB_QUEUE_MIN 4
 
 /* Ring of message pointers; the conn keeps only a pointer to it, so an idle
@@ -33,7 +33,7 @@ struct hub_queue {
 };
 
 struct hub_user {
-	struct hub *hub;        /* lets hub_conn_set_roles find the role list */
+	struct hub *hub;	/* lets hub_conn_set_roles find the role list */
 	struct hub_conn *conns; /* doubly linked through hub_conn.prev/next */
 	size_t count;
 	char name[];
@@ -42,9 +42,9 @@ struct hub_user {
 struct hub_conn {
 	struct hub_user *user;
 	void *sink;
-	struct hub_conn *prev, *next;   /* the user's connections */
+	struct hub_conn *prev, *next;	/* the user's connections */
 	struct hub_conn *rprev, *rnext; /* hub.role_conns, only while roles != 0 */
-	struct hub_queue *q;            /* NULL while empty */
+	struct hub_queue *q;		/* NULL while empty */
 	unsigned roles;
 	bool overflowed;
 };
@@ -253,8 +253,8 @@ int hub_push(struct hub *h, struct hub_conn *c, struct hub_msg *m)
 		return -ENOBUFS;
 	}
 	if (!c->q) {
-		c->q = queue_resize(NULL, h->queue_max < HUB_QUEUE_MIN ? h->queue_max
-								      : HUB_QUEUE_MIN);
+		c->q =
+		    queue_resize(NULL, h->queue_max < HUB_QUEUE_MIN ? h->queue_max : HUB_QUEUE_MIN);
 	} else if (c->q->len == c->q->cap) {
 		uint32_t cap = c->q->cap > h->queue_max / 2 ? h->queue_max : c->q->cap * 2;
 
@@ -290,7 +290,8 @@ size_t hub_send_to_role_except(struct hub *h, unsigned role_mask, struct hub_msg
 
 	for (struct hub_conn *c = h->role_conns; c; c = next) {
 		next = c->rnext;
-		if ((c->roles & role_mask) && !skip(hub_conn_user(c), arg) && hub_push(h, c, m) == 0)
+		if ((c->roles & role_mask) && !skip(hub_conn_user(c), arg) &&
+		    hub_push(h, c, m) == 0)
 			n++;
 	}
 	return n;
@@ -390,7 +391,7 @@ static int each_user_cb(const char *name, void *value, void *arg)
 
 void hub_each_user(const struct hub *h, void (*fn)(const char *user, void *arg), void *arg)
 {
-	struct each_user_ctx ctx = { fn, arg };
+	struct each_user_ctx ctx = {fn, arg};
 
 	dict_each(h->users, each_user_cb, &ctx);
 }

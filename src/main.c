@@ -60,9 +60,9 @@ static int parse_ll(const char *s, long long min, long long max, long long *out)
 static int cmd_gentoken(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"sub", required_argument, NULL, 's'}, {"roles", required_argument, NULL, 'r'},
-		{"ttl", required_argument, NULL, 't'}, {"config", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0},
+	    {"sub", required_argument, NULL, 's'}, {"roles", required_argument, NULL, 'r'},
+	    {"ttl", required_argument, NULL, 't'}, {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
 	};
 	const char *sub = NULL, *roles = NULL, *path = NULL;
 	long long ttl = 3600;
@@ -76,7 +76,8 @@ static int cmd_gentoken(int argc, char **argv)
 		case 'c': path = optarg; break;
 		case 't':
 			if (parse_ll(optarg, 1, 10LL * 365 * 86400, &ttl) != 0) {
-				fprintf(stderr, "stockalertd gentoken: --ttl: seconds, 1 or more\n");
+				fprintf(stderr,
+					"stockalertd gentoken: --ttl: seconds, 1 or more\n");
 				return 1;
 			}
 			break;
@@ -85,7 +86,8 @@ static int cmd_gentoken(int argc, char **argv)
 		}
 	}
 	if (!sub || !auth_valid_sub(sub)) {
-		fprintf(stderr, "stockalertd gentoken: --sub: 1-64 characters of [A-Za-z0-9_.:-]\n");
+		fprintf(stderr,
+			"stockalertd gentoken: --sub: 1-64 characters of [A-Za-z0-9_.:-]\n");
 		return 1;
 	}
 	struct config *cfg;
@@ -117,9 +119,11 @@ out:
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'k'},
-		{"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 'k'},
+	    {"version", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = NULL;
 	int check = 0, c;

@@ -18,11 +18,11 @@
 #include "stockalert/mem.h"
 
 enum pending_kind {
-	PENDING_USER,      /* redis_command(): the caller's callback gets the reply */
+	PENDING_USER,	   /* redis_command(): the caller's callback gets the reply */
 	PENDING_HANDSHAKE, /* AUTH / SELECT / PING sent before READY */
-	PENDING_ROLE,      /* Sentinel mode: is this node the master? (handshake or health) */
+	PENDING_ROLE,	   /* Sentinel mode: is this node the master? (handshake or health) */
 	PENDING_SUBSCRIBE, /* one per channel of the initial SUBSCRIBE */
-	PENDING_HEALTH     /* the periodic liveness probe */
+	PENDING_HEALTH	   /* the periodic liveness probe */
 };
 
 /*
@@ -34,8 +34,8 @@ enum pending_kind {
 struct pending {
 	struct pending *next;
 	enum pending_kind kind;
-	bool last;          /* last reply of the handshake or of the SUBSCRIBE batch */
-	uint64_t deadline;  /* uv_now() time after which the connection is dropped */
+	bool last;	   /* last reply of the handshake or of the SUBSCRIBE batch */
+	uint64_t deadline; /* uv_now() time after which the connection is dropped */
 	redis_reply_fn cb;
 	void *arg;
 };
@@ -62,7 +62,7 @@ struct resolve {
 struct redis {
 	uv_loop_t *loop;
 	char *name;
-	char *host;                /* with Sentinel: the master last announced, or NULL */
+	char *host; /* with Sentinel: the master last announced, or NULL */
 	char *password;
 	int port;
 	int db;
@@ -74,32 +74,32 @@ struct redis {
 
 	enum redis_state state;
 	bool started;
-	unsigned attempt;          /* counts connection steps, to spot stale lookups */
-	redisAsyncContext *ac;     /* NULL unless a connection is open or opening */
+	unsigned attempt;      /* counts connection steps, to spot stale lookups */
+	redisAsyncContext *ac; /* NULL unless a connection is open or opening */
 
-	char *master_name;         /* NULL: no Sentinel */
+	char *master_name; /* NULL: no Sentinel */
 	struct sentinel *sentinels;
 	size_t nsentinels;
-	size_t sentinel_first;     /* the one that answered last is asked first */
-	size_t sentinel_tried;     /* asked during this attempt */
-	size_t sentinel_cur;       /* the one being asked */
-	bool asking;               /* CONNECTING, still looking for the master */
-	redisAsyncContext *sac;    /* the query to sentinel_cur */
-	char sentinel_why[512];    /* why the last sentinel gave no master */
+	size_t sentinel_first;	/* the one that answered last is asked first */
+	size_t sentinel_tried;	/* asked during this attempt */
+	size_t sentinel_cur;	/* the one being asked */
+	bool asking;		/* CONNECTING, still looking for the master */
+	redisAsyncContext *sac; /* the query to sentinel_cur */
+	char sentinel_why[512]; /* why the last sentinel gave no master */
 	struct backoff backoff;
 	struct pending *head;
 	struct pending *tail;
-	struct channel *channels;  /* non-empty makes this a pub/sub client */
+	struct channel *channels; /* non-empty makes this a pub/sub client */
 	size_t nchannels;
 
 	uv_timer_t reconnect_timer;
 	uv_timer_t connect_timer;
 	uv_timer_t command_timer;
 	uv_timer_t health_timer;
-	unsigned open_handles;     /* timers not yet closed by redis_close() */
-	unsigned resolves;         /* lookups whose callback has not run yet */
-	struct resolve *resolve;   /* the current attempt's lookup, to cancel on close */
-	struct pending *failed;    /* failed by redis_close(), delivered before on_closed */
+	unsigned open_handles;	 /* timers not yet closed by redis_close() */
+	unsigned resolves;	 /* lookups whose callback has not run yet */
+	struct resolve *resolve; /* the current attempt's lookup, to cancel on close */
+	struct pending *failed;	 /* failed by redis_close(), delivered before on_closed */
 	void (*on_closed)(void *arg);
 	void *closed_arg;
 };
@@ -114,14 +114,10 @@ static void sentinel_failed(struct redis *r, const char *why);
 const char *redis_state_name(enum redis_state s)
 {
 	switch (s) {
-	case REDIS_STATE_DISCONNECTED:
-		return "disconnected";
-	case REDIS_STATE_CONNECTING:
-		return "connecting";
-	case REDIS_STATE_READY:
-		return "ready";
-	case REDIS_STATE_CLOSED:
-		return "closed";
+	case REDIS_STATE_DISCONNECTED: return "disconnected";
+	case REDIS_STATE_CONNECTING: return "connecting";
+	case REDIS_STATE_READY: return "ready";
+	case REDIS_STATE_CLOSED: return "closed";
 	}
 	return "unknown";
 }
@@ -259,8 +255,8 @@ static void connection_failed(struct redis *r, const char *why)
 	} else {
 		/* A long outage says so every tenth attempt, not every attempt. */
 		enum log_level level = r->backoff.attempt == 1 || r->backoff.attempt % 10 == 0
-					       ? LOG_LEVEL_WARN
-					       : LOG_LEVEL_DEBUG;
+					   ? LOG_LEVEL_WARN
+					   : LOG_LEVEL_DEBUG;
 		log_at(level, r->name, "cannot connect to %s (%s, attempt %u); retry in %u ms",
 		       where, why, r->backoff.attempt, delay);
 	}
@@ -370,8 +366,8 @@ static void handshake_done(struct redis *r)
 		argv[i + 1] = r->channels[i].name;
 		lens[i + 1] = r->channels[i].len;
 	}
-	int rc = redisAsyncCommandArgv(r->ac, on_subscribe_reply, r, (int)r->nchannels + 1, argv,
-				       lens);
+	int rc =
+	    redisAsyncCommandArgv(r->ac, on_subscribe_reply, r, (int)r->nchannels + 1, argv, lens);
 	mem_free(argv);
 	mem_free(lens);
 	if (rc != REDIS_OK) {
@@ -441,8 +437,8 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 	case PENDING_ROLE:
 		if (!is_master_role(reply)) {
 			const redisReply *e = reply->type == REDIS_REPLY_ARRAY && reply->elements
-						      ? reply->element[0]
-						      : reply;
+						  ? reply->element[0]
+						  : reply;
 			snprintf(why, sizeof why, "the node is not the master (ROLE %.*s)",
 				 e->str ? (int)e->len : 1, e->str ? e->str : "?");
 			connection_failed(r, why);
@@ -456,8 +452,7 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 			connection_failed(r, why);
 		}
 		break;
-	case PENDING_SUBSCRIBE:
-		break;
+	case PENDING_SUBSCRIBE: break;
 	}
 	mem_free(p);
 }

@@ -17,23 +17,23 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
-#include "stockalert/redis.h"
 #include "stockalert/presence.h"
+#include "stockalert/redis.h"
 #include "stockalert/store.h"
 #include "stockalert/stream.h"
 #include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
-#define MOD "server"
+#define MOD			      "server"
 /* File descriptors kept back from lws for Redis, MySQL, static files and
  * logs, so that at the limit lws stops accepting instead of us failing. */
-#define FD_RESERVE 64
+#define FD_RESERVE		      64
 /* Per-socket lws receive buffer (see create_lws). */
-#define WS_RX_BUFFER 128
+#define WS_RX_BUFFER		      128
 /* Largest single send(): bigger than any frame we write but a replay. */
-#define WS_TX_PACKET 65536
+#define WS_TX_PACKET		      65536
 /* MySQL's ER_ACCESS_DENIED_ERROR and ER_DBACCESS_DENIED_ERROR. */
-#define ER_ACCESS_DENIED_ERROR_CODE 1045u
+#define ER_ACCESS_DENIED_ERROR_CODE   1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
 
 struct server {
@@ -51,7 +51,7 @@ struct server {
 	bool stopping;
 	bool grace_expired;
 	int exit_code;
-	int open_deps;          /* redis, pubsub, store still closing */
+	int open_deps; /* redis, pubsub, store still closing */
 	bool ever_ready[METRICS_DEP_COUNT];
 	char inventory_channel[128];
 	char subs_channel[128];
@@ -114,8 +114,10 @@ static void on_store_state(struct store *st, enum store_state state, void *arg)
 	unsigned e = store_last_connect_error(st);
 	if (state == STORE_STATE_DISCONNECTED && !s->ever_ready[METRICS_DEP_MYSQL] &&
 	    (e == ER_ACCESS_DENIED_ERROR_CODE || e == ER_DBACCESS_DENIED_ERROR_CODE)) {
-		log_error(MOD, "mysql refused our credentials (error %u): check mysql.user, "
-			       "mysql.password_file and mysql.database", e);
+		log_error(MOD,
+			  "mysql refused our credentials (error %u): check mysql.user, "
+			  "mysql.password_file and mysql.database",
+			  e);
 		s->exit_code = SERVER_EXIT_START;
 		begin_stop(s, SIGTERM);
 	}
@@ -167,8 +169,7 @@ static unsigned lower_fd_limit_for_lws(void)
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
 		return 0;
-	rlim_t hard = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1000000 ? 1000000
-									   : rl.rlim_max;
+	rlim_t hard = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 1000000 ? 1000000 : rl.rlim_max;
 	rl.rlim_cur = hard > 2 * FD_RESERVE ? hard - FD_RESERVE : hard;
 	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 		getrlimit(RLIMIT_NOFILE, &rl);
@@ -348,29 +349,28 @@ static int create_lws(struct server *s, int *exit_code)
 	vinfo.port = cfg->listen.port;
 	vinfo.iface = cfg->listen.host;
 	s->protocols[0] = (struct lws_protocols){
-		.name = "http",
-		.callback = http_callback,
-		.per_session_data_size = http_session_size(),
+	    .name = "http",
+	    .callback = http_callback,
+	    .per_session_data_size = http_session_size(),
 	};
 	s->protocols[1] = (struct lws_protocols){
-		.name = "stockalert",
-		.callback = ws_callback,
-		.per_session_data_size = ws_session_size(),
-		/* lws gives every socket a receive buffer of this size. Client
+	    .name = "stockalert",
+	    .callback = ws_callback,
+	    .per_session_data_size = ws_session_size(),
+	    /* lws gives every socket a receive buffer of this size. Client
 		 * messages are small (a ping is 15 bytes), and longer ones are
 		 * reassembled in ws.c up to ws.max_message_bytes, so a small
 		 * buffer keeps idle sockets cheap. */
-		.rx_buffer_size = WS_RX_BUFFER,
-		/* Without it lws caps each send() at rx_buffer_size, splitting
+	    .rx_buffer_size = WS_RX_BUFFER,
+	    /* Without it lws caps each send() at rx_buffer_size, splitting
 		 * every alert in two and buffering the rest. */
-		.tx_packet_size = WS_TX_PACKET,
+	    .tx_packet_size = WS_TX_PACKET,
 	};
 	s->env.ws_protocol = &s->protocols[1];
 	/* lws picks the WebSocket protocol by subprotocol name; "default"
 	 * makes clients that name none land on ours too. */
 	static const struct lws_protocol_vhost_options pvo_default = {NULL, NULL, "default", "1"};
-	static const struct lws_protocol_vhost_options pvo = {NULL, &pvo_default, "stockalert",
-							       ""};
+	static const struct lws_protocol_vhost_options pvo = {NULL, &pvo_default, "stockalert", ""};
 	vinfo.pvo = &pvo;
 	vinfo.protocols = s->protocols;
 	/* No lws validity timers (all zero): ws.c pings after ping_interval_s
@@ -388,8 +388,9 @@ static int create_lws(struct server *s, int *exit_code)
 		*exit_code = SERVER_EXIT_START;
 		return -1;
 	}
-	log_info(MOD, "listening on %s://%s:%d (fd limit %u)", cfg->tls.cert_file ? "https" : "http",
-		 cfg->listen.host, lws_get_vhost_listen_port(s->vhost), lws_fds);
+	log_info(MOD, "listening on %s://%s:%d (fd limit %u)",
+		 cfg->tls.cert_file ? "https" : "http", cfg->listen.host,
+		 lws_get_vhost_listen_port(s->vhost), lws_fds);
 	return 0;
 }
 
@@ -397,14 +398,14 @@ static void create_deps(struct server *s)
 {
 	const struct config *cfg = s->cfg;
 	struct redis_options ro = {
-		.name = "redis",
-		.host = cfg->redis.host,
-		.port = cfg->redis.port,
-		.password = cfg->redis.password,
-		.db = cfg->redis.db,
-		.sentinel_master = cfg->redis.sentinel_master_name,
-		.sentinels = (const char *const *)cfg->redis.sentinel_addresses,
-		.n_sentinels = cfg->redis.n_sentinel_addresses,
+	    .name = "redis",
+	    .host = cfg->redis.host,
+	    .port = cfg->redis.port,
+	    .password = cfg->redis.password,
+	    .db = cfg->redis.db,
+	    .sentinel_master = cfg->redis.sentinel_master_name,
+	    .sentinels = (const char *const *)cfg->redis.sentinel_addresses,
+	    .n_sentinels = cfg->redis.n_sentinel_addresses,
 	};
 	s->env.redis = redis_new(&s->loop, &ro, on_redis_state, s);
 	ro.name = "redis-pubsub";
@@ -418,11 +419,11 @@ static void create_deps(struct server *s)
 	redis_subscribe(s->env.pubsub, s->fair_channel, on_fair_wave_message, s);
 
 	struct store_options so = {
-		.host = cfg->mysql.host,
-		.port = cfg->mysql.port,
-		.user = cfg->mysql.user,
-		.password = s->mysql_password,
-		.database = cfg->mysql.database,
+	    .host = cfg->mysql.host,
+	    .port = cfg->mysql.port,
+	    .user = cfg->mysql.user,
+	    .password = s->mysql_password,
+	    .database = cfg->mysql.database,
 	};
 	s->env.store = store_new(&s->loop, &so, on_store_state, s);
 	ro.name = "redis-stream";

@@ -1,7 +1,7 @@
 #include "stockalert/store.h"
 
-#include <errno.h>
 #include <errmsg.h>
+#include <errno.h>
 #include <mysql.h>
 #include <mysqld_error.h>
 #include <netdb.h>
@@ -70,15 +70,15 @@ struct store {
 	 * every connection (even every connect attempt) gets a new socket. */
 	uv_poll_t *poll;
 	int poll_fd;
-	int wait;             /* MYSQL_WAIT_* bits the library asked for */
-	uv_timer_t io_timer;  /* the library's own MYSQL_WAIT_TIMEOUT */
-	uv_timer_t deadline;  /* connect or query deadline */
-	uv_timer_t retry;     /* backoff before the next connect attempt */
-	uv_timer_t kick;      /* starts queued queries outside the caller's stack */
+	int wait;	     /* MYSQL_WAIT_* bits the library asked for */
+	uv_timer_t io_timer; /* the library's own MYSQL_WAIT_TIMEOUT */
+	uv_timer_t deadline; /* connect or query deadline */
+	uv_timer_t retry;    /* backoff before the next connect attempt */
+	uv_timer_t kick;     /* starts queued queries outside the caller's stack */
 	uv_getaddrinfo_t gai;
 	bool gai_busy;
-	char addr[64];        /* numeric address the connection goes to */
-	unsigned addr_rot;    /* failed connects: picks the next resolved address */
+	char addr[64];	   /* numeric address the connection goes to */
+	unsigned addr_rot; /* failed connects: picks the next resolved address */
 
 	enum op op;
 	MYSQL *conn_ret;
@@ -86,19 +86,19 @@ struct store {
 	MYSQL_RES *res_ret;
 	struct store_result *result; /* built while further results drain */
 
-	char **setup;         /* SET NAMES, then the schema statements */
+	char **setup; /* SET NAMES, then the schema statements */
 	size_t nsetup;
 	size_t setup_i;
 	struct job setup_job;
 
-	struct job *cur;      /* the job whose statement is on the wire */
+	struct job *cur; /* the job whose statement is on the wire */
 	struct job *head;
 	struct job *tail;
-	unsigned in_cb;       /* depth of user callbacks on the stack */
-	char errbuf[512];     /* err handed to callbacks; outlives mysql_close */
+	unsigned in_cb;	  /* depth of user callbacks on the stack */
+	char errbuf[512]; /* err handed to callbacks; outlives mysql_close */
 
 	bool closing;
-	unsigned handles;     /* libuv handles not yet closed */
+	unsigned handles; /* libuv handles not yet closed */
 	void (*on_closed)(void *arg);
 	void *closed_arg;
 };
@@ -109,14 +109,10 @@ static void run_next(struct store *s);
 const char *store_state_name(enum store_state st)
 {
 	switch (st) {
-	case STORE_STATE_DISCONNECTED:
-		return "disconnected";
-	case STORE_STATE_CONNECTING:
-		return "connecting";
-	case STORE_STATE_READY:
-		return "ready";
-	case STORE_STATE_CLOSED:
-		return "closed";
+	case STORE_STATE_DISCONNECTED: return "disconnected";
+	case STORE_STATE_CONNECTING: return "connecting";
+	case STORE_STATE_READY: return "ready";
+	case STORE_STATE_CLOSED: return "closed";
 	}
 	return "unknown";
 }
@@ -164,8 +160,7 @@ static bool is_conn_error(unsigned e)
 	case ER_NET_READ_ERROR:
 	case ER_NET_READ_INTERRUPTED:
 	case ER_NET_ERROR_ON_WRITE:
-	case ER_NET_WRITE_INTERRUPTED:
-		return true;
+	case ER_NET_WRITE_INTERRUPTED: return true;
 	}
 	return false;
 }
@@ -321,8 +316,7 @@ static void retry_later(struct store *s, const char *why)
 	if (s->closing)
 		return;
 	delay = backoff_next(&s->backoff);
-	log_warn(MOD, "mysql %s:%d: %s; retrying in %u ms", s->host, s->port, why,
-		 (unsigned)delay);
+	log_warn(MOD, "mysql %s:%d: %s; retrying in %u ms", s->host, s->port, why, (unsigned)delay);
 	uv_timer_start(&s->retry, on_retry, delay, 0);
 	set_state(s, STORE_STATE_DISCONNECTED);
 }
@@ -430,8 +424,8 @@ static void connect_addr(struct store *s)
 	log_info(MOD, "mysql %s:%d: connecting", s->host, s->port);
 	uv_timer_start(&s->deadline, on_deadline, s->connect_timeout_ms, 0);
 	s->op = OP_CONNECT;
-	op_after(s, mysql_real_connect_start(&s->conn_ret, s->mysql, s->addr, s->user,
-					     s->password, s->database, (unsigned)s->port, NULL, 0));
+	op_after(s, mysql_real_connect_start(&s->conn_ret, s->mysql, s->addr, s->user, s->password,
+					     s->database, (unsigned)s->port, NULL, 0));
 }
 
 static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
@@ -461,8 +455,8 @@ static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *ai)
 			rc = uv_ip6_name((struct sockaddr_in6 *)a->ai_addr, s->addr,
 					 sizeof(s->addr));
 		else
-			rc = uv_ip4_name((struct sockaddr_in *)a->ai_addr, s->addr,
-					 sizeof(s->addr));
+			rc =
+			    uv_ip4_name((struct sockaddr_in *)a->ai_addr, s->addr, sizeof(s->addr));
 	}
 	uv_freeaddrinfo(ai);
 	if (rc) {
@@ -517,8 +511,7 @@ static void connected(struct store *s)
 	if (!s->conn_ret) {
 		s->connect_errno = mysql_errno(s->mysql);
 		s->addr_rot++;
-		snprintf(s->errbuf, sizeof(s->errbuf), "connect failed: %s",
-			 mysql_error(s->mysql));
+		snprintf(s->errbuf, sizeof(s->errbuf), "connect failed: %s", mysql_error(s->mysql));
 		conn_drop(s, false);
 		retry_later(s, s->errbuf);
 		return;
@@ -591,11 +584,8 @@ static void op_done(struct store *s)
 
 	s->op = OP_NONE;
 	switch (op) {
-	case OP_NONE:
-		break;
-	case OP_CONNECT:
-		connected(s);
-		break;
+	case OP_NONE: break;
+	case OP_CONNECT: connected(s); break;
 	case OP_QUERY:
 		if (s->int_ret) {
 			job_error(s);
@@ -644,21 +634,12 @@ static void op_resume(struct store *s, int ready)
 	int st = 0;
 
 	switch (s->op) {
-	case OP_NONE:
-		return;
-	case OP_CONNECT:
-		st = mysql_real_connect_cont(&s->conn_ret, s->mysql, ready);
-		break;
-	case OP_QUERY:
-		st = mysql_real_query_cont(&s->int_ret, s->mysql, ready);
-		break;
+	case OP_NONE: return;
+	case OP_CONNECT: st = mysql_real_connect_cont(&s->conn_ret, s->mysql, ready); break;
+	case OP_QUERY: st = mysql_real_query_cont(&s->int_ret, s->mysql, ready); break;
 	case OP_STORE:
-	case OP_DRAIN:
-		st = mysql_store_result_cont(&s->res_ret, s->mysql, ready);
-		break;
-	case OP_NEXT:
-		st = mysql_next_result_cont(&s->int_ret, s->mysql, ready);
-		break;
+	case OP_DRAIN: st = mysql_store_result_cont(&s->res_ret, s->mysql, ready); break;
+	case OP_NEXT: st = mysql_next_result_cont(&s->int_ret, s->mysql, ready); break;
 	}
 	op_after(s, st);
 }
@@ -822,27 +803,13 @@ static size_t escape_plain(char *to, const char *from, size_t len)
 		char c = from[i], e = 0;
 
 		switch (c) {
-		case '\0':
-			e = '0';
-			break;
-		case '\n':
-			e = 'n';
-			break;
-		case '\r':
-			e = 'r';
-			break;
-		case '\\':
-			e = '\\';
-			break;
-		case '\'':
-			e = '\'';
-			break;
-		case '"':
-			e = '"';
-			break;
-		case '\032':
-			e = 'Z';
-			break;
+		case '\0': e = '0'; break;
+		case '\n': e = 'n'; break;
+		case '\r': e = 'r'; break;
+		case '\\': e = '\\'; break;
+		case '\'': e = '\''; break;
+		case '"': e = '"'; break;
+		case '\032': e = 'Z'; break;
 		}
 		if (e) {
 			*o++ = '\\';
@@ -942,7 +909,7 @@ struct store *store_new(uv_loop_t *loop, const struct store_options *opts, store
 	backoff_init(&s->backoff, opts->backoff_min_ms ? opts->backoff_min_ms : 200,
 		     opts->backoff_max_ms ? opts->backoff_max_ms : 10000, seed);
 
-	uv_timer_t *timers[] = { &s->io_timer, &s->deadline, &s->retry, &s->kick };
+	uv_timer_t *timers[] = {&s->io_timer, &s->deadline, &s->retry, &s->kick};
 	for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
 		uv_timer_init(loop, timers[i]);
 		timers[i]->data = s;

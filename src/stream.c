@@ -9,12 +9,12 @@
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
 
-#define MOD "stream"
+#define MOD		"stream"
 /* Entries read per XREADGROUP. */
-#define READ_COUNT 100
+#define READ_COUNT	100
 /* How long XREADGROUP waits for new entries; below the client's command
  * timeout, so a blocked read is not taken for a dead server. */
-#define BLOCK_MS 1000
+#define BLOCK_MS	1000
 /* How often pending entries are claimed and the counters refreshed. */
 #define HOUSEKEEPING_MS 5000
 
@@ -25,10 +25,10 @@ struct stream {
 	char dead_key[128];
 	char consumer[64];
 	uv_timer_t timer;
-	bool reading;        /* an XREADGROUP (or claim) is in flight */
+	bool reading; /* an XREADGROUP (or claim) is in flight */
 	bool group_ok;
 	bool closing;
-	int inflight;        /* entries in the pipeline, replies outstanding */
+	int inflight; /* entries in the pipeline, replies outstanding */
 	struct stream_stats stats;
 };
 
@@ -36,7 +36,7 @@ struct stream {
 struct entry {
 	struct stream *s;
 	char id[48];
-	int64_t deliveries;  /* times the group delivered it (from XPENDING) */
+	int64_t deliveries; /* times the group delivered it (from XPENDING) */
 };
 
 static void read_more(struct stream *s);
@@ -75,8 +75,8 @@ static void bury(struct stream *s, const char *id, const char *payload, size_t l
 		 const char *reason)
 {
 	log_warn(MOD, "entry %s moved to %s: %s", id, s->dead_key, reason);
-	const char *argv[] = {"XADD", s->dead_key, "*", "id", id, "reason", reason, "event",
-			      payload};
+	const char *argv[] = {"XADD",	s->dead_key, "*",     "id",   id,
+			      "reason", reason,	     "event", payload};
 	size_t lens[] = {4, strlen(s->dead_key), 1, 2, strlen(id), 6, strlen(reason), 5, len};
 	s->inflight++;
 	if (redis_command_argv(s->conn, on_acked, s, 9, argv, lens) != 0)
@@ -277,7 +277,8 @@ static void on_autoclaim(struct redis *r, redisReply *reply, void *arg)
 			c->s = s;
 			snprintf(c->id, sizeof c->id, "%s", e->element[0]->str);
 			const redisReply *f = e->element[1];
-			for (size_t k = 0; f->type == REDIS_REPLY_ARRAY && k + 1 < f->elements; k += 2)
+			for (size_t k = 0; f->type == REDIS_REPLY_ARRAY && k + 1 < f->elements;
+			     k += 2)
 				if (strcmp(f->element[k]->str, "event") == 0) {
 					c->payload = mem_strndup(f->element[k + 1]->str,
 								 f->element[k + 1]->len);
@@ -286,8 +287,9 @@ static void on_autoclaim(struct redis *r, redisReply *reply, void *arg)
 				}
 			/* How often it was delivered decides retry or bury. */
 			s->inflight++;
-			if (redis_command(s->conn, on_claimed_count, c, "XPENDING %s %s IDLE 0 %s %s 1",
-					  s->key, STREAM_GROUP, c->id, c->id) != 0)
+			if (redis_command(s->conn, on_claimed_count, c,
+					  "XPENDING %s %s IDLE 0 %s %s 1", s->key, STREAM_GROUP,
+					  c->id, c->id) != 0)
 				on_claimed_count(NULL, NULL, c);
 		}
 	}
@@ -311,7 +313,8 @@ static void on_pending_info(struct redis *r, redisReply *reply, void *arg)
 				const redisReply *v = grp->element[i + 1];
 				if (strcmp(k, "name") == 0 && v->type == REDIS_REPLY_STRING)
 					ours = strcmp(v->str, STREAM_GROUP) == 0;
-				else if (strcmp(k, "pending") == 0 && v->type == REDIS_REPLY_INTEGER)
+				else if (strcmp(k, "pending") == 0 &&
+					 v->type == REDIS_REPLY_INTEGER)
 					pending = v->integer;
 				else if (strcmp(k, "lag") == 0 && v->type == REDIS_REPLY_INTEGER)
 					lag = v->integer;

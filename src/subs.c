@@ -11,18 +11,18 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
-#define MOD "subs"
+#define MOD		"subs"
 /* Rows per rebuild batch: large enough to finish 1M subscriptions in
  * seconds, small enough that one batch never holds the loop noticeably. */
-#define REBUILD_BATCH 500
+#define REBUILD_BATCH	500
 /* How often the index marker is checked, so a FLUSHALL is noticed even
  * when the connection survived it. */
 #define MARKER_CHECK_MS 2000
 /* A deleted subscription's hash stays as a tombstone this long, so a late,
  * older update cannot resurrect it. */
-#define TOMBSTONE_MS 86400000
+#define TOMBSTONE_MS	86400000
 /* Times a write that InnoDB chose as a deadlock victim is run again. */
-#define WRITE_RETRIES 5
+#define WRITE_RETRIES	5
 
 /*
  * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}, product:{p}:thr
@@ -33,27 +33,27 @@
  * Returns 1 if applied, 0 if Redis already had this or a newer version.
  */
 static const char apply_lua[] =
-	"local v = tonumber(redis.call('HGET', KEYS[3], 'v') or '0')\n"
-	"if tonumber(ARGV[3]) <= v then return 0 end\n"
-	"if ARGV[4] == '1' then\n"
-	"  redis.call('SADD', KEYS[1], ARGV[2])\n"
-	"  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])\n"
-	"  redis.call('PERSIST', KEYS[3])\n"
-	"  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'kinds', ARGV[5], 'threshold', ARGV[6],"
-	" 'created', ARGV[7], 'active', '1')\n"
-	"  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])\n"
-	"  else redis.call('ZREM', KEYS[4], ARGV[1]) end\n"
-	"else\n"
-	"  redis.call('SREM', KEYS[1], ARGV[2])\n"
-	"  redis.call('ZREM', KEYS[2], ARGV[1])\n"
-	"  redis.call('ZREM', KEYS[4], ARGV[1])\n"
-	"  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'active', '0')\n"
-	"  redis.call('PEXPIRE', KEYS[3], ARGV[8])\n"
-	"end\n"
-	"redis.call('PUBLISH', ARGV[9], cjson.encode({user = ARGV[1],"
-	" product_id = tonumber(ARGV[2]), active = ARGV[4] == '1', kinds = ARGV[5],"
-	" threshold = tonumber(ARGV[6]), created = tonumber(ARGV[7])}))\n"
-	"return 1\n";
+    "local v = tonumber(redis.call('HGET', KEYS[3], 'v') or '0')\n"
+    "if tonumber(ARGV[3]) <= v then return 0 end\n"
+    "if ARGV[4] == '1' then\n"
+    "  redis.call('SADD', KEYS[1], ARGV[2])\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])\n"
+    "  redis.call('PERSIST', KEYS[3])\n"
+    "  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'kinds', ARGV[5], 'threshold', ARGV[6],"
+    " 'created', ARGV[7], 'active', '1')\n"
+    "  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])\n"
+    "  else redis.call('ZREM', KEYS[4], ARGV[1]) end\n"
+    "else\n"
+    "  redis.call('SREM', KEYS[1], ARGV[2])\n"
+    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
+    "  redis.call('ZREM', KEYS[4], ARGV[1])\n"
+    "  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'active', '0')\n"
+    "  redis.call('PEXPIRE', KEYS[3], ARGV[8])\n"
+    "end\n"
+    "redis.call('PUBLISH', ARGV[9], cjson.encode({user = ARGV[1],"
+    " product_id = tonumber(ARGV[2]), active = ARGV[4] == '1', kinds = ARGV[5],"
+    " threshold = tonumber(ARGV[6]), created = tonumber(ARGV[7])}))\n"
+    "return 1\n";
 
 static const char *const kind_names[] = {"back_in_stock", "low_stock", "sold_out"};
 
@@ -65,11 +65,11 @@ struct subs {
 	uv_timer_t marker_timer;
 	bool rebuilding;
 	bool closing;
-	int inflight;              /* operations holding a pointer to us */
+	int inflight; /* operations holding a pointer to us */
 	/* rebuild cursor */
 	char *cursor_user;
 	int64_t cursor_product;
-	int batch_pending;         /* Redis replies outstanding in this batch */
+	int batch_pending; /* Redis replies outstanding in this batch */
 	bool batch_failed;
 	uint64_t rebuilt_rows;
 };
@@ -90,13 +90,13 @@ struct op {
 	struct subs *s;
 	enum op_kind kind;
 	char user[65];
-	char *user_sql;            /* escaped */
+	char *user_sql; /* escaped */
 	int64_t product;
 	unsigned kinds;
 	int threshold;
 	struct row_state before, after;
 	enum subs_status result;
-	int retries;               /* deadlocked writes run again */
+	int retries; /* deadlocked writes run again */
 	subs_done_fn done;
 	void *arg;
 };
@@ -189,21 +189,27 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 		snprintf(err, errlen, "body: expected a JSON object");
 		goto err;
 	}
-	json_object_foreach(j, key, v) {
+	json_object_foreach(j, key, v)
+	{
 		if (strcmp(key, "kinds") == 0) {
 			size_t i;
 			json_t *k;
 			if (!json_is_array(v) || json_array_size(v) == 0) {
-				snprintf(err, errlen, "kinds: expected a non-empty array of "
-						      "\"back_in_stock\", \"low_stock\", \"sold_out\"");
+				snprintf(err, errlen,
+					 "kinds: expected a non-empty array of "
+					 "\"back_in_stock\", \"low_stock\", \"sold_out\"");
 				goto err;
 			}
 			*kinds = 0;
-			json_array_foreach(v, i, k) {
-				unsigned bit = json_is_string(k) ? subs_kind_parse(json_string_value(k)) : 0;
+			json_array_foreach(v, i, k)
+			{
+				unsigned bit =
+				    json_is_string(k) ? subs_kind_parse(json_string_value(k)) : 0;
 				if (!bit) {
-					snprintf(err, errlen, "kinds[%zu]: unknown kind (expected "
-							      "back_in_stock, low_stock or sold_out)", i);
+					snprintf(err, errlen,
+						 "kinds[%zu]: unknown kind (expected "
+						 "back_in_stock, low_stock or sold_out)",
+						 i);
 					goto err;
 				}
 				*kinds |= bit;
@@ -215,7 +221,8 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 			}
 			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 			    json_integer_value(v) > 1000000000) {
-				snprintf(err, errlen, "threshold: expected an integer from 0 to 1000000000");
+				snprintf(err, errlen,
+					 "threshold: expected an integer from 0 to 1000000000");
 				goto err;
 			}
 			*threshold = (int)json_integer_value(v);
@@ -247,10 +254,10 @@ static void op_finish(struct op *op, enum subs_status st)
 {
 	struct subs *s = op->s;
 	struct subs_entry e = {
-		.product_id = op->product,
-		.kinds = op->after.kinds,
-		.threshold = op->after.threshold,
-		.created_ms = op->after.created_ms,
+	    .product_id = op->product,
+	    .kinds = op->after.kinds,
+	    .threshold = op->after.threshold,
+	    .created_ms = op->after.created_ms,
 	};
 	if (op->done)
 		op->done(st, st == SUBS_CREATED || st == SUBS_UPDATED ? &e : NULL, op->arg);
@@ -271,8 +278,8 @@ static int64_t parse_i64(const char *v, int64_t dflt)
 }
 
 /* Columns: active, kinds, threshold, version, created_ms */
-#define ROW_COLUMNS                                                                               \
-	"active, kinds, IFNULL(threshold, -1), version, "                                         \
+#define ROW_COLUMNS                                                                                \
+	"active, kinds, IFNULL(threshold, -1), version, "                                          \
 	"CAST(UNIX_TIMESTAMP(created_at) * 1000 AS UNSIGNED)"
 
 static void row_from_result(const struct store_result *res, struct row_state *st)
@@ -300,11 +307,11 @@ static int query_row(struct op *op, store_result_fn cb)
 }
 
 /* Sends the row state to Redis through the versioned script. */
-static int redis_apply(struct subs *s, const char *user, int64_t product, const struct row_state *st,
-		       redis_reply_fn cb, void *arg)
+static int redis_apply(struct subs *s, const char *user, int64_t product,
+		       const struct row_state *st, redis_reply_fn cb, void *arg)
 {
 	char k_user[160], k_product[160], k_sub[200], k_thr[160], channel[96], pid[24], ver[24],
-		thr[16], created[24], kinds[64], tomb[16];
+	    thr[16], created[24], kinds[64], tomb[16];
 	snprintf(k_user, sizeof k_user, "%suser:%s:subs", s->prefix, user);
 	snprintf(k_product, sizeof k_product, "%sproduct:%" PRId64 ":subs", s->prefix, product);
 	snprintf(k_sub, sizeof k_sub, "%ssub:%s:%" PRId64, s->prefix, user, product);
@@ -319,9 +326,22 @@ static int redis_apply(struct subs *s, const char *user, int64_t product, const 
 	snprintf(created, sizeof created, "%" PRId64, st->created_ms);
 	snprintf(tomb, sizeof tomb, "%d", TOMBSTONE_MS);
 	subs_kinds_to_csv(st->kinds, kinds, sizeof kinds);
-	const char *argv[] = {"EVAL", apply_lua, "4",	k_user, k_product, k_sub, k_thr,
-			      user,   pid,	 ver,	st->active ? "1" : "0", kinds, thr, created,
-			      tomb,   channel};
+	const char *argv[] = {"EVAL",
+			      apply_lua,
+			      "4",
+			      k_user,
+			      k_product,
+			      k_sub,
+			      k_thr,
+			      user,
+			      pid,
+			      ver,
+			      st->active ? "1" : "0",
+			      kinds,
+			      thr,
+			      created,
+			      tomb,
+			      channel};
 	return redis_command_argv(s->redis, cb, arg, (int)(sizeof argv / sizeof argv[0]), argv,
 				  NULL);
 }
@@ -340,8 +360,9 @@ static void on_undo_done(struct store *st, const struct store_result *res, const
 	(void)res;
 	struct op *op = arg;
 	if (err)
-		log_warn(MOD, "could not undo the MySQL change for %s/%" PRId64 ": %s; the index "
-			      "will follow MySQL at the next write or rebuild",
+		log_warn(MOD,
+			 "could not undo the MySQL change for %s/%" PRId64 ": %s; the index "
+			 "will follow MySQL at the next write or rebuild",
 			 op->user, op->product, err);
 	op_finish(op, SUBS_UNAVAILABLE);
 }
@@ -354,10 +375,11 @@ static void undo(struct op *op)
 	/* Only if nobody wrote after us: their write, not ours, is then what
 	 * MySQL and Redis should converge on. */
 	if (!b->exists || !b->active) {
-		snprintf(sql, sizeof sql,
-			 "UPDATE subscriptions SET active = 0, version = version + 1 WHERE user_id = "
-			 "'%s' AND product_id = %" PRId64 " AND version = %" PRId64,
-			 op->user_sql, op->product, op->after.version);
+		snprintf(
+		    sql, sizeof sql,
+		    "UPDATE subscriptions SET active = 0, version = version + 1 WHERE user_id = "
+		    "'%s' AND product_id = %" PRId64 " AND version = %" PRId64,
+		    op->user_sql, op->product, op->after.version);
 	} else {
 		subs_kinds_to_csv(b->kinds, kinds, sizeof kinds);
 		char thr[16];
@@ -426,8 +448,7 @@ static void on_product_check(struct store *st, const struct store_result *res, c
 static void write_put(struct op *op);
 static void write_delete(struct op *op);
 
-static void on_written(struct store *st, const struct store_result *res, const char *err,
-		       void *arg)
+static void on_written(struct store *st, const struct store_result *res, const char *err, void *arg)
 {
 	struct op *op = arg;
 	char sql[256];
@@ -443,7 +464,8 @@ static void on_written(struct store *st, const struct store_result *res, const c
 		return;
 	}
 	if (err) {
-		log_warn(MOD, "mysql write for %s/%" PRId64 " failed: %s", op->user, op->product, err);
+		log_warn(MOD, "mysql write for %s/%" PRId64 " failed: %s", op->user, op->product,
+			 err);
 		op_finish(op, SUBS_UNAVAILABLE);
 		return;
 	}
@@ -454,7 +476,8 @@ static void on_written(struct store *st, const struct store_result *res, const c
 		}
 		/* The guarded INSERT wrote nothing: unknown product or over
 		 * the per-user limit. Tell which. */
-		snprintf(sql, sizeof sql, "SELECT 1 FROM products WHERE id = %" PRId64, op->product);
+		snprintf(sql, sizeof sql, "SELECT 1 FROM products WHERE id = %" PRId64,
+			 op->product);
 		if (store_query(st, sql, on_product_check, op) != 0)
 			op_finish(op, SUBS_UNAVAILABLE);
 		return;
@@ -563,8 +586,7 @@ void subs_put(struct subs *s, const char *user, int64_t product_id, unsigned kin
 	op_start(s, OP_PUT, user, product_id, kinds, threshold, done, arg);
 }
 
-void subs_delete(struct subs *s, const char *user, int64_t product_id, subs_done_fn done,
-		 void *arg)
+void subs_delete(struct subs *s, const char *user, int64_t product_id, subs_done_fn done, void *arg)
 {
 	op_start(s, OP_DELETE, user, product_id, 0, -1, done, arg);
 }
@@ -719,8 +741,8 @@ bool subs_rebuilding(const struct subs *s)
 	return s->rebuilding;
 }
 
-struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store,
-		      const char *prefix, int max_per_user)
+struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store, const char *prefix,
+		      int max_per_user)
 {
 	struct subs *s = mem_calloc(1, sizeof *s);
 	s->redis = redis;

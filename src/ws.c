@@ -22,12 +22,12 @@
 #include "stockalert/subs.h"
 #include "stockalert/wheel.h"
 
-#define MOD "ws"
+#define MOD	       "ws"
 /* Malformed client frames tolerated (each answered with an error frame)
  * before the socket is closed with 1008. */
 #define BAD_FRAMES_MAX 10
 /* Alerts replayed on resume at most; GET /api/me/alerts pages the rest. */
-#define WS_REPLAY_MAX 1000
+#define WS_REPLAY_MAX  1000
 
 enum {
 	CLOSE_NORMAL = 1000,
@@ -58,25 +58,25 @@ struct ws_pending {
 
 struct ws_session {
 	struct lws *wsi;
-	struct ws_ticket *ticket;  /* lazily, for the first async operation */
-	struct hub_conn *conn;    /* NULL until registered, and after */
-	struct wheel_node expiry;     /* token exp + leeway */
-	struct wheel_node heartbeat;  /* next look at the peer's silence */
-	int64_t last_rx;              /* second of the last frame from the peer */
-	bool ping_due;                /* send a protocol ping at WRITEABLE */
-	int64_t exp;              /* token exp, seconds */
-	struct buf rx;            /* fragments of a message being received */
+	struct ws_ticket *ticket;    /* lazily, for the first async operation */
+	struct hub_conn *conn;	     /* NULL until registered, and after */
+	struct wheel_node expiry;    /* token exp + leeway */
+	struct wheel_node heartbeat; /* next look at the peer's silence */
+	int64_t last_rx;	     /* second of the last frame from the peer */
+	bool ping_due;		     /* send a protocol ping at WRITEABLE */
+	int64_t exp;		     /* token exp, seconds */
+	struct buf rx;		     /* fragments of a message being received */
 	/* Frames that go out before anything queued in the hub: hello, then a
 	 * resume's replay. Live alerts queue in the hub meanwhile. */
 	struct hub_msg **pre;
 	uint32_t npre, pre_pos;
-	bool replaying;           /* hold all output until the replay is in */
-	bool in_rx;               /* inside this socket's RECEIVE callback */
-	char *since;              /* resume point, until the replay starts */
-	uint64_t floor;           /* live alerts up to this order were replayed */
-	uint16_t close_code;      /* non-zero: close at the next WRITEABLE */
+	bool replaying;	     /* hold all output until the replay is in */
+	bool in_rx;	     /* inside this socket's RECEIVE callback */
+	char *since;	     /* resume point, until the replay starts */
+	uint64_t floor;	     /* live alerts up to this order were replayed */
+	uint16_t close_code; /* non-zero: close at the next WRITEABLE */
 	uint8_t bad_frames;
-	bool counted;             /* included in the open-socket gauge */
+	bool counted; /* included in the open-socket gauge */
 	char conn_id[20];
 };
 
@@ -89,7 +89,7 @@ static struct {
 	const struct lws *wsi;
 	struct auth_claims claims;
 	bool has_since;
-	char since[48];  /* ?since= (headers are gone by ESTABLISHED) */
+	char since[48]; /* ?since= (headers are gone by ESTABLISHED) */
 } pending_claims;
 
 static uint64_t conn_counter;
@@ -201,7 +201,8 @@ int ws_confirm_upgrade(struct lws *wsi, struct http_env *env)
 	if (lws_hdr_copy(wsi, upgrade, sizeof upgrade, WSI_TOKEN_UPGRADE) <= 0 ||
 	    strcasecmp(upgrade, "websocket") != 0)
 		return refuse(wsi, 400, "bad_upgrade", "only WebSocket upgrades are served");
-	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || strcmp(path, "/ws") != 0)
+	if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
+	    strcmp(path, "/ws") != 0)
 		return refuse(wsi, 404, "not_found", "WebSockets are served at /ws");
 	if (env->shutting_down)
 		return refuse(wsi, 503, "shutting_down", "server is shutting down");
@@ -272,8 +273,8 @@ static void pre_free(struct ws_session *s)
 static void send_error(struct ws_session *s, struct http_env *env, const char *code,
 		       const char *message)
 {
-	send_json(s, env, json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message",
-				    message));
+	send_json(s, env,
+		  json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message));
 }
 
 static const char *close_reason_text(uint16_t code)
@@ -321,7 +322,7 @@ static void close_with(struct ws_session *s, uint16_t code)
 static struct {
 	uv_timer_t timer;
 	struct wheel expiry, heartbeat;
-	int64_t now;               /* seconds, updated at each tick */
+	int64_t now; /* seconds, updated at each tick */
 	struct http_env *env;
 	bool running;
 } clock_;
@@ -370,7 +371,8 @@ static void on_heartbeat(struct wheel_node *n, void *arg)
 	lws_callback_on_writable(s->wsi);
 	lws_cancel_service(lws_get_context(s->wsi));
 	int64_t left = ws->idle_timeout_s - silent;
-	wheel_add(&clock_.heartbeat, n, now + (left < ws->ping_interval_s ? left : ws->ping_interval_s));
+	wheel_add(&clock_.heartbeat, n,
+		  now + (left < ws->ping_interval_s ? left : ws->ping_interval_s));
 }
 
 static void on_clock_tick(uv_timer_t *t)
@@ -429,9 +431,11 @@ static void on_replay(int status, json_t *alerts, bool recovered, json_t *snapsh
 				     0);
 			recovered = false;
 		} else if (recovered) {
-			json_array_foreach(alerts, i, al) {
+			json_array_foreach(alerts, i, al)
+			{
 				uint64_t order = 0;
-				alerts_parse_id(json_string_value(json_object_get(al, "id")), &order);
+				alerts_parse_id(json_string_value(json_object_get(al, "id")),
+						&order);
 				if (order > s->floor)
 					s->floor = order;
 				pre_add_json(s, env, json_incref(al), order);
@@ -486,7 +490,8 @@ static void start_replay(struct ws_session *s, struct http_env *env, const char 
 	if (alerts_parse_id(since, &order) != 0) {
 		pre_add_json(s, env,
 			     json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_since",
-				       "message", "since: expected an alert id like 1700000000000-0"),
+				       "message",
+				       "since: expected an alert id like 1700000000000-0"),
 			     0);
 		s->replaying = false;
 		lws_callback_on_writable(s->wsi);
@@ -614,7 +619,8 @@ static void handle_refresh(struct ws_session *s, struct http_env *env, json_t *m
 		send_error(s, env, "bad_message", "refresh needs a string \"token\"");
 		return;
 	}
-	enum auth_result ar = auth_verify(env->auth, tok, strlen(tok), (int64_t)time(NULL), &claims);
+	enum auth_result ar =
+	    auth_verify(env->auth, tok, strlen(tok), (int64_t)time(NULL), &claims);
 	if (ar != AUTH_OK) {
 		send_error(s, env, "bad_token", auth_result_str(ar));
 		return;
@@ -643,8 +649,8 @@ static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *
 		case SUBS_NOT_SUBSCRIBED: /* unsubscribed either way: idempotent */
 			send_json(s, env,
 				  json_pack("{s:s,s:I}", "type",
-					    p->subscribe ? "subscribed" : "unsubscribed", "product_id",
-					    (json_int_t)p->product));
+					    p->subscribe ? "subscribed" : "unsubscribed",
+					    "product_id", (json_int_t)p->product));
 			break;
 		case SUBS_NO_PRODUCT:
 			code = "not_found";
@@ -688,8 +694,7 @@ static void handle_subscribe(struct ws_session *s, struct http_env *env, json_t 
 }
 
 /* Handles one complete client message. */
-static void handle_message(struct ws_session *s, struct http_env *env, const char *data,
-			   size_t len)
+static void handle_message(struct ws_session *s, struct http_env *env, const char *data, size_t len)
 {
 	json_error_t jerr;
 	json_t *msg = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -802,8 +807,7 @@ static int on_writeable(struct ws_session *s, struct http_env *env)
 	return 0;
 }
 
-int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-		size_t len)
+int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	struct ws_session *s = user;
 	struct http_env *env = env_of(wsi);
@@ -814,12 +818,8 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 		 * (ours, see the "default" pvo), so the upgrade decision
 		 * arrives here. Never touch `in` (CVE-2025-11677). */
 		return ws_confirm_upgrade(wsi, env);
-	case LWS_CALLBACK_ESTABLISHED:
-		on_established(s, wsi, env);
-		return 0;
-	case LWS_CALLBACK_RECEIVE_PONG:
-		s->last_rx = now_s();
-		return 0;
+	case LWS_CALLBACK_ESTABLISHED: on_established(s, wsi, env); return 0;
+	case LWS_CALLBACK_RECEIVE_PONG: s->last_rx = now_s(); return 0;
 	case LWS_CALLBACK_RECEIVE: {
 		s->last_rx = now_s();
 		s->in_rx = true;
@@ -827,15 +827,10 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 		s->in_rx = false;
 		return rc;
 	}
-	case LWS_CALLBACK_SERVER_WRITEABLE:
-		return on_writeable(s, env);
-	case LWS_CALLBACK_TIMER:
-		return s->close_code ? -1 : 0; /* see close_with() */
-	case LWS_CALLBACK_CLOSED:
-		on_closed(s, env);
-		return 0;
-	default:
-		return 0;
+	case LWS_CALLBACK_SERVER_WRITEABLE: return on_writeable(s, env);
+	case LWS_CALLBACK_TIMER: return s->close_code ? -1 : 0; /* see close_with() */
+	case LWS_CALLBACK_CLOSED: on_closed(s, env); return 0;
+	default: return 0;
 	}
 }
 

@@ -17,20 +17,20 @@ enum auth_role { AUTH_ROLE_ADMIN = 1u << 0, AUTH_ROLE_SERVICE = 1u << 1 };
 
 enum auth_result {
 	AUTH_OK = 0,
-	AUTH_ERR_MALFORMED,      /* not a JWT, bad base64/JSON */
-	AUTH_ERR_ALG,            /* header alg differs from the configured one */
+	AUTH_ERR_MALFORMED, /* not a JWT, bad base64/JSON */
+	AUTH_ERR_ALG,	    /* header alg differs from the configured one */
 	AUTH_ERR_SIGNATURE,
-	AUTH_ERR_EXPIRED,        /* exp missing or past (plus leeway) */
-	AUTH_ERR_NOT_YET_VALID,  /* nbf in the future (minus leeway) */
+	AUTH_ERR_EXPIRED,	/* exp missing or past (plus leeway) */
+	AUTH_ERR_NOT_YET_VALID, /* nbf in the future (minus leeway) */
 	AUTH_ERR_ISSUER,
 	AUTH_ERR_AUDIENCE,
-	AUTH_ERR_SUBJECT,        /* sub missing or not 1-64 of [A-Za-z0-9_.:-] */
-	AUTH_ERR_CLAIMS          /* a claim of the wrong type (roles, ...) */
+	AUTH_ERR_SUBJECT, /* sub missing or not 1-64 of [A-Za-z0-9_.:-] */
+	AUTH_ERR_CLAIMS	  /* a claim of the wrong type (roles, ...) */
 };
 
 struct auth_claims {
 	char sub[AUTH_SUB_MAX + 1];
-	int64_t exp;    /* seconds since the epoch */
+	int64_t exp;	/* seconds since the epoch */
 	unsigned roles; /* enum auth_role bits */
 };
 
@@ -49,8 +49,8 @@ const char *auth_result_str(enum auth_result r);
 /* Signs a token (HS256 configurations only) for sub with the comma-separated
  * roles (may be NULL) valid for ttl_s from now. Returns a malloc'd token
  * (free with mem_free) or NULL with err filled. */
-char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s,
-		int64_t now, char *err, size_t errlen);
+char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s, int64_t now,
+		char *err, size_t errlen);
 
 /* 1 when sub is 1-64 characters of [A-Za-z0-9_.:-]. */
 int auth_valid_sub(const char *sub);

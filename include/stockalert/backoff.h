@@ -8,10 +8,10 @@
 #include <stdint.h>
 
 struct backoff {
-	uint32_t min_ms;   /* lower bound of every delay */
-	uint32_t max_ms;   /* cap of the exponential growth */
-	uint32_t attempt;  /* failures since the last success */
-	uint64_t rng;      /* xorshift state; seeded by backoff_init */
+	uint32_t min_ms;  /* lower bound of every delay */
+	uint32_t max_ms;  /* cap of the exponential growth */
+	uint32_t attempt; /* failures since the last success */
+	uint64_t rng;	  /* xorshift state; seeded by backoff_init */
 };
 
 void backoff_init(struct backoff *b, uint32_t min_ms, uint32_t max_ms, uint64_t seed);

@@ -12,18 +12,18 @@
 
 #include "stockalert/store.h"
 
-#define CATALOG_TTL_MS 30000
+#define CATALOG_TTL_MS		  30000
 /* The schema's default for products.low_stock_threshold, used for a
  * product MySQL could not tell us about. */
 #define CATALOG_DEFAULT_THRESHOLD 5
 
 struct product_info {
 	int64_t id;
-	bool known;          /* false: not in MySQL, or MySQL unreachable */
-	const char *name;    /* NULL when unknown */
-	int threshold;       /* low_stock_threshold */
+	bool known;	  /* false: not in MySQL, or MySQL unreachable */
+	const char *name; /* NULL when unknown */
+	int threshold;	  /* low_stock_threshold */
 	bool has_stock;
-	int64_t stock;       /* products.stock */
+	int64_t stock; /* products.stock */
 };
 
 struct catalog;

@@ -14,32 +14,32 @@
 enum auth_alg { AUTH_ALG_HS256, AUTH_ALG_RS256, AUTH_ALG_ES256 };
 
 struct config_listen {
-	char *host;  /* "0.0.0.0" */
-	int port;    /* 8080, 1..65535 (0 = ephemeral, for tests) */
+	char *host; /* "0.0.0.0" */
+	int port;   /* 8080, 1..65535 (0 = ephemeral, for tests) */
 };
 
 struct config_tls {
-	char *cert_file;  /* PEM certificate chain; NULL = plain HTTP */
-	char *key_file;   /* PEM private key; set together with cert_file */
+	char *cert_file; /* PEM certificate chain; NULL = plain HTTP */
+	char *key_file;	 /* PEM private key; set together with cert_file */
 };
 
 struct config_auth {
-	enum auth_alg algorithm;  /* pinned; tokens with another alg are refused */
-	char *secret_file;        /* HS256 secret (file contents, trailing newline trimmed) */
-	char *public_key_file;    /* RS256/ES256 PEM public key */
-	char *issuer;             /* required "iss" when set */
-	char *audience;           /* required "aud" when set */
-	int leeway_s;             /* clock skew allowed on exp/nbf, 0..3600 */
+	enum auth_alg algorithm; /* pinned; tokens with another alg are refused */
+	char *secret_file;	 /* HS256 secret (file contents, trailing newline trimmed) */
+	char *public_key_file;	 /* RS256/ES256 PEM public key */
+	char *issuer;		 /* required "iss" when set */
+	char *audience;		 /* required "aud" when set */
+	int leeway_s;		 /* clock skew allowed on exp/nbf, 0..3600 */
 };
 
 struct config_redis {
 	char *host;
 	int port;
 	char *password;
-	int db;                       /* 0..15 */
-	char *prefix;                 /* "stockalert:" */
-	char *sentinel_master_name;   /* NULL = no Sentinel */
-	char **sentinel_addresses;    /* "host:port" strings */
+	int db;			    /* 0..15 */
+	char *prefix;		    /* "stockalert:" */
+	char *sentinel_master_name; /* NULL = no Sentinel */
+	char **sentinel_addresses;  /* "host:port" strings */
 	size_t n_sentinel_addresses;
 };
 
@@ -47,8 +47,8 @@ struct config_mysql {
 	char *host;
 	int port;
 	char *user;
-	char *password;       /* literal password (prefer password_file) */
-	char *password_file;  /* file holding the password; wins over password */
+	char *password;	     /* literal password (prefer password_file) */
+	char *password_file; /* file holding the password; wins over password */
 	char *database;
 };
 
@@ -65,13 +65,13 @@ struct config_alerts {
 	int max_per_window;
 	int window_s;
 	int history_s;
-	double fair_release_factor;   /* 0 = everyone at once */
+	double fair_release_factor; /* 0 = everyone at once */
 	int fair_release_interval_s;
 };
 
 struct config_log {
-	int level;   /* enum log_level */
-	int format;  /* enum log_format */
+	int level;  /* enum log_level */
+	int format; /* enum log_format */
 };
 
 struct config {
@@ -101,8 +101,7 @@ struct config *config_new_defaults(void);
 int config_load(const char *path, struct config **out, char *err, size_t errlen);
 
 /* Same as config_load, from a JSON text (used by tests and the fuzzer). */
-int config_load_string(const char *json, size_t len, struct config **out, char *err,
-		       size_t errlen);
+int config_load_string(const char *json, size_t len, struct config **out, char *err, size_t errlen);
 
 /* Reads a secret file (password, HS256 key): whole file, trailing newlines
  * trimmed. Returns NULL and fills err if unreadable or empty. */

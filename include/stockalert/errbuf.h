@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 void errbuf_set(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Explains a jansson parse error of text[0..len): a number too big names the

@@ -32,21 +32,21 @@ struct alerts;
 
 struct http_env {
 	const struct config *cfg;
-	struct redis *redis;    /* command connection */
-	struct redis *pubsub;   /* subscriber connection */
+	struct redis *redis;	  /* command connection */
+	struct redis *pubsub;	  /* subscriber connection */
 	struct redis *streamconn; /* durable input reader (XREADGROUP blocks) */
-	struct stream *stream;  /* durable input */
+	struct stream *stream;	  /* durable input */
 	struct store *store;
 	struct auth *auth;
-	char *static_root;      /* realpath of cfg->static_dir, NULL if missing */
+	char *static_root; /* realpath of cfg->static_dir, NULL if missing */
 	struct lws_context *lws;
-	struct hub *hub;                 /* local sockets by user */
+	struct hub *hub; /* local sockets by user */
 	struct presence *presence;
-	struct subs *subs;               /* subscription writes and index */
-	struct alerts *alerts;           /* the alert pipeline */
+	struct subs *subs;     /* subscription writes and index */
+	struct alerts *alerts; /* the alert pipeline */
 	const struct lws_protocols *ws_protocol;
-	bool shutting_down;              /* refuse new sockets */
-	void (*drained)(void *arg);      /* see ws_shutdown() */
+	bool shutting_down;	    /* refuse new sockets */
+	void (*drained)(void *arg); /* see ws_shutdown() */
 	void *drained_arg;
 };
 

@@ -27,8 +27,8 @@ struct hub_msg {
 	 * socket that resumed can skip what its replay already carried; 0 for
 	 * everything else. */
 	uint64_t order;
-	size_t len;     /* payload bytes */
-	char *data;     /* payload; data - headroom .. data is writable */
+	size_t len; /* payload bytes */
+	char *data; /* payload; data - headroom .. data is writable */
 };
 
 /* Both callbacks run synchronously inside hub_push / hub_send_*, possibly

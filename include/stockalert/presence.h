@@ -13,7 +13,7 @@
 #include "stockalert/hub.h"
 #include "stockalert/redis.h"
 
-#define PRESENCE_TTL_S 90
+#define PRESENCE_TTL_S	   90
 #define PRESENCE_REFRESH_S 30
 
 struct presence;

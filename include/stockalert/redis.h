@@ -28,19 +28,19 @@
 
 enum redis_state {
 	REDIS_STATE_DISCONNECTED, /* waiting for the backoff timer */
-	REDIS_STATE_CONNECTING,   /* Sentinel query, TCP connect, AUTH, SELECT, ROLE */
-	REDIS_STATE_READY,        /* commands are sent as they come */
-	REDIS_STATE_CLOSED        /* redis_close() was called */
+	REDIS_STATE_CONNECTING,	  /* Sentinel query, TCP connect, AUTH, SELECT, ROLE */
+	REDIS_STATE_READY,	  /* commands are sent as they come */
+	REDIS_STATE_CLOSED	  /* redis_close() was called */
 };
 
 struct redis;
 
 struct redis_options {
-	const char *name;           /* for logs: "redis", "redis-pubsub" */
-	const char *host;           /* ignored with Sentinel */
+	const char *name; /* for logs: "redis", "redis-pubsub" */
+	const char *host; /* ignored with Sentinel */
 	int port;
-	const char *password;       /* NULL = no AUTH */
-	int db;                     /* SELECTed on connect when > 0 */
+	const char *password;	      /* NULL = no AUTH */
+	int db;			      /* SELECTed on connect when > 0 */
 	unsigned connect_timeout_ms;  /* 0 = 2000 */
 	unsigned command_timeout_ms;  /* 0 = 3000; on expiry the connection is dropped */
 	unsigned health_interval_ms;  /* PING period while READY; 0 = 5000 */
@@ -48,7 +48,7 @@ struct redis_options {
 	unsigned backoff_max_ms;      /* 0 = 5000 */
 	const char *sentinel_master;  /* master name; NULL = connect to host:port */
 	const char *const *sentinels; /* "host:port" or "[v6]:port", asked in turn */
-	size_t n_sentinels;           /* at least 1 when sentinel_master is set */
+	size_t n_sentinels;	      /* at least 1 when sentinel_master is set */
 };
 
 /* reply is NULL when the command failed: not connected, timed out, or the

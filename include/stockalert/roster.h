@@ -14,8 +14,8 @@
 
 struct roster_sub {
 	int64_t product_id;
-	unsigned kinds;      /* enum subs_kind bits */
-	int threshold;       /* < 0: the product's low_stock_threshold */
+	unsigned kinds; /* enum subs_kind bits */
+	int threshold;	/* < 0: the product's low_stock_threshold */
 	int64_t created_ms;
 };
 

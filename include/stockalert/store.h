@@ -14,7 +14,7 @@
 
 enum store_state {
 	STORE_STATE_DISCONNECTED, /* waiting for the backoff timer */
-	STORE_STATE_CONNECTING,   /* connecting or applying the schema */
+	STORE_STATE_CONNECTING,	  /* connecting or applying the schema */
 	STORE_STATE_READY,
 	STORE_STATE_CLOSED
 };

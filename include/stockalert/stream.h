@@ -15,16 +15,16 @@
 #include "stockalert/alerts.h"
 #include "stockalert/redis.h"
 
-#define STREAM_GROUP "stockalert"
-#define STREAM_MAX_ATTEMPTS 5
+#define STREAM_GROUP	     "stockalert"
+#define STREAM_MAX_ATTEMPTS  5
 #define STREAM_CLAIM_IDLE_MS 15000
 
 struct stream;
 
 struct stream_stats {
-	int64_t lag;       /* entries not yet delivered to the group (-1 unknown) */
-	int64_t pending;   /* delivered, not yet acknowledged */
-	int64_t dead;      /* entries in the dead-letter stream */
+	int64_t lag;	 /* entries not yet delivered to the group (-1 unknown) */
+	int64_t pending; /* delivered, not yet acknowledged */
+	int64_t dead;	 /* entries in the dead-letter stream */
 };
 
 /* conn is a command client used for nothing else (XREADGROUP blocks it). */

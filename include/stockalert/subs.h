@@ -33,13 +33,13 @@ enum subs_kind {
 };
 
 enum subs_status {
-	SUBS_CREATED,           /* 201 */
-	SUBS_UPDATED,           /* 200 */
-	SUBS_DELETED,           /* 204 */
-	SUBS_NO_PRODUCT,        /* 404: unknown product */
-	SUBS_NOT_SUBSCRIBED,    /* 404 on delete */
-	SUBS_OVER_LIMIT,        /* 409: subscriptions.max_per_user */
-	SUBS_UNAVAILABLE        /* 503: MySQL or Redis down or failed */
+	SUBS_CREATED,	     /* 201 */
+	SUBS_UPDATED,	     /* 200 */
+	SUBS_DELETED,	     /* 204 */
+	SUBS_NO_PRODUCT,     /* 404: unknown product */
+	SUBS_NOT_SUBSCRIBED, /* 404 on delete */
+	SUBS_OVER_LIMIT,     /* 409: subscriptions.max_per_user */
+	SUBS_UNAVAILABLE     /* 503: MySQL or Redis down or failed */
 };
 
 /* One subscription as the API shows it. threshold < 0 means "the
@@ -56,8 +56,8 @@ struct subs;
 /* e is the subscription as stored after a successful put (NULL otherwise). */
 typedef void (*subs_done_fn)(enum subs_status st, const struct subs_entry *e, void *arg);
 
-struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store,
-		      const char *prefix, int max_per_user);
+struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store, const char *prefix,
+		      int max_per_user);
 void subs_close(struct subs *s);
 
 void subs_put(struct subs *s, const char *user, int64_t product_id, unsigned kinds, int threshold,

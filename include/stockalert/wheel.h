@@ -17,13 +17,13 @@
 
 struct wheel_node {
 	struct wheel_node *prev, *next;
-	int64_t at;      /* due second */
+	int64_t at; /* due second */
 	bool linked;
 };
 
 struct wheel {
 	struct wheel_node *slot[WHEEL_SLOTS];
-	int64_t swept;   /* last second swept */
+	int64_t swept; /* last second swept */
 };
 
 void wheel_init(struct wheel *w, int64_t now);

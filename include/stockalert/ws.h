@@ -11,8 +11,8 @@
  * LWS_CALLBACK_HTTP_CONFIRM_UPGRADE.
  */
 #include <libwebsockets.h>
-#include <uv.h>
 #include <stddef.h>
+#include <uv.h>
 
 #include "stockalert/http.h"
 

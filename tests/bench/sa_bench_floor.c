@@ -33,7 +33,7 @@
 #endif
 
 #define MSG_SIZE 200
-#define SOURCES 8
+#define SOURCES	 8
 
 static int64_t mono_us(void)
 {

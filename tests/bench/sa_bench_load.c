@@ -50,9 +50,9 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define PUB_TAG UINT64_MAX
+#define PUB_TAG	  UINT64_MAX
 #define RBUF_SIZE (256 * 1024)
-#define PART_MAX (128 * 1024)
+#define PART_MAX  (128 * 1024)
 
 enum mode { MODE_SA, MODE_NCHAN };
 enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN };
@@ -60,13 +60,13 @@ enum cstate { C_IDLE, C_CONNECTING, C_HANDSHAKE, C_OPEN };
 struct conn {
 	int fd;
 	uint8_t state;
-	bool ready;       /* hello (sa) or 101 (nchan) seen */
+	bool ready; /* hello (sa) or 101 (nchan) seen */
 	bool replay_done;
 	bool want_since;
-	uint32_t got;     /* alerts received */
+	uint32_t got; /* alerts received */
 	uint32_t replayed;
 	uint32_t plen;
-	char *part;       /* bytes of an incomplete header or frame */
+	char *part; /* bytes of an incomplete header or frame */
 };
 
 static struct {
@@ -83,7 +83,7 @@ static struct {
 	const char *user_prefix;
 	char pub_host[64];
 	int pub_port;
-	const char *prefix;   /* sa: Redis key prefix */
+	const char *prefix; /* sa: Redis key prefix */
 	int rounds;
 	int fan_product;
 	double rate;
@@ -95,9 +95,20 @@ static struct {
 	const char *rounds_begin_cmd; /* run just before / after the fan-out rounds */
 	const char *rounds_end_cmd;   /* (profilers attach there) */
 } opt = {
-	.mode = MODE_SA, .test = "fanout", .n = 1000, .src = 8, .window = 256,
-	.user_prefix = "u", .prefix = "stockalert:", .rounds = 10, .fan_product = 1,
-	.rate = 200, .duration = 10, .products = 1000, .per = 10, .storm_events = 3,
+    .mode = MODE_SA,
+    .test = "fanout",
+    .n = 1000,
+    .src = 8,
+    .window = 256,
+    .user_prefix = "u",
+    .prefix = "stockalert:",
+    .rounds = 10,
+    .fan_product = 1,
+    .rate = 200,
+    .duration = 10,
+    .products = 1000,
+    .per = 10,
+    .storm_events = 3,
 };
 
 static struct conn *conns;
@@ -175,8 +186,8 @@ static void make_token(int i, char *out, size_t outlen)
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned maclen = 0;
 	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-	int cl = snprintf(claims, sizeof claims, "{\"sub\":\"%s%d\",\"exp\":%lld}",
-			  opt.user_prefix, i, (long long)(time(NULL) + 7200));
+	int cl = snprintf(claims, sizeof claims, "{\"sub\":\"%s%d\",\"exp\":%lld}", opt.user_prefix,
+			  i, (long long)(time(NULL) + 7200));
 	size_t n = b64url((const unsigned char *)header, sizeof header - 1, out);
 	out[n++] = '.';
 	n += b64url((const unsigned char *)claims, (size_t)cl, out + n);
@@ -464,7 +475,8 @@ static void on_readable(int i)
 			goto keep;
 		}
 		if (len < 12 || memcmp(rbuf, "HTTP/1.1 101", 12) != 0) {
-			fprintf(stderr, "conn %d refused: %.*s\n", i, (int)(len > 60 ? 60 : len), rbuf);
+			fprintf(stderr, "conn %d refused: %.*s\n", i, (int)(len > 60 ? 60 : len),
+				rbuf);
 			nerrors++;
 			conn_close(i);
 			return;
@@ -547,8 +559,9 @@ static uint32_t publish(int product)
 	if (opt.mode == MODE_SA) {
 		char chan[128];
 		int cl = snprintf(chan, sizeof chan, "%sinventory", opt.prefix);
-		mlen = snprintf(msg, sizeof msg, "*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n",
-				cl, chan, blen, body);
+		mlen =
+		    snprintf(msg, sizeof msg, "*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n",
+			     cl, chan, blen, body);
 	} else {
 		mlen = snprintf(msg, sizeof msg,
 				"POST /pub?id=p%d HTTP/1.1\r\nHost: %s\r\n"
@@ -895,14 +908,27 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{"mode", 1, 0, 'm'},	    {"test", 1, 0, 't'},	 {"url", 1, 0, 'u'},
-		{"src", 1, 0, 's'},	    {"window", 1, 0, 'w'},	 {"server-pid", 1, 0, 'p'},
-		{"secret", 1, 0, 'S'},	    {"user-prefix", 1, 0, 'U'}, {"pub", 1, 0, 'P'},
-		{"prefix", 1, 0, 'x'},	    {"rounds", 1, 0, 'r'},	 {"product", 1, 0, 'i'},
-		{"rate", 1, 0, 'R'},	    {"duration", 1, 0, 'd'},	 {"products", 1, 0, 'k'},
-		{"per", 1, 0, 'e'},	    {"restart-cmd", 1, 0, 'c'}, {"storm-events", 1, 0, 'K'},
-		{"rounds-begin-cmd", 1, 0, 'B'}, {"rounds-end-cmd", 1, 0, 'E'}, {0, 0, 0, 0}};
+	static const struct option lo[] = {{"mode", 1, 0, 'm'},
+					   {"test", 1, 0, 't'},
+					   {"url", 1, 0, 'u'},
+					   {"src", 1, 0, 's'},
+					   {"window", 1, 0, 'w'},
+					   {"server-pid", 1, 0, 'p'},
+					   {"secret", 1, 0, 'S'},
+					   {"user-prefix", 1, 0, 'U'},
+					   {"pub", 1, 0, 'P'},
+					   {"prefix", 1, 0, 'x'},
+					   {"rounds", 1, 0, 'r'},
+					   {"product", 1, 0, 'i'},
+					   {"rate", 1, 0, 'R'},
+					   {"duration", 1, 0, 'd'},
+					   {"products", 1, 0, 'k'},
+					   {"per", 1, 0, 'e'},
+					   {"restart-cmd", 1, 0, 'c'},
+					   {"storm-events", 1, 0, 'K'},
+					   {"rounds-begin-cmd", 1, 0, 'B'},
+					   {"rounds-end-cmd", 1, 0, 'E'},
+					   {0, 0, 0, 0}};
 	int o;
 	const char *url = NULL, *pub = NULL;
 
@@ -953,8 +979,8 @@ int main(int argc, char **argv)
 	}
 	snprintf(nonce, sizeof nonce, "%lx%x", (long)time(NULL), (unsigned)getpid());
 	conns = calloc((size_t)opt.n, sizeof *conns);
-	pstate = calloc((size_t)(opt.products > opt.fan_product ? opt.products : opt.fan_product) + 1,
-			1);
+	pstate = calloc(
+	    (size_t)(opt.products > opt.fan_product ? opt.products : opt.fan_product) + 1, 1);
 	if (!conns || !pstate)
 		die("calloc");
 	for (int i = 0; i < opt.n; i++)

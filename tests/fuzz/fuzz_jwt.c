@@ -19,7 +19,7 @@
 #include "stockalert/log.h"
 
 #define FUZZ_SECRET "fuzz-secret-0123456789abcdef-0123456789"
-#define FUZZ_NOW INT64_C(1700000000)
+#define FUZZ_NOW    INT64_C(1700000000)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -78,8 +78,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	log_setup(LOG_LEVEL_ERROR, LOG_FORMAT_TEXT);
 	auth_hs = auth_from(AUTH_ALG_HS256, FUZZ_SECRET, strlen(FUZZ_SECRET));
 	auth_es = auth_from_key(AUTH_ALG_ES256, EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256"));
-	auth_rs = auth_from_key(AUTH_ALG_RS256,
-				EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048));
+	auth_rs = auth_from_key(AUTH_ALG_RS256, EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048));
 	return 0;
 }
 
@@ -94,8 +93,8 @@ static void check(struct auth *a, const uint8_t *data, size_t size)
 		abort();
 	if (r == AUTH_OK) {
 		/* What the rest of the daemon relies on after AUTH_OK. */
-		if (!auth_valid_sub(c.sub) || (c.roles & ~(unsigned)(AUTH_ROLE_ADMIN |
-								   AUTH_ROLE_SERVICE)))
+		if (!auth_valid_sub(c.sub) ||
+		    (c.roles & ~(unsigned)(AUTH_ROLE_ADMIN | AUTH_ROLE_SERVICE)))
 			abort();
 		if (c.exp < FUZZ_NOW - 30)
 			abort();

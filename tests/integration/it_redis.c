@@ -28,7 +28,7 @@
 #include "stockalert/redis.h"
 
 #define PASSWORD "it-S3cret-pw"
-#define CHANNEL "it:chan"
+#define CHANNEL	 "it:chan"
 
 static char tmpdir[64];
 static char logpath[128];
@@ -79,7 +79,7 @@ static void dump_log(void)
 }
 
 __attribute__((format(printf, 3, 4), noreturn)) static void fail(const char *file, int line,
-								  const char *fmt, ...)
+								 const char *fmt, ...)
 {
 	va_list ap;
 	printf("FAIL %s:%d: ", file, line);
@@ -92,10 +92,10 @@ __attribute__((format(printf, 3, 4), noreturn)) static void fail(const char *fil
 	exit(1);
 }
 
-#define CHECK(cond, ...)                                                                   \
-	do {                                                                               \
-		if (!(cond))                                                               \
-			fail(__FILE__, __LINE__, __VA_ARGS__);                             \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond))                                                                       \
+			fail(__FILE__, __LINE__, __VA_ARGS__);                                     \
 	} while (0)
 
 static uint64_t now_ms(void)
@@ -111,7 +111,7 @@ static int free_port(void)
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t len = sizeof sa;
 	CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-		      getsockname(fd, (struct sockaddr *)&sa, &len) == 0,
+		  getsockname(fd, (struct sockaddr *)&sa, &len) == 0,
 	      "free port: %s", strerror(errno));
 	close(fd);
 	return ntohs(sa.sin_port);
@@ -125,8 +125,8 @@ static bool redis_answers(int port, const char *password)
 	bool ok = false;
 	if (c && !c->err) {
 		redisSetTimeout(c, tv);
-		redisReply *rep = password ? redisCommand(c, "AUTH %s", password)
-					   : redisCommand(c, "PING");
+		redisReply *rep =
+		    password ? redisCommand(c, "AUTH %s", password) : redisCommand(c, "PING");
 		ok = rep && rep->type != REDIS_REPLY_ERROR;
 		freeReplyObject(rep);
 	}
@@ -143,9 +143,9 @@ static pid_t start_redis(int slot, int port, const char *password)
 	CHECK(pid >= 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		const char *argv[20] = {"redis-server", "--port", portstr, "--bind", "127.0.0.1",
-					"--save", "", "--appendonly", "no", "--dir", tmpdir,
-					"--logfile", log};
+		const char *argv[20] = {
+		    "redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save", "",
+		    "--appendonly", "no",     "--dir", tmpdir,	 "--logfile", log};
 		int n = 13;
 		if (password) {
 			argv[n++] = "--requirepass";
@@ -232,8 +232,7 @@ static void on_state(struct redis *r, enum redis_state st, void *arg)
 	struct client *c = arg;
 	CHECK(!in_api, "%s: on_state ran inside a redis_* call", c->label);
 	CHECK(r == c->r, "%s: wrong client", c->label);
-	CHECK(st != c->state, "%s: on_state without a change (%s)", c->label,
-	      redis_state_name(st));
+	CHECK(st != c->state, "%s: on_state without a change (%s)", c->label, redis_state_name(st));
 	c->state = st;
 	if (st == REDIS_STATE_CONNECTING)
 		c->n_connecting++;
@@ -270,16 +269,16 @@ static struct client *client_host_new(const char *label, const char *host, int p
 	c->label = label;
 	c->state = REDIS_STATE_DISCONNECTED;
 	struct redis_options o = {
-		.name = label,
-		.host = host,
-		.port = port,
-		.password = password,
-		.db = db,
-		.connect_timeout_ms = 500,
-		.command_timeout_ms = 300,
-		.health_interval_ms = 150,
-		.backoff_min_ms = 100,
-		.backoff_max_ms = 400,
+	    .name = label,
+	    .host = host,
+	    .port = port,
+	    .password = password,
+	    .db = db,
+	    .connect_timeout_ms = 500,
+	    .command_timeout_ms = 300,
+	    .health_interval_ms = 150,
+	    .backoff_min_ms = 100,
+	    .backoff_max_ms = 400,
 	};
 	c->r = redis_new(&loop, &o, on_state, c);
 	CHECK(c->r, "redis_new");
@@ -351,8 +350,7 @@ static bool call_done(void *arg)
 	return ((struct call *)arg)->calls > 0;
 }
 
-static int command(struct client *c, struct call *k, const char *fmt, const char *a,
-		   const char *b)
+static int command(struct client *c, struct call *k, const char *fmt, const char *a, const char *b)
 {
 	memset(k, 0, sizeof *k);
 	in_api = true;

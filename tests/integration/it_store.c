@@ -31,14 +31,14 @@ static int passed;
 static char dbname[64];
 static struct store_options base;
 
-#define CHECK(cond, ...)                                                                    \
-	do {                                                                                \
-		if (!(cond)) {                                                              \
-			fprintf(stderr, "FAIL %s:%d: %s: ", __func__, __LINE__, #cond);     \
-			fprintf(stderr, __VA_ARGS__);                                       \
-			fputc('\n', stderr);                                                \
-			return -1;                                                          \
-		}                                                                           \
+#define CHECK(cond, ...)                                                                           \
+	do {                                                                                       \
+		if (!(cond)) {                                                                     \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __func__, __LINE__, #cond);            \
+			fprintf(stderr, __VA_ARGS__);                                              \
+			fputc('\n', stderr);                                                       \
+			return -1;                                                                 \
+		}                                                                                  \
 	} while (0)
 
 /* --- loop helpers ---------------------------------------------------------- */
@@ -196,21 +196,27 @@ static int t_schema(void)
 	CHECK(s, "not ready");
 	CHECK(store_is_ready(s) && store_state(s) == STORE_STATE_READY, "state");
 	CHECK(!strcmp(store_state_name(STORE_STATE_READY), "ready"), "state name");
-	if (sql_ok(s, "SELECT GROUP_CONCAT(table_name ORDER BY table_name), "
-		      "GROUP_CONCAT(DISTINCT engine) FROM information_schema.tables "
-		      "WHERE table_schema = DATABASE()", &q))
+	if (sql_ok(s,
+		   "SELECT GROUP_CONCAT(table_name ORDER BY table_name), "
+		   "GROUP_CONCAT(DISTINCT engine) FROM information_schema.tables "
+		   "WHERE table_schema = DATABASE()",
+		   &q))
 		return -1;
 	CHECK(!strcmp(q.val[0], "products,subscriptions"), "tables: %s", q.val[0]);
 	CHECK(!strcmp(q.val[1], "InnoDB"), "engines: %s", q.val[1]);
-	if (sql_ok(s, "SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position) "
-		      "FROM information_schema.columns WHERE table_schema = DATABASE() "
-		      "AND table_name = 'products'", &q))
+	if (sql_ok(s,
+		   "SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position) "
+		   "FROM information_schema.columns WHERE table_schema = DATABASE() "
+		   "AND table_name = 'products'",
+		   &q))
 		return -1;
 	CHECK(!strcmp(q.val[0], "id,sku,name,stock,low_stock_threshold,updated_at"),
 	      "products columns: %s", q.val[0]);
-	if (sql_ok(s, "SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position) "
-		      "FROM information_schema.columns WHERE table_schema = DATABASE() "
-		      "AND table_name = 'subscriptions'", &q))
+	if (sql_ok(s,
+		   "SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position) "
+		   "FROM information_schema.columns WHERE table_schema = DATABASE() "
+		   "AND table_name = 'subscriptions'",
+		   &q))
 		return -1;
 	CHECK(!strcmp(q.val[0], "user_id,product_id,kinds,threshold,created_at,active,version"),
 	      "subscriptions columns: %s", q.val[0]);
@@ -259,8 +265,10 @@ static int t_escape_roundtrip(void)
 	if (sql_ok(s, stmt, &q))
 		return -1;
 	CHECK(q.affected == 1, "affected %" PRIu64, q.affected);
-	if (sql_ok(s, "SELECT name, stock, low_stock_threshold, updated_at IS NOT NULL "
-		      "FROM products WHERE id = 1001", &q))
+	if (sql_ok(s,
+		   "SELECT name, stock, low_stock_threshold, updated_at IS NOT NULL "
+		   "FROM products WHERE id = 1001",
+		   &q))
 		return -1;
 	CHECK(q.rows == 1 && q.cols == 4, "rows %zu cols %zu", q.rows, q.cols);
 	CHECK(!strcmp(q.val[0], v), "name came back as <%s>", q.val[0]);
@@ -306,8 +314,8 @@ static int t_sql_error_keeps_connection(void)
 	CHECK(wait_for(q_done, &c, 5000), "c not answered");
 	CHECK(a.ok && !b.ok && c.ok, "ok flags %d %d %d", a.ok, b.ok, c.ok);
 	CHECK(strstr(b.err, "SQL syntax"), "err: %s", b.err);
-	CHECK(!strcmp(a.val[0], c.val[0]), "reconnected after an SQL error: %s -> %s",
-	      a.val[0], c.val[0]);
+	CHECK(!strcmp(a.val[0], c.val[0]), "reconnected after an SQL error: %s -> %s", a.val[0],
+	      c.val[0]);
 	CHECK(w.n[STORE_STATE_READY] == 1 && store_is_ready(s), "state changed");
 	/* An error from the server on a statement without result set too. */
 	if (sql(s, "INSERT INTO products (id) VALUES ('x')", &b))
@@ -353,7 +361,7 @@ static int t_fifo(void)
 {
 	static struct order_item items[NQ];
 	struct store_options o = base;
-	struct order ord = { 0, 0 };
+	struct order ord = {0, 0};
 	char stmt[32];
 	struct watch w;
 	struct store *s;
@@ -447,7 +455,8 @@ static int t_kill(void)
 	CHECK(store_query(s, "SELECT 1", on_q, &b) == 0, "queue b");
 	snprintf(stmt, sizeof(stmt),
 		 "SELECT COUNT(*) FROM information_schema.processlist WHERE id = %llu "
-		 "AND info LIKE 'SELECT SLEEP%%'", id);
+		 "AND info LIKE 'SELECT SLEEP%%'",
+		 id);
 	for (int i = 0; i < 100; i++) {
 		if (sql_ok(killer, stmt, &q))
 			return -1;
@@ -459,8 +468,7 @@ static int t_kill(void)
 	if (sql_ok(killer, stmt, &q))
 		return -1;
 	CHECK(wait_for(q_done, &b, 4000), "no answer after kill");
-	CHECK(!a.ok && a.err[0] && strcmp(a.err, "timeout"), "sleep: ok %d err %s", a.ok,
-	      a.err);
+	CHECK(!a.ok && a.err[0] && strcmp(a.err, "timeout"), "sleep: ok %d err %s", a.ok, a.err);
 	CHECK(a.at_ms - t0 < 4000, "failed only after %" PRIu64 " ms", a.at_ms - t0);
 	CHECK(!b.ok && !strcmp(b.err, "disconnected"), "queued: ok %d err %s", b.ok, b.err);
 	CHECK(wait_for(is_ready, &w, 5000), "no reconnect after busy kill");
@@ -517,8 +525,8 @@ static void pc_written(uv_write_t *req, int status)
 static void pc_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 {
 	struct proxy_conn *c = st->data;
-	uv_stream_t *peer = st == (uv_stream_t *)&c->down ? (uv_stream_t *)&c->up
-							   : (uv_stream_t *)&c->down;
+	uv_stream_t *peer =
+	    st == (uv_stream_t *)&c->down ? (uv_stream_t *)&c->up : (uv_stream_t *)&c->down;
 
 	if (n < 0) {
 		free(buf->base);
@@ -678,8 +686,7 @@ static int t_wrong_password(void)
 	CHECK(store_last_connect_error(s) == 1045, "last error %u", store_last_connect_error(s));
 	snprintf(hostport, sizeof(hostport), "%s:%d", o.host, o.port);
 	CHECK(strstr(logbuf, hostport), "log does not name %s", hostport);
-	CHECK(!strstr(logbuf, o.password) && !strstr(logbuf, base.password),
-	      "password in the log");
+	CHECK(!strstr(logbuf, o.password) && !strstr(logbuf, base.password), "password in the log");
 	return close_store(s);
 }
 
@@ -702,8 +709,9 @@ static int t_hostname(void)
 	if (getaddrinfo(name, NULL, &hints, &ai))
 		loopback = false;
 	for (a = ai; a && loopback; a = a->ai_next)
-		loopback = a->ai_family == AF_INET &&
-			   (ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+		loopback =
+		    a->ai_family == AF_INET &&
+		    (ntohl(((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr) >> 24) == 127;
 	if (ai)
 		freeaddrinfo(ai);
 	if (!loopback) {
@@ -741,7 +749,8 @@ static int t_connect_timeout(void)
 	a.sin_family = AF_INET;
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	CHECK(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(fd, 16) == 0 &&
-	      getsockname(fd, (struct sockaddr *)&a, &len) == 0, "listen");
+		  getsockname(fd, (struct sockaddr *)&a, &len) == 0,
+	      "listen");
 	o.port = ntohs(a.sin_port);
 	o.connect_timeout_ms = 150;
 	o.backoff_min_ms = 10;
@@ -749,8 +758,8 @@ static int t_connect_timeout(void)
 	memset(&w, 0, sizeof(w));
 	s = store_new(loop, &o, on_state, &w);
 	store_start(s);
-	CHECK(wait_for(connecting, &w, 5000), "attempts %u state %s",
-	      w.n[STORE_STATE_CONNECTING], store_state_name(w.state));
+	CHECK(wait_for(connecting, &w, 5000), "attempts %u state %s", w.n[STORE_STATE_CONNECTING],
+	      store_state_name(w.state));
 	CHECK(w.n[STORE_STATE_DISCONNECTED] >= 2 && w.n[STORE_STATE_READY] == 0,
 	      "no timeouts seen");
 	close(fd);
@@ -814,7 +823,8 @@ static int t_close_in_callback(void)
 	CHECK(c.n == 3, "n %d", c.n);
 	CHECK(c.order[0] == 0 && c.order[1] == 1 && c.order[2] == 2, "order");
 	CHECK(!strcmp(c.errs[0], "ok") && !strcmp(c.errs[1], "closed") &&
-	      !strcmp(c.errs[2], "closed"), "errs %s %s %s", c.errs[0], c.errs[1], c.errs[2]);
+		  !strcmp(c.errs[2], "closed"),
+	      "errs %s %s %s", c.errs[0], c.errs[1], c.errs[2]);
 	CHECK(c.requery == -ENOTCONN, "query after close: %d", c.requery);
 	CHECK(w.state == STORE_STATE_CLOSED, "state %s", store_state_name(w.state));
 
@@ -875,17 +885,17 @@ int main(void)
 		const char *name;
 		int (*fn)(void);
 	} tests[] = {
-		{ "schema", t_schema },
-		{ "escape_roundtrip", t_escape_roundtrip },
-		{ "sql_error_keeps_connection", t_sql_error_keeps_connection },
-		{ "fifo", t_fifo },
-		{ "timeout", t_timeout },
-		{ "kill", t_kill },
-		{ "server_missing_then_up", t_server_missing_then_up },
-		{ "wrong_password", t_wrong_password },
-		{ "hostname", t_hostname },
-		{ "connect_timeout", t_connect_timeout },
-		{ "close_in_callback", t_close_in_callback },
+	    {"schema", t_schema},
+	    {"escape_roundtrip", t_escape_roundtrip},
+	    {"sql_error_keeps_connection", t_sql_error_keeps_connection},
+	    {"fifo", t_fifo},
+	    {"timeout", t_timeout},
+	    {"kill", t_kill},
+	    {"server_missing_then_up", t_server_missing_then_up},
+	    {"wrong_password", t_wrong_password},
+	    {"hostname", t_hostname},
+	    {"connect_timeout", t_connect_timeout},
+	    {"close_in_callback", t_close_in_callback},
 	};
 	const char *lvl = getenv("SA_TEST_LOG_LEVEL");
 	int rc;

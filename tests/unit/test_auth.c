@@ -26,14 +26,14 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
-#define NOW INT64_C(1700000000)
-#define SECRET "0123456789abcdef0123456789abcdef-test-secret"
+#define NOW	     INT64_C(1700000000)
+#define SECRET	     "0123456789abcdef0123456789abcdef-test-secret"
 #define OTHER_SECRET "fedcba9876543210fedcba9876543210-other-secret"
-#define ISSUER "https://issuer.example"
-#define AUDIENCE "stockalert"
-#define HDR_HS256 "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
-#define HDR_RS256 "{\"alg\":\"RS256\",\"typ\":\"JWT\"}"
-#define HDR_ES256 "{\"alg\":\"ES256\",\"typ\":\"JWT\"}"
+#define ISSUER	     "https://issuer.example"
+#define AUDIENCE     "stockalert"
+#define HDR_HS256    "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
+#define HDR_RS256    "{\"alg\":\"RS256\",\"typ\":\"JWT\"}"
+#define HDR_ES256    "{\"alg\":\"ES256\",\"typ\":\"JWT\"}"
 /* base64url of {"alg":"none","typ":"JWT"} */
 #define B64_HDR_NONE "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"
 
@@ -120,9 +120,8 @@ static char *make_token(const char *header, const char *payload, const char *alg
 	} else {
 		EVP_MD_CTX *md = EVP_MD_CTX_new();
 		assert_int_equal(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, pkey), 1);
-		assert_int_equal(EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input,
-						inlen),
-				 1);
+		assert_int_equal(
+		    EVP_DigestSign(md, sig, &siglen, (const unsigned char *)input, inlen), 1);
 		EVP_MD_CTX_free(md);
 		if (strcmp(alg, "ES256") == 0) {
 			/* DER to the JWS r||s form */
@@ -164,8 +163,8 @@ static char *hs(const char *payload)
 
 static struct config_auth cfg_hs(int leeway)
 {
-	struct config_auth c = {.algorithm = AUTH_ALG_HS256, .secret_file = secret_path,
-				.leeway_s = leeway};
+	struct config_auth c = {
+	    .algorithm = AUTH_ALG_HS256, .secret_file = secret_path, .leeway_s = leeway};
 	return c;
 }
 
@@ -229,8 +228,7 @@ static int setup(void **state)
 		return -1;
 	write_file(secret_path, sizeof secret_path, "secret", SECRET "\n", strlen(SECRET) + 1);
 	/* 31 bytes: one short of HS256's minimum */
-	write_file(short_path, sizeof short_path, "short", "0123456789012345678901234567890\n",
-		   32);
+	write_file(short_path, sizeof short_path, "short", "0123456789012345678901234567890\n", 32);
 	write_file(empty_path, sizeof empty_path, "empty", "", 0);
 	write_file(garbage_path, sizeof garbage_path, "garbage",
 		   "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n", 63);
@@ -242,8 +240,7 @@ static int setup(void **state)
 	if (!rsa_key || !rsa_other || !ec_key || !ec_other)
 		return -1;
 	rsa_pub_pem = pem_of(rsa_key, 0);
-	write_file(rsa_pub_path, sizeof rsa_pub_path, "rsa.pub", rsa_pub_pem,
-		   strlen(rsa_pub_pem));
+	write_file(rsa_pub_path, sizeof rsa_pub_path, "rsa.pub", rsa_pub_pem, strlen(rsa_pub_pem));
 	pem = pem_of(ec_key, 0);
 	write_file(ec_pub_path, sizeof ec_pub_path, "ec.pub", pem, strlen(pem));
 	mem_free(pem);
@@ -355,9 +352,8 @@ static void test_hs256_sign_roundtrip(void **state)
 	tok = auth_sign(a, "u", "service", 60, NOW, err, sizeof err);
 	{
 		jwt_t *jwt = NULL;
-		assert_int_equal(jwt_decode(&jwt, tok, (const unsigned char *)SECRET,
-					    (int)strlen(SECRET)),
-				 0);
+		assert_int_equal(
+		    jwt_decode(&jwt, tok, (const unsigned char *)SECRET, (int)strlen(SECRET)), 0);
 		assert_int_equal(jwt_get_alg(jwt), JWT_ALG_HS256);
 		assert_string_equal(jwt_get_grant(jwt, "sub"), "u");
 		assert_int_equal(jwt_get_grant_int(jwt, "iat"), NOW);
@@ -402,8 +398,8 @@ static void test_hs256_wrong_secret(void **state)
 	tok = make_token(HDR_HS256, payload, "HS256", OTHER_SECRET, strlen(OTHER_SECRET), NULL);
 	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_SIGNATURE);
 	mem_free(tok);
-	tok = libjwt_token(JWT_ALG_HS256, (const unsigned char *)OTHER_SECRET,
-			   strlen(OTHER_SECRET), payload);
+	tok = libjwt_token(JWT_ALG_HS256, (const unsigned char *)OTHER_SECRET, strlen(OTHER_SECRET),
+			   payload);
 	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_SIGNATURE);
 	mem_free(tok);
 
@@ -447,10 +443,14 @@ static void test_alg_none_and_others(void **state)
 	/* alg spelt differently, other HMACs, missing, wrong type: even with
 	 * a valid HS256 MAC over the text, the header must say exactly HS256 */
 	const char *headers[] = {
-		"{\"alg\":\"None\",\"typ\":\"JWT\"}", "{\"alg\":\"NONE\"}",
-		"{\"alg\":\"hs256\"}",             "{\"alg\":\"HS512\"}",
-		"{\"alg\":\"HS256 \"}",            "{\"typ\":\"JWT\"}",
-		"{\"alg\":null}",                   "{\"alg\":[\"HS256\"]}",
+	    "{\"alg\":\"None\",\"typ\":\"JWT\"}",
+	    "{\"alg\":\"NONE\"}",
+	    "{\"alg\":\"hs256\"}",
+	    "{\"alg\":\"HS512\"}",
+	    "{\"alg\":\"HS256 \"}",
+	    "{\"typ\":\"JWT\"}",
+	    "{\"alg\":null}",
+	    "{\"alg\":[\"HS256\"]}",
 	};
 	for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
 		tok = make_token(headers[i], payload, "HS256", SECRET, strlen(SECRET), NULL);
@@ -539,8 +539,8 @@ static void test_rs256_key_confusion(void **state)
 	tok = make_token(HDR_HS256, payload, "HS256", rsa_pub_pem, strlen(rsa_pub_pem), NULL);
 	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ALG);
 	mem_free(tok);
-	tok = libjwt_token(JWT_ALG_HS256, (unsigned char *)rsa_pub_pem, strlen(rsa_pub_pem),
-			   payload);
+	tok =
+	    libjwt_token(JWT_ALG_HS256, (unsigned char *)rsa_pub_pem, strlen(rsa_pub_pem), payload);
 	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ALG);
 	mem_free(tok);
 	/* and claiming RS256 in the header while carrying an HMAC */
@@ -654,12 +654,12 @@ static void test_exp_nbf(void **state)
 	assert_int_equal(verify_hs_payload(cfg_hs(0), "{\"sub\":\"u\",\"exp\":null}", &c),
 			 AUTH_ERR_CLAIMS);
 	/* extremes do not overflow into acceptance or refusal */
-	assert_int_equal(verify_hs_payload(cfg_hs(3600),
-					   "{\"sub\":\"u\",\"exp\":9223372036854775807}", &c),
-			 AUTH_OK);
-	assert_int_equal(verify_hs_payload(cfg_hs(3600),
-					   "{\"sub\":\"u\",\"exp\":-9223372036854775807}", &c),
-			 AUTH_ERR_EXPIRED);
+	assert_int_equal(
+	    verify_hs_payload(cfg_hs(3600), "{\"sub\":\"u\",\"exp\":9223372036854775807}", &c),
+	    AUTH_OK);
+	assert_int_equal(
+	    verify_hs_payload(cfg_hs(3600), "{\"sub\":\"u\",\"exp\":-9223372036854775807}", &c),
+	    AUTH_ERR_EXPIRED);
 
 	/* nbf in the future */
 	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":%lld,\"nbf\":%lld}", (long long)(NOW + 600),
@@ -693,21 +693,20 @@ static void test_iss_aud(void **state)
 		const char *claims;
 		enum auth_result want, want_plain;
 	} cases[] = {
-		{"\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\"", AUTH_OK, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\",\"aud\":[\"other\",\"" AUDIENCE "\"]", AUTH_OK, AUTH_OK},
-		{"\"iss\":\"https://evil.example\",\"aud\":\"" AUDIENCE "\"", AUTH_ERR_ISSUER,
-		 AUTH_OK},
-		{"\"iss\":\"" ISSUER "/\",\"aud\":\"" AUDIENCE "\"", AUTH_ERR_ISSUER, AUTH_OK},
-		{"\"aud\":\"" AUDIENCE "\"", AUTH_ERR_ISSUER, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\",\"aud\":\"other\"", AUTH_ERR_AUDIENCE, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\",\"aud\":[\"other\",\"x\"]", AUTH_ERR_AUDIENCE, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\",\"aud\":[]", AUTH_ERR_AUDIENCE, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\"", AUTH_ERR_AUDIENCE, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\",\"aud\":\"STOCKALERT\"", AUTH_ERR_AUDIENCE, AUTH_OK},
-		{"\"iss\":\"" ISSUER "\",\"aud\":[\"" AUDIENCE "\",7]", AUTH_ERR_CLAIMS,
-		 AUTH_ERR_CLAIMS},
-		{"\"iss\":\"" ISSUER "\",\"aud\":{\"x\":1}", AUTH_ERR_CLAIMS, AUTH_ERR_CLAIMS},
-		{"\"iss\":42,\"aud\":\"" AUDIENCE "\"", AUTH_ERR_CLAIMS, AUTH_ERR_CLAIMS},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\"", AUTH_OK, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":[\"other\",\"" AUDIENCE "\"]", AUTH_OK, AUTH_OK},
+	    {"\"iss\":\"https://evil.example\",\"aud\":\"" AUDIENCE "\"", AUTH_ERR_ISSUER, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "/\",\"aud\":\"" AUDIENCE "\"", AUTH_ERR_ISSUER, AUTH_OK},
+	    {"\"aud\":\"" AUDIENCE "\"", AUTH_ERR_ISSUER, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":\"other\"", AUTH_ERR_AUDIENCE, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":[\"other\",\"x\"]", AUTH_ERR_AUDIENCE, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":[]", AUTH_ERR_AUDIENCE, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\"", AUTH_ERR_AUDIENCE, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":\"STOCKALERT\"", AUTH_ERR_AUDIENCE, AUTH_OK},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":[\"" AUDIENCE "\",7]", AUTH_ERR_CLAIMS,
+	     AUTH_ERR_CLAIMS},
+	    {"\"iss\":\"" ISSUER "\",\"aud\":{\"x\":1}", AUTH_ERR_CLAIMS, AUTH_ERR_CLAIMS},
+	    {"\"iss\":42,\"aud\":\"" AUDIENCE "\"", AUTH_ERR_CLAIMS, AUTH_ERR_CLAIMS},
 	};
 	char p[512];
 
@@ -746,8 +745,9 @@ static void test_subject(void **state)
 {
 	char sub65[66], sub64[65], p[256];
 	struct auth_claims c;
-	static const char *bad[] = {"\"\"",   "\"a b\"", "\"a/b\"", "\"caf\\u00e9\"", "\"a\\nb\"",
-				    "\"a@b\"", "42",      "null",    "[\"u\"]",       "\"a\\\"b\""};
+	static const char *bad[] = {"\"\"",	 "\"a b\"",   "\"a/b\"", "\"caf\\u00e9\"",
+				    "\"a\\nb\"", "\"a@b\"",   "42",	 "null",
+				    "[\"u\"]",	 "\"a\\\"b\""};
 
 	(void)state;
 	memset(sub65, 'x', 65);
@@ -786,17 +786,17 @@ static void test_roles(void **state)
 		enum auth_result want;
 		unsigned bits;
 	} cases[] = {
-		{NULL, AUTH_OK, 0},
-		{"[]", AUTH_OK, 0},
-		{"[\"admin\"]", AUTH_OK, AUTH_ROLE_ADMIN},
-		{"[\"service\"]", AUTH_OK, AUTH_ROLE_SERVICE},
-		{"[\"admin\",\"service\",\"admin\"]", AUTH_OK, AUTH_ROLE_ADMIN | AUTH_ROLE_SERVICE},
-		{"[\"reader\",\"Admin\",\"ADMIN\",\"admin \"]", AUTH_OK, 0},
-		{"\"admin\"", AUTH_ERR_CLAIMS, 0},
-		{"[\"admin\",1]", AUTH_ERR_CLAIMS, 0},
-		{"[[\"admin\"]]", AUTH_ERR_CLAIMS, 0},
-		{"{\"admin\":true}", AUTH_ERR_CLAIMS, 0},
-		{"null", AUTH_ERR_CLAIMS, 0},
+	    {NULL, AUTH_OK, 0},
+	    {"[]", AUTH_OK, 0},
+	    {"[\"admin\"]", AUTH_OK, AUTH_ROLE_ADMIN},
+	    {"[\"service\"]", AUTH_OK, AUTH_ROLE_SERVICE},
+	    {"[\"admin\",\"service\",\"admin\"]", AUTH_OK, AUTH_ROLE_ADMIN | AUTH_ROLE_SERVICE},
+	    {"[\"reader\",\"Admin\",\"ADMIN\",\"admin \"]", AUTH_OK, 0},
+	    {"\"admin\"", AUTH_ERR_CLAIMS, 0},
+	    {"[\"admin\",1]", AUTH_ERR_CLAIMS, 0},
+	    {"[[\"admin\"]]", AUTH_ERR_CLAIMS, 0},
+	    {"{\"admin\":true}", AUTH_ERR_CLAIMS, 0},
+	    {"null", AUTH_ERR_CLAIMS, 0},
 	};
 	struct auth_claims c;
 	char p[256];
@@ -841,8 +841,8 @@ static void test_size_limit(void **state)
 	assert_int_equal(verify(a, tok, NULL), AUTH_OK);
 	mem_free(tok);
 	/* ... and a few bytes more are refused before parsing */
-	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":1700000100,\"pad\":\"%0*d\"}",
-		 (int)pad + 3, 0);
+	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":1700000100,\"pad\":\"%0*d\"}", (int)pad + 3,
+		 0);
 	tok = hs(p);
 	assert_true(strlen(tok) > 8192);
 	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_MALFORMED);
@@ -870,15 +870,27 @@ static void test_garbage(void **state)
 	char *dot2 = strrchr(good, '.');
 	char buf[1024];
 	static const char *garbage[] = {
-		"", ".", "..", "...", "a", "a.b", "a..c", ".b.c", "a.b.c", "a.b.c.d",
-		"Bearer x.y.z", "eyJ.eyJ.sig", "====.====.====", "\xff\xfe.\x01.\x02",
-		"eyJhbGciOiJIUzI1NiJ9", /* {"alg":"HS256"} alone */
-		"eyJhbGciOiJIUzI1NiJ9.W10.c2ln",   /* payload is [] */
-		"eyJhbGciOiJIUzI1NiJ9.bnVsbA.c2ln", /* payload is null */
-		"WyJIUzI1NiJd.e30.c2ln",            /* header is ["HS256"] */
-		"eyJhbGciOiJIUzI1NiJ9.e30xx.c2ln",  /* payload length 4n+1 */
-		"eyJhbGciOiJIUzI1NiJ9.e30x.c2ln",   /* payload is {}1 */
-		"eyJhbGciOiJIUzI1NiJ9.e30.c2ln+",   /* '+' is not base64url */
+	    "",
+	    ".",
+	    "..",
+	    "...",
+	    "a",
+	    "a.b",
+	    "a..c",
+	    ".b.c",
+	    "a.b.c",
+	    "a.b.c.d",
+	    "Bearer x.y.z",
+	    "eyJ.eyJ.sig",
+	    "====.====.====",
+	    "\xff\xfe.\x01.\x02",
+	    "eyJhbGciOiJIUzI1NiJ9",		/* {"alg":"HS256"} alone */
+	    "eyJhbGciOiJIUzI1NiJ9.W10.c2ln",	/* payload is [] */
+	    "eyJhbGciOiJIUzI1NiJ9.bnVsbA.c2ln", /* payload is null */
+	    "WyJIUzI1NiJd.e30.c2ln",		/* header is ["HS256"] */
+	    "eyJhbGciOiJIUzI1NiJ9.e30xx.c2ln",	/* payload length 4n+1 */
+	    "eyJhbGciOiJIUzI1NiJ9.e30x.c2ln",	/* payload is {}1 */
+	    "eyJhbGciOiJIUzI1NiJ9.e30.c2ln+",	/* '+' is not base64url */
 	};
 
 	(void)state;
@@ -906,15 +918,17 @@ static void test_garbage(void **state)
 	assert_int_equal(verify(a, buf, &c), AUTH_ERR_MALFORMED);
 	/* a prefix of the token (as a length) is not the token */
 	assert_int_not_equal(auth_verify(a, good, strlen(good) - 1, NOW, &c), AUTH_OK);
-	assert_int_equal(auth_verify(a, good, (size_t)(dot2 - good), NOW, &c),
-			 AUTH_ERR_MALFORMED);
+	assert_int_equal(auth_verify(a, good, (size_t)(dot2 - good), NOW, &c), AUTH_ERR_MALFORMED);
 
 	/* payload JSON that is broken or ambiguous, correctly signed */
 	{
 		static const char *payloads[] = {
-			"{\"sub\":\"u\",\"exp\":1700000100", "not json", "[1,2]", "\"u\"",
-			"{\"sub\":\"admin\",\"sub\":\"u\",\"exp\":1700000100}",
-			"{\"sub\":\"u\\u0000x\",\"exp\":1700000100}",
+		    "{\"sub\":\"u\",\"exp\":1700000100",
+		    "not json",
+		    "[1,2]",
+		    "\"u\"",
+		    "{\"sub\":\"admin\",\"sub\":\"u\",\"exp\":1700000100}",
+		    "{\"sub\":\"u\\u0000x\",\"exp\":1700000100}",
 		};
 		for (size_t i = 0; i < sizeof payloads / sizeof payloads[0]; i++) {
 			char *tok = hs(payloads[i]);
@@ -969,10 +983,9 @@ static void test_sign_errors(void **state)
 
 static void test_result_str(void **state)
 {
-	static const char *want[] = {"ok",           "malformed",     "bad_alg",
-				     "bad_signature", "expired",      "not_yet_valid",
-				     "bad_issuer",   "bad_audience",  "bad_subject",
-				     "bad_claims"};
+	static const char *want[] = {"ok",	    "malformed",     "bad_alg",	   "bad_signature",
+				     "expired",	    "not_yet_valid", "bad_issuer", "bad_audience",
+				     "bad_subject", "bad_claims"};
 
 	(void)state;
 	for (int i = AUTH_OK; i <= AUTH_ERR_CLAIMS; i++)
@@ -1036,23 +1049,23 @@ static void test_bench(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_new_errors),
-		cmocka_unit_test(test_hs256_sign_roundtrip),
-		cmocka_unit_test(test_hs256_libjwt_token),
-		cmocka_unit_test(test_hs256_wrong_secret),
-		cmocka_unit_test(test_alg_none_and_others),
-		cmocka_unit_test(test_rs256),
-		cmocka_unit_test(test_rs256_key_confusion),
-		cmocka_unit_test(test_es256),
-		cmocka_unit_test(test_exp_nbf),
-		cmocka_unit_test(test_iss_aud),
-		cmocka_unit_test(test_subject),
-		cmocka_unit_test(test_roles),
-		cmocka_unit_test(test_size_limit),
-		cmocka_unit_test(test_garbage),
-		cmocka_unit_test(test_sign_errors),
-		cmocka_unit_test(test_result_str),
-		cmocka_unit_test(test_bench),
+	    cmocka_unit_test(test_new_errors),
+	    cmocka_unit_test(test_hs256_sign_roundtrip),
+	    cmocka_unit_test(test_hs256_libjwt_token),
+	    cmocka_unit_test(test_hs256_wrong_secret),
+	    cmocka_unit_test(test_alg_none_and_others),
+	    cmocka_unit_test(test_rs256),
+	    cmocka_unit_test(test_rs256_key_confusion),
+	    cmocka_unit_test(test_es256),
+	    cmocka_unit_test(test_exp_nbf),
+	    cmocka_unit_test(test_iss_aud),
+	    cmocka_unit_test(test_subject),
+	    cmocka_unit_test(test_roles),
+	    cmocka_unit_test(test_size_limit),
+	    cmocka_unit_test(test_garbage),
+	    cmocka_unit_test(test_sign_errors),
+	    cmocka_unit_test(test_result_str),
+	    cmocka_unit_test(test_bench),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -155,16 +155,16 @@ static void test_zero_seed_still_jitters(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_first_delay_is_min),
-		cmocka_unit_test(test_every_delay_within_bounds),
-		cmocka_unit_test(test_ceiling_doubles),
-		cmocka_unit_test(test_capped_at_max),
-		cmocka_unit_test(test_many_attempts_do_not_overflow),
-		cmocka_unit_test(test_reset_starts_over),
-		cmocka_unit_test(test_max_below_min_is_min),
-		cmocka_unit_test(test_jitter_spreads),
-		cmocka_unit_test(test_seeds_differ),
-		cmocka_unit_test(test_zero_seed_still_jitters),
+	    cmocka_unit_test(test_first_delay_is_min),
+	    cmocka_unit_test(test_every_delay_within_bounds),
+	    cmocka_unit_test(test_ceiling_doubles),
+	    cmocka_unit_test(test_capped_at_max),
+	    cmocka_unit_test(test_many_attempts_do_not_overflow),
+	    cmocka_unit_test(test_reset_starts_over),
+	    cmocka_unit_test(test_max_below_min_is_min),
+	    cmocka_unit_test(test_jitter_spreads),
+	    cmocka_unit_test(test_seeds_differ),
+	    cmocka_unit_test(test_zero_seed_still_jitters),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

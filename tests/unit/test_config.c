@@ -135,29 +135,29 @@ static void test_minimal_file_keeps_defaults(void **state)
 static void test_full_file(void **state)
 {
 	static const char json[] =
-		"{\"listen\": {\"host\": \"::\", \"port\": 0},"
-		" \"tls\": {\"cert_file\": \"/c.pem\", \"key_file\": \"/k.pem\"},"
-		" \"allowed_origins\": [\"https://a.example\", \"http://b.example:81\", "
-		"\"https://[::1]:8443\"],"
-		" \"auth\": {\"algorithm\": \"ES256\", \"secret_file\": null,"
-		"  \"public_key_file\": \"/pub.pem\", \"issuer\": \"shop\","
-		"  \"audience\": \"alerts\","
-		"  \"leeway_s\": 0},"
-		" \"redis\": {\"host\": \"r.internal\", \"port\": 6380, \"password\": \"pw\","
-		"  \"db\": 15, \"prefix\": \"sa{x}:\","
-		"  \"sentinel\": {\"master_name\": \"mymaster\","
-		"   \"addresses\": [\"10.0.0.1:26379\", \"[fe80::1]:26380\", \"s3:1\"]}},"
-		" \"mysql\": {\"host\": \"db\", \"port\": 3307, \"user\": \"u\","
-		"  \"password\": \"p\","
-		"  \"password_file\": \"/pw\", \"database\": \"d\"},"
-		" \"ws\": {\"ping_interval_s\": 1, \"idle_timeout_s\": 86400,"
-		"  \"max_message_bytes\": 64, \"send_queue_max\": 65536,"
-		"  \"max_connections\": 1000000, \"max_connections_per_user\": 1000},"
-		" \"alerts\": {\"max_per_window\": 10000, \"window_s\": 1, \"history_s\": 60,"
-		"  \"fair_release_factor\": 0.5, \"fair_release_interval_s\": 86400},"
-		" \"subscriptions\": {\"max_per_user\": 100000},"
-		" \"static_dir\": \"/srv/www\", \"shutdown_grace_s\": 300,"
-		" \"log\": {\"level\": \"debug\", \"format\": \"json\"}}";
+	    "{\"listen\": {\"host\": \"::\", \"port\": 0},"
+	    " \"tls\": {\"cert_file\": \"/c.pem\", \"key_file\": \"/k.pem\"},"
+	    " \"allowed_origins\": [\"https://a.example\", \"http://b.example:81\", "
+	    "\"https://[::1]:8443\"],"
+	    " \"auth\": {\"algorithm\": \"ES256\", \"secret_file\": null,"
+	    "  \"public_key_file\": \"/pub.pem\", \"issuer\": \"shop\","
+	    "  \"audience\": \"alerts\","
+	    "  \"leeway_s\": 0},"
+	    " \"redis\": {\"host\": \"r.internal\", \"port\": 6380, \"password\": \"pw\","
+	    "  \"db\": 15, \"prefix\": \"sa{x}:\","
+	    "  \"sentinel\": {\"master_name\": \"mymaster\","
+	    "   \"addresses\": [\"10.0.0.1:26379\", \"[fe80::1]:26380\", \"s3:1\"]}},"
+	    " \"mysql\": {\"host\": \"db\", \"port\": 3307, \"user\": \"u\","
+	    "  \"password\": \"p\","
+	    "  \"password_file\": \"/pw\", \"database\": \"d\"},"
+	    " \"ws\": {\"ping_interval_s\": 1, \"idle_timeout_s\": 86400,"
+	    "  \"max_message_bytes\": 64, \"send_queue_max\": 65536,"
+	    "  \"max_connections\": 1000000, \"max_connections_per_user\": 1000},"
+	    " \"alerts\": {\"max_per_window\": 10000, \"window_s\": 1, \"history_s\": 60,"
+	    "  \"fair_release_factor\": 0.5, \"fair_release_interval_s\": 86400},"
+	    " \"subscriptions\": {\"max_per_user\": 100000},"
+	    " \"static_dir\": \"/srv/www\", \"shutdown_grace_s\": 300,"
+	    " \"log\": {\"level\": \"debug\", \"format\": \"json\"}}";
 	struct config *c = load(json);
 
 	(void)state;
@@ -349,16 +349,17 @@ static void test_strings(void **state)
 
 static void test_sentinel_addresses(void **state)
 {
-	static const char *const bad[] = {"host", "host:", ":26379", "host:0", "host:65536",
-					  "host:12a", "a:b:1", "[::1]", "[]:1", "[::1]:", "h st:1",
-					  "host:-1", "host: 1"};
+	static const char *const bad[] = {
+	    "host",  "host:", ":26379", "host:0", "host:65536", "host:12a", "a:b:1",
+	    "[::1]", "[]:1",  "[::1]:", "h st:1", "host:-1",	"host: 1"};
 	char json[256];
 
 	(void)state;
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		snprintf(json, sizeof json,
 			 "{" MIN_AUTH ", \"redis\": {\"sentinel\": {\"master_name\": \"m\","
-			 " \"addresses\": [\"ok:1\", \"%s\"]}}}", bad[i]);
+			 " \"addresses\": [\"ok:1\", \"%s\"]}}}",
+			 bad[i]);
 		refuse(json, "redis.sentinel.addresses[1]: must be \"host:port\"");
 	}
 	refuse("{" MIN_AUTH ", \"redis\": {\"sentinel\": {\"addresses\": [\"a:1\"]}}}",
@@ -420,7 +421,8 @@ static void test_cross_field(void **state)
 	refuse("{\"auth\": {\"algorithm\": \"ES256\", \"secret_file\": \"s\"}}",
 	       "auth.public_key_file: required when auth.algorithm is ES256");
 	refuse("{\"auth\": {\"algorithm\": \"ES256\", \"secret_file\": \"s\","
-	       " \"public_key_file\": \"k\"}}", "auth.secret_file: not used with ES256");
+	       " \"public_key_file\": \"k\"}}",
+	       "auth.secret_file: not used with ES256");
 	refuse("{\"auth\": {\"secret_file\": \"s\", \"public_key_file\": \"k\"}}",
 	       "auth.public_key_file: not used with HS256");
 	refuse("{" MIN_AUTH ", \"tls\": {\"cert_file\": \"c\"}}",
@@ -574,23 +576,23 @@ static void test_read_secret(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults_match_spec),
-		cmocka_unit_test(test_minimal_file_keeps_defaults),
-		cmocka_unit_test(test_full_file),
-		cmocka_unit_test(test_later_values_replace_defaults),
-		cmocka_unit_test(test_comment_keys_ignored),
-		cmocka_unit_test(test_unknown_keys),
-		cmocka_unit_test(test_wrong_types),
-		cmocka_unit_test(test_out_of_range),
-		cmocka_unit_test(test_strings),
-		cmocka_unit_test(test_sentinel_addresses),
-		cmocka_unit_test(test_enums),
-		cmocka_unit_test(test_syntax_errors),
-		cmocka_unit_test(test_cross_field),
-		cmocka_unit_test(test_error_buffer_small),
-		cmocka_unit_test(test_load_file),
-		cmocka_unit_test(test_sample_config),
-		cmocka_unit_test(test_read_secret),
+	    cmocka_unit_test(test_defaults_match_spec),
+	    cmocka_unit_test(test_minimal_file_keeps_defaults),
+	    cmocka_unit_test(test_full_file),
+	    cmocka_unit_test(test_later_values_replace_defaults),
+	    cmocka_unit_test(test_comment_keys_ignored),
+	    cmocka_unit_test(test_unknown_keys),
+	    cmocka_unit_test(test_wrong_types),
+	    cmocka_unit_test(test_out_of_range),
+	    cmocka_unit_test(test_strings),
+	    cmocka_unit_test(test_sentinel_addresses),
+	    cmocka_unit_test(test_enums),
+	    cmocka_unit_test(test_syntax_errors),
+	    cmocka_unit_test(test_cross_field),
+	    cmocka_unit_test(test_error_buffer_small),
+	    cmocka_unit_test(test_load_file),
+	    cmocka_unit_test(test_sample_config),
+	    cmocka_unit_test(test_read_secret),
 	};
 
 	/* config_read_secret warns about world-readable test files; keep output quiet. */

@@ -162,7 +162,7 @@ static int stop_cb(const char *key, void *value, void *arg)
 static void test_each_early_stop(void **state)
 {
 	struct dict *d = dict_new();
-	struct stop_ctx ctx = { 0, 0 };
+	struct stop_ctx ctx = {0, 0};
 	char key[16];
 
 	(void)state;
@@ -173,15 +173,15 @@ static void test_each_early_stop(void **state)
 		snprintf(key, sizeof key, "k%d", i);
 		dict_set(d, key, &vals[0]);
 	}
-	ctx = (struct stop_ctx){ 0, 0 };
+	ctx = (struct stop_ctx){0, 0};
 	assert_int_equal(dict_each(d, stop_cb, &ctx), 0);
 	assert_int_equal(ctx.calls, 50);
 
-	ctx = (struct stop_ctx){ 0, 7 };
+	ctx = (struct stop_ctx){0, 7};
 	assert_int_equal(dict_each(d, stop_cb, &ctx), 42);
 	assert_int_equal(ctx.calls, 7);
 
-	ctx = (struct stop_ctx){ 0, 1 };
+	ctx = (struct stop_ctx){0, 1};
 	assert_int_equal(dict_each(d, stop_cb, &ctx), 42);
 	assert_int_equal(ctx.calls, 1);
 	dict_free(d);
@@ -192,7 +192,7 @@ static void test_each_early_stop(void **state)
 static void test_one_char_differences(void **state)
 {
 	static const char alphabet[] =
-		"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
+	    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_";
 	const size_t na = sizeof alphabet - 1;
 	struct dict *d = dict_new();
 	char key[65];
@@ -230,12 +230,9 @@ static void test_one_char_differences(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty),
-		cmocka_unit_test(test_set_get_replace_del),
-		cmocka_unit_test(test_key_is_copied),
-		cmocka_unit_test(test_growth_100k),
-		cmocka_unit_test(test_each_early_stop),
-		cmocka_unit_test(test_one_char_differences),
+	    cmocka_unit_test(test_empty),	    cmocka_unit_test(test_set_get_replace_del),
+	    cmocka_unit_test(test_key_is_copied),   cmocka_unit_test(test_growth_100k),
+	    cmocka_unit_test(test_each_early_stop), cmocka_unit_test(test_one_char_differences),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

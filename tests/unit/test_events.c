@@ -216,18 +216,17 @@ static void test_duplicates_refused(void **state)
 
 	(void)state;
 	/* Two instances must never read different values from the same bytes. */
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1,\"stock\":0}",
-			       false, &ev),
-			 -1);
+	assert_int_equal(
+	    parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1,\"stock\":0}", false, &ev), -1);
 	assert_non_null(strstr(err, "invalid JSON"));
 	assert_int_equal(parse("{\"event_id\":\"e\",\"event_id\":\"f\",\"product_id\":1,"
 			       "\"stock\":1}",
 			       false, &ev),
 			 -1);
 	/* Even in a field we ignore. */
-	assert_int_equal(parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1,\"x\":1,\"x\":2}",
-			       false, &ev),
-			 -1);
+	assert_int_equal(
+	    parse("{\"event_id\":\"e\",\"product_id\":1,\"stock\":1,\"x\":1,\"x\":2}", false, &ev),
+	    -1);
 }
 
 static void test_nul_bytes(void **state)
@@ -245,9 +244,8 @@ static void test_nul_bytes(void **state)
 	buf[15] = '\0';
 	assert_int_equal(events_parse(buf, sizeof good - 1, false, &ev, err, sizeof err), -1);
 	/* A NUL escaped inside a string is no id character either. */
-	assert_int_equal(parse("{\"event_id\":\"a\\u0000b\",\"product_id\":1,\"stock\":1}", false,
-			       &ev),
-			 -1);
+	assert_int_equal(
+	    parse("{\"event_id\":\"a\\u0000b\",\"product_id\":1,\"stock\":1}", false, &ev), -1);
 	/* Not reading past len: the same bytes with a shorter len are cut off. */
 	assert_int_equal(events_parse(good, sizeof good - 2, false, &ev, err, sizeof err), -1);
 	assert_int_equal(events_parse(good, sizeof good - 1, false, &ev, err, sizeof err), 0);
@@ -258,8 +256,7 @@ static void test_huge_numbers(void **state)
 	(void)state;
 	/* Past int64: jansson refuses it at parse time rather than wrapping;
 	 * the message still names the field. */
-	refused("{\"event_id\":\"e\",\"product_id\":1,\"stock\":99999999999999999999999}",
-		"stock");
+	refused("{\"event_id\":\"e\",\"product_id\":1,\"stock\":99999999999999999999999}", "stock");
 	refused("{\"event_id\":\"e\",\"product_id\":18446744073709551617,\"stock\":1}",
 		"product_id");
 	refused("{\"event_id\":\"e\",\"product_id\":9223372036854775807,\"stock\":1}",
@@ -350,33 +347,33 @@ static void test_classify_table(void **state)
 		int64_t prev, stock, thr;
 		unsigned want;
 	} t[] = {
-		{0, 5, 5, SUBS_BACK_IN_STOCK},
-		{5, 0, 5, SUBS_SOLD_OUT},
-		{10, 3, 5, SUBS_LOW_STOCK},
-		{3, 2, 5, 0}, /* already low */
-		{5, 7, 5, 0},
-		{6, 5, 5, SUBS_LOW_STOCK},
-		{5, 4, 5, 0},
-		{-3, 2, 5, SUBS_BACK_IN_STOCK},
-		{2, -1, 5, SUBS_SOLD_OUT},
-		{10, 1, 0, 0}, /* threshold 0: low_stock never fires */
-		{1, 0, 0, SUBS_SOLD_OUT},
-		{0, 0, 5, 0},
-		{-1, 0, 5, 0},
-		{0, -4, 5, 0},
-		{7, 7, 5, 0},
-		{3, 3, 5, 0},
-		{0, 1, 5, SUBS_BACK_IN_STOCK}, /* back in stock beats low stock */
-		{1, 0, 5, SUBS_SOLD_OUT},
-		{6, 1, 5, SUBS_LOW_STOCK},
-		{2, 1, 1, SUBS_LOW_STOCK},
-		{1, 1, 1, 0},
-		{5, 2, -1, 0},
-		{-EVENTS_STOCK_LIMIT, EVENTS_STOCK_LIMIT, 5, SUBS_BACK_IN_STOCK},
-		{EVENTS_STOCK_LIMIT, -EVENTS_STOCK_LIMIT, 5, SUBS_SOLD_OUT},
-		{EVENTS_STOCK_LIMIT, 1, EVENTS_STOCK_LIMIT - 1, SUBS_LOW_STOCK},
-		{INT64_MAX, 1, INT64_MAX - 1, SUBS_LOW_STOCK},
-		{INT64_MIN, INT64_MAX, INT64_MAX, SUBS_BACK_IN_STOCK},
+	    {0, 5, 5, SUBS_BACK_IN_STOCK},
+	    {5, 0, 5, SUBS_SOLD_OUT},
+	    {10, 3, 5, SUBS_LOW_STOCK},
+	    {3, 2, 5, 0}, /* already low */
+	    {5, 7, 5, 0},
+	    {6, 5, 5, SUBS_LOW_STOCK},
+	    {5, 4, 5, 0},
+	    {-3, 2, 5, SUBS_BACK_IN_STOCK},
+	    {2, -1, 5, SUBS_SOLD_OUT},
+	    {10, 1, 0, 0}, /* threshold 0: low_stock never fires */
+	    {1, 0, 0, SUBS_SOLD_OUT},
+	    {0, 0, 5, 0},
+	    {-1, 0, 5, 0},
+	    {0, -4, 5, 0},
+	    {7, 7, 5, 0},
+	    {3, 3, 5, 0},
+	    {0, 1, 5, SUBS_BACK_IN_STOCK}, /* back in stock beats low stock */
+	    {1, 0, 5, SUBS_SOLD_OUT},
+	    {6, 1, 5, SUBS_LOW_STOCK},
+	    {2, 1, 1, SUBS_LOW_STOCK},
+	    {1, 1, 1, 0},
+	    {5, 2, -1, 0},
+	    {-EVENTS_STOCK_LIMIT, EVENTS_STOCK_LIMIT, 5, SUBS_BACK_IN_STOCK},
+	    {EVENTS_STOCK_LIMIT, -EVENTS_STOCK_LIMIT, 5, SUBS_SOLD_OUT},
+	    {EVENTS_STOCK_LIMIT, 1, EVENTS_STOCK_LIMIT - 1, SUBS_LOW_STOCK},
+	    {INT64_MAX, 1, INT64_MAX - 1, SUBS_LOW_STOCK},
+	    {INT64_MIN, INT64_MAX, INT64_MAX, SUBS_BACK_IN_STOCK},
 	};
 
 	(void)state;
@@ -436,21 +433,21 @@ static void test_classify_property(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_minimal),
-		cmocka_unit_test(test_full),
-		cmocka_unit_test(test_event_id),
-		cmocka_unit_test(test_missing_id),
-		cmocka_unit_test(test_product_id),
-		cmocka_unit_test(test_stock),
-		cmocka_unit_test(test_prev_stock_and_ts),
-		cmocka_unit_test(test_not_an_object),
-		cmocka_unit_test(test_duplicates_refused),
-		cmocka_unit_test(test_nul_bytes),
-		cmocka_unit_test(test_huge_numbers),
-		cmocka_unit_test(test_size_limit),
-		cmocka_unit_test(test_encode_roundtrip),
-		cmocka_unit_test(test_classify_table),
-		cmocka_unit_test(test_classify_property),
+	    cmocka_unit_test(test_minimal),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_event_id),
+	    cmocka_unit_test(test_missing_id),
+	    cmocka_unit_test(test_product_id),
+	    cmocka_unit_test(test_stock),
+	    cmocka_unit_test(test_prev_stock_and_ts),
+	    cmocka_unit_test(test_not_an_object),
+	    cmocka_unit_test(test_duplicates_refused),
+	    cmocka_unit_test(test_nul_bytes),
+	    cmocka_unit_test(test_huge_numbers),
+	    cmocka_unit_test(test_size_limit),
+	    cmocka_unit_test(test_encode_roundtrip),
+	    cmocka_unit_test(test_classify_table),
+	    cmocka_unit_test(test_classify_property),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

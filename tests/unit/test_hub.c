@@ -12,9 +12,9 @@
 
 #include "stockalert/hub.h"
 
-#define ROLE_ADMIN 1u
+#define ROLE_ADMIN   1u
 #define ROLE_SERVICE 2u
-#define HEADROOM 16
+#define HEADROOM     16
 
 struct stub {
 	int wakes;
@@ -31,7 +31,7 @@ static void stub_overflow(void *sink)
 	((struct stub *)sink)->overflows++;
 }
 
-static const struct hub_sink_ops stub_ops = { stub_wake, stub_overflow };
+static const struct hub_sink_ops stub_ops = {stub_wake, stub_overflow};
 
 static struct hub_msg *msg(struct hub *h, const char *s)
 {
@@ -67,7 +67,7 @@ static void test_msg_layout(void **state)
 static void test_attach_detach_counts(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s[4] = { { 0, 0 } };
+	struct stub s[4] = {{0, 0}};
 	struct hub_conn *a1, *a2, *a3, *b1;
 
 	(void)state;
@@ -126,7 +126,7 @@ static void test_attach_detach_counts(void **state)
 static void test_user_id_bounds(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s = { 0, 0 };
+	struct stub s = {0, 0};
 	char id[80];
 	struct hub_conn *c;
 
@@ -149,7 +149,7 @@ static void test_user_id_bounds(void **state)
 static void test_send_to_user(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s[3] = { { 0, 0 } };
+	struct stub s[3] = {{0, 0}};
 	struct hub_conn *a1 = hub_attach(h, "alice", 0, &s[0]);
 	struct hub_conn *a2 = hub_attach(h, "alice", 0, &s[1]);
 	struct hub_conn *b1 = hub_attach(h, "bob", 0, &s[2]);
@@ -180,7 +180,7 @@ static void test_send_to_user(void **state)
 static void test_refcounts(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s[3] = { { 0, 0 } };
+	struct stub s[3] = {{0, 0}};
 	struct hub_conn *c[3];
 	struct hub_msg *m = msg(h, "shared");
 
@@ -210,7 +210,7 @@ static void test_refcounts(void **state)
 static void test_fifo_with_wrap_and_growth(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 16);
-	struct stub s = { 0, 0 };
+	struct stub s = {0, 0};
 	struct hub_conn *c = hub_attach(h, "u", 0, &s);
 	struct hub_msg *m[12];
 	char text[16];
@@ -252,7 +252,7 @@ static void test_fifo_with_wrap_and_growth(void **state)
 static void test_wake_only_when_empty(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s = { 0, 0 };
+	struct stub s = {0, 0};
 	struct hub_conn *c = hub_attach(h, "u", 0, &s);
 	struct hub_msg *m = msg(h, "x");
 
@@ -282,7 +282,7 @@ static void test_wake_only_when_empty(void **state)
 static void check_overflow(size_t queue_max)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, queue_max);
-	struct stub slow = { 0, 0 }, fast = { 0, 0 };
+	struct stub slow = {0, 0}, fast = {0, 0};
 	struct hub_conn *cs = hub_attach(h, "u", 0, &slow);
 	struct hub_conn *cf = hub_attach(h, "u", 0, &fast);
 	struct hub_msg *m = msg(h, "tick");
@@ -332,7 +332,7 @@ static void test_overflow(void **state)
 static void test_send_to_role(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s[4] = { { 0, 0 } };
+	struct stub s[4] = {{0, 0}};
 	struct hub_conn *admin = hub_attach(h, "ops", ROLE_ADMIN, &s[0]);
 	struct hub_conn *svc = hub_attach(h, "svc", ROLE_SERVICE, &s[1]);
 	struct hub_conn *both = hub_attach(h, "root", ROLE_ADMIN | ROLE_SERVICE, &s[2]);
@@ -375,7 +375,7 @@ static void drain(struct hub_conn *c)
 static void test_set_roles(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s[3] = { { 0, 0 } };
+	struct stub s[3] = {{0, 0}};
 	struct hub_conn *c0 = hub_attach(h, "a", 0, &s[0]);
 	struct hub_conn *c1 = hub_attach(h, "b", ROLE_ADMIN, &s[1]);
 	struct hub_conn *c2 = hub_attach(h, "c", 0, &s[2]);
@@ -450,9 +450,9 @@ static void each_cb(const char *user, void *arg)
 static void test_each_user(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s = { 0, 0 };
+	struct stub s = {0, 0};
 	struct hub_conn *c[4];
-	struct seen seen = { 0, 0, 0 };
+	struct seen seen = {0, 0, 0};
 
 	(void)state;
 	hub_each_user(h, each_cb, &seen);
@@ -478,7 +478,7 @@ static void test_many_conns(void **state)
 	enum { NUSERS = 100, PER = 10, N = NUSERS * PER };
 	static struct hub_conn *c[N];
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 4);
-	struct stub s = { 0, 0 };
+	struct stub s = {0, 0};
 	size_t per_user[NUSERS];
 	char name[16];
 	struct hub_msg *m = msg(h, "x");
@@ -519,7 +519,7 @@ static void test_many_conns(void **state)
 static void test_free_with_attached(void **state)
 {
 	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
-	struct stub s = { 0, 0 };
+	struct stub s = {0, 0};
 	struct hub_msg *m = msg(h, "x");
 
 	(void)state;
@@ -535,19 +535,19 @@ static void test_free_with_attached(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_msg_layout),
-		cmocka_unit_test(test_attach_detach_counts),
-		cmocka_unit_test(test_user_id_bounds),
-		cmocka_unit_test(test_send_to_user),
-		cmocka_unit_test(test_refcounts),
-		cmocka_unit_test(test_fifo_with_wrap_and_growth),
-		cmocka_unit_test(test_wake_only_when_empty),
-		cmocka_unit_test(test_overflow),
-		cmocka_unit_test(test_send_to_role),
-		cmocka_unit_test(test_set_roles),
-		cmocka_unit_test(test_each_user),
-		cmocka_unit_test(test_many_conns),
-		cmocka_unit_test(test_free_with_attached),
+	    cmocka_unit_test(test_msg_layout),
+	    cmocka_unit_test(test_attach_detach_counts),
+	    cmocka_unit_test(test_user_id_bounds),
+	    cmocka_unit_test(test_send_to_user),
+	    cmocka_unit_test(test_refcounts),
+	    cmocka_unit_test(test_fifo_with_wrap_and_growth),
+	    cmocka_unit_test(test_wake_only_when_empty),
+	    cmocka_unit_test(test_overflow),
+	    cmocka_unit_test(test_send_to_role),
+	    cmocka_unit_test(test_set_roles),
+	    cmocka_unit_test(test_each_user),
+	    cmocka_unit_test(test_many_conns),
+	    cmocka_unit_test(test_free_with_attached),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -15,7 +15,9 @@
 
 static struct roster_sub mk(int64_t product, unsigned kinds, int threshold)
 {
-	struct roster_sub s = {.product_id = product, .kinds = kinds, .threshold = threshold,
+	struct roster_sub s = {.product_id = product,
+			       .kinds = kinds,
+			       .threshold = threshold,
 			       .created_ms = 1000 + (product & 0xffff)};
 	return s;
 }
@@ -238,8 +240,7 @@ static void test_extreme_ids(void **state)
 
 	(void)state;
 	roster_set_user(r, "z", subs, 5);
-	assert_string_equal(subs_of(r, "z", &s),
-			    "-9223372036854775808 -1 0 1 9223372036854775807");
+	assert_string_equal(subs_of(r, "z", &s), "-9223372036854775808 -1 0 1 9223372036854775807");
 	for (size_t i = 0; i < 5; i++) {
 		assert_int_equal(roster_subscribers(r, subs[i].product_id), 1);
 		assert_int_equal(roster_get(r, "z", subs[i].product_id)->kinds, subs[i].kinds);
@@ -250,7 +251,7 @@ static void test_extreme_ids(void **state)
 	roster_free(r);
 }
 
-#define MANY_USERS 3000
+#define MANY_USERS    3000
 #define MANY_PRODUCTS 500
 #define SUBS_PER_USER 40
 
@@ -365,13 +366,10 @@ static void test_free_populated(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty),
-		cmocka_unit_test(test_set_get_drop),
-		cmocka_unit_test(test_update),
-		cmocka_unit_test(test_replace_user),
-		cmocka_unit_test(test_extreme_ids),
-		cmocka_unit_test(test_many),
-		cmocka_unit_test(test_free_populated),
+	    cmocka_unit_test(test_empty),	   cmocka_unit_test(test_set_get_drop),
+	    cmocka_unit_test(test_update),	   cmocka_unit_test(test_replace_user),
+	    cmocka_unit_test(test_extreme_ids),	   cmocka_unit_test(test_many),
+	    cmocka_unit_test(test_free_populated),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -90,9 +90,9 @@ static void test_kinds_and_threshold(void **state)
 	assert_int_equal(threshold, 0);
 
 	/* A repeated kind is the same kind, not an error. */
-	assert_int_equal(parse("{\"kinds\":[\"sold_out\",\"sold_out\"]}", &kinds, &threshold, err,
-			       sizeof err),
-			 0);
+	assert_int_equal(
+	    parse("{\"kinds\":[\"sold_out\",\"sold_out\"]}", &kinds, &threshold, err, sizeof err),
+	    0);
 	assert_int_equal(kinds, SUBS_SOLD_OUT);
 	assert_int_equal(threshold, -1);
 
@@ -178,8 +178,8 @@ static void test_embedded_nul_is_refused(void **state)
 	unsigned kinds;
 	int threshold;
 	char err[128];
-	assert_int_equal(subs_parse_body(body, sizeof body - 1, &kinds, &threshold, err, sizeof err),
-			 -1);
+	assert_int_equal(
+	    subs_parse_body(body, sizeof body - 1, &kinds, &threshold, err, sizeof err), -1);
 	assert_non_null(strstr(err, "body"));
 }
 
@@ -294,20 +294,20 @@ static void test_csv_truncates_safely(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_empty_body_is_defaults),
-		cmocka_unit_test(test_empty_object_is_defaults),
-		cmocka_unit_test(test_kinds_and_threshold),
-		cmocka_unit_test(test_bad_kinds_name_the_field),
-		cmocka_unit_test(test_bad_threshold_names_the_field),
-		cmocka_unit_test(test_bad_documents),
-		cmocka_unit_test(test_long_unknown_key_still_explained),
-		cmocka_unit_test(test_embedded_nul_is_refused),
-		cmocka_unit_test(test_small_error_buffer_is_terminated),
-		cmocka_unit_test(test_ids),
-		cmocka_unit_test(test_kind_names),
-		cmocka_unit_test(test_csv_round_trip),
-		cmocka_unit_test(test_csv_parse_tolerates_junk),
-		cmocka_unit_test(test_csv_truncates_safely),
+	    cmocka_unit_test(test_empty_body_is_defaults),
+	    cmocka_unit_test(test_empty_object_is_defaults),
+	    cmocka_unit_test(test_kinds_and_threshold),
+	    cmocka_unit_test(test_bad_kinds_name_the_field),
+	    cmocka_unit_test(test_bad_threshold_names_the_field),
+	    cmocka_unit_test(test_bad_documents),
+	    cmocka_unit_test(test_long_unknown_key_still_explained),
+	    cmocka_unit_test(test_embedded_nul_is_refused),
+	    cmocka_unit_test(test_small_error_buffer_is_terminated),
+	    cmocka_unit_test(test_ids),
+	    cmocka_unit_test(test_kind_names),
+	    cmocka_unit_test(test_csv_round_trip),
+	    cmocka_unit_test(test_csv_parse_tolerates_junk),
+	    cmocka_unit_test(test_csv_truncates_safely),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

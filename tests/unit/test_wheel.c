@@ -58,7 +58,7 @@ static void test_del_and_move(void **state)
 	wheel_add(&w, &b.node, 10);
 	wheel_add(&w, &c.node, 10);
 	wheel_del(&w, &b.node);
-	wheel_del(&w, &b.node); /* twice is harmless */
+	wheel_del(&w, &b.node);	    /* twice is harmless */
 	wheel_add(&w, &c.node, 20); /* moved */
 	assert_int_equal(wheel_sweep(&w, 15, fire, NULL), 1);
 	assert_int_equal(a.fired, 1);
@@ -117,11 +117,11 @@ static void test_readd_from_callback(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fires_when_due_not_before),
-		cmocka_unit_test(test_del_and_move),
-		cmocka_unit_test(test_past_deadline_fires_next_sweep),
-		cmocka_unit_test(test_stall_longer_than_a_lap),
-		cmocka_unit_test(test_readd_from_callback),
+	    cmocka_unit_test(test_fires_when_due_not_before),
+	    cmocka_unit_test(test_del_and_move),
+	    cmocka_unit_test(test_past_deadline_fires_next_sweep),
+	    cmocka_unit_test(test_stall_longer_than_a_lap),
+	    cmocka_unit_test(test_readd_from_callback),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
