@@ -13,7 +13,7 @@ sa_die() { sa_log "error: $*"; exit 1; }
 SA_BUILD_PKGS="cmake make pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev
 	redis-server mariadb-server curl"
-SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel cppcheck python3 openssl"
+SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel cppcheck clang-format python3 openssl"
 
 # sa_apt_install PKG...: installs the packages that are not installed yet;
 # runs `apt-get update` at most once per invocation, and only if needed.
