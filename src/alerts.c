@@ -391,9 +391,10 @@ static int64_t window_ms(const struct alerts *a)
 	return (int64_t)a->cfg->alerts.window_s * 1000;
 }
 
-static void rate_key(const struct alerts *a, const char *user, char *out, size_t outlen)
+static void rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
+		     size_t outlen)
 {
-	key(out, outlen, a, "rate:%s:%" PRId64, user, now_ms() / window_ms(a));
+	key(out, outlen, a, "rate:%s:%" PRId64, user, window);
 }
 
 static void on_window(uv_timer_t *t);
@@ -567,12 +568,15 @@ static void rate_check(struct alerts *a, struct rate_batch *b)
 	snprintf(nkeys, sizeof nkeys, "%zu", b->n);
 	snprintf(max, sizeof max, "%d", a->cfg->alerts.max_per_window);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
+	/* One window for the whole batch: read the clock once, and no batch
+	 * straddles a boundary. */
+	int64_t window = now_ms() / window_ms(a);
 	argv[0] = "EVAL";
 	argv[1] = rate_lua;
 	argv[2] = nkeys;
 	for (size_t i = 0; i < b->n; i++) {
 		keys[i] = mem_alloc(256);
-		rate_key(a, b->pairs[i].user, keys[i], 256);
+		rate_key(a, b->pairs[i].user, window, keys[i], 256);
 		argv[3 + i] = keys[i];
 		argv[3 + b->n + 2 + i] = b->pairs[i].id;
 	}
