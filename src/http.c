@@ -116,37 +116,51 @@ int http_req_method(const struct http_req *r)
 	return r->method;
 }
 
-int http_req_query(struct http_req *r, const char *name, char *out, size_t outlen)
+/*
+ * lws copies each query fragment in turn into the buffer it is given and
+ * gives up at the first that does not fit, so the buffer must hold the
+ * longest fragment anyone sends (a token), not just the one we want. Tokens
+ * over 8 KiB are refused by auth_verify: 9 KiB leaves room to see that one is
+ * too long rather than cut it short. One buffer serves headers and query.
+ */
+static char req_buf[9 * 1024];
+
+int http_query_arg(struct lws *wsi, const char *name, char *out, size_t outlen)
 {
-	/* lws copies each query fragment in turn into the buffer and gives up
-	 * at the first that does not fit, so the buffer must hold the longest
-	 * fragment anyone sends (a token, say), not just the one we want. */
-	static char args[9 * 1024];
 	char key[64];
 	snprintf(key, sizeof key, "%s=", name);
-	const char *v = lws_get_urlarg_by_name(r->wsi, key, args, sizeof args);
+	const char *v = lws_get_urlarg_by_name(wsi, key, req_buf, sizeof req_buf);
 	if (!v)
 		return -1;
 	size_t n = strlen(v);
 	if (n >= outlen)
-		return -1;
+		return -2;
 	memcpy(out, v, n + 1);
 	return (int)n;
 }
 
+int http_req_query(struct http_req *r, const char *name, char *out, size_t outlen)
+{
+	int n = http_query_arg(r->wsi, name, out, outlen);
+	return n < 0 ? -1 : n;
+}
+
+const char *http_request_token(struct lws *wsi, bool allow_query)
+{
+	int n = lws_hdr_copy(wsi, req_buf, sizeof req_buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+	if (n > 7 && strncasecmp(req_buf, "Bearer ", 7) == 0) {
+		const char *t = req_buf + 7;
+		while (*t == ' ')
+			t++;
+		return *t ? t : NULL;
+	}
+	return allow_query ? lws_get_urlarg_by_name(wsi, "token=", req_buf, sizeof req_buf) : NULL;
+}
+
 int http_authenticate(struct http_req *r, struct http_env *env, struct auth_claims *claims)
 {
-	/* Tokens over 8 KiB are refused by auth_verify: leave room to see
-	 * that one is too long rather than cut it short. */
-	static char hdr[9 * 1024];
-	int n = lws_hdr_copy(r->wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION);
-	const char *tok = NULL;
-	if (n > 7 && strncasecmp(hdr, "Bearer ", 7) == 0) {
-		tok = hdr + 7;
-		while (*tok == ' ')
-			tok++;
-	}
-	if (!tok || !*tok) {
+	const char *tok = http_request_token(r->wsi, false);
+	if (!tok) {
 		http_reply_error(r, 401, "unauthorized", "missing bearer token");
 		return -1;
 	}

@@ -164,27 +164,10 @@ static bool origin_allowed(struct lws *wsi, const struct config *cfg)
 	return false;
 }
 
-/* Finds the bearer token of the request: Authorization header, else
- * ?token=. Returns a pointer into buf, or NULL. */
-static const char *request_token(struct lws *wsi, char *buf, size_t len)
-{
-	int n = lws_hdr_copy(wsi, buf, (int)len, WSI_TOKEN_HTTP_AUTHORIZATION);
-	if (n > 7 && strncasecmp(buf, "Bearer ", 7) == 0) {
-		const char *t = buf + 7;
-		while (*t == ' ')
-			t++;
-		return *t ? t : NULL;
-	}
-	return lws_get_urlarg_by_name(wsi, "token=", buf, (int)len);
-}
-
 static enum auth_result authenticate(struct lws *wsi, struct http_env *env,
 				     struct auth_claims *claims)
 {
-	/* Tokens over 8 KiB are refused by auth_verify; leave room to see
-	 * that they are too long rather than truncate them. */
-	static char tokbuf[9 * 1024];
-	const char *tok = request_token(wsi, tokbuf, sizeof tokbuf);
+	const char *tok = http_request_token(wsi, true);
 	if (!tok)
 		return AUTH_ERR_MALFORMED;
 	return auth_verify(env->auth, tok, strlen(tok), (int64_t)time(NULL), claims);
@@ -219,12 +202,12 @@ int ws_confirm_upgrade(struct lws *wsi, struct http_env *env)
 		return refuse(wsi, 503, "too_many_connections", "server connection limit reached");
 	pending_claims.wsi = wsi;
 	pending_claims.claims = claims;
-	/* lws copies each query fragment in turn into the buffer and stops at
-	 * the first that does not fit: it must hold the token's too. */
-	static char args[9 * 1024];
-	const char *v = lws_get_urlarg_by_name(wsi, "since=", args, sizeof args);
-	pending_claims.has_since = v != NULL;
-	snprintf(pending_claims.since, sizeof pending_claims.since, "%s", v ? v : "");
+	/* A since too long to be an alert id is kept as "", which the replay
+	 * answers with bad_since. */
+	int n = http_query_arg(wsi, "since", pending_claims.since, sizeof pending_claims.since);
+	pending_claims.has_since = n != -1;
+	if (n < 0)
+		pending_claims.since[0] = '\0';
 	return 0;
 }
 

@@ -74,6 +74,15 @@ const char *http_req_body(const struct http_req *r, size_t *len);
 int http_req_query(struct http_req *r, const char *name, char *out, size_t outlen);
 int http_req_method(const struct http_req *r); /* LWSHUMETH_* */
 
+/* The bearer token of the request on wsi: "Authorization: Bearer", and with
+ * allow_query also ?token= (browsers cannot set headers on a WebSocket).
+ * NULL if none. Points into a buffer of this module, valid until the next
+ * call (the loop has one thread). */
+const char *http_request_token(struct lws *wsi, bool allow_query);
+/* Copies query argument name of the request on wsi into out. Returns its
+ * length, -1 if absent, -2 if present but longer than outlen - 1. */
+int http_query_arg(struct lws *wsi, const char *name, char *out, size_t outlen);
+
 /* Verifies the request's "Authorization: Bearer" token. On failure replies
  * 401 (with WWW-Authenticate) and returns -1. */
 int http_authenticate(struct http_req *r, struct http_env *env, struct auth_claims *claims);
