@@ -3,8 +3,6 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
@@ -16,7 +14,7 @@ struct presence {
 	struct hub *hub;
 	char *prefix;
 	uv_timer_t timer;
-	char instance[24];
+	char *instance;
 };
 
 static void announce(struct presence *p, const char *user, bool online)
@@ -50,17 +48,14 @@ static void on_timer(uv_timer_t *t)
 }
 
 struct presence *presence_new(uv_loop_t *loop, struct redis *redis, struct hub *hub,
-			      const char *prefix)
+			      const char *prefix, const char *instance)
 {
 	struct presence *p = mem_calloc(1, sizeof *p);
-	struct timespec ts;
 
 	p->redis = redis;
 	p->hub = hub;
 	p->prefix = mem_strdup(prefix);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	snprintf(p->instance, sizeof p->instance, "%lx-%x", (unsigned long)ts.tv_sec,
-		 (unsigned)((unsigned)getpid() ^ (unsigned)ts.tv_nsec));
+	p->instance = mem_strdup(instance);
 	uv_timer_init(loop, &p->timer);
 	p->timer.data = p;
 	uv_timer_start(&p->timer, on_timer, PRESENCE_REFRESH_S * 1000, PRESENCE_REFRESH_S * 1000);
@@ -77,15 +72,11 @@ void presence_offline(struct presence *p, const char *user)
 	announce(p, user, false);
 }
 
-const char *presence_instance_id(const struct presence *p)
-{
-	return p->instance;
-}
-
 static void on_closed(uv_handle_t *h)
 {
 	struct presence *p = h->data;
 	mem_free(p->prefix);
+	mem_free(p->instance);
 	mem_free(p);
 }
 

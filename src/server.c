@@ -430,10 +430,13 @@ static void create_deps(struct server *s)
 	/* XREADGROUP blocks up to 1 s: the timeout must leave room for it. */
 	ro.command_timeout_ms = 5000;
 	s->env.streamconn = redis_new(&s->loop, &ro, on_redis_state, s);
-	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix);
 	s->env.subs = subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
 			       cfg->subscriptions_max_per_user);
 	s->env.alerts = alerts_new(&s->loop, &s->env);
+	/* One id per daemon, for presence, delivery claims and the stream
+	 * consumer alike. */
+	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix,
+				       alerts_instance(s->env.alerts));
 	s->env.stream = stream_new(&s->loop, s->env.streamconn, s->env.alerts, cfg->redis.prefix,
 				   alerts_instance(s->env.alerts));
 	s->open_deps = 4;

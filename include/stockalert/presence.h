@@ -18,14 +18,14 @@
 
 struct presence;
 
+/* instance: this daemon's id (the one the alert pipeline uses too). */
 struct presence *presence_new(uv_loop_t *loop, struct redis *redis, struct hub *hub,
-			      const char *prefix);
+			      const char *prefix, const char *instance);
 /* The first local socket of user opened / the last one closed. */
 void presence_online(struct presence *p, const char *user);
 void presence_offline(struct presence *p, const char *user);
 /* Re-announces every local user now (after Redis came back). */
 void presence_refresh(struct presence *p);
-const char *presence_instance_id(const struct presence *p);
 /* Stops the refresh timer; frees p once libuv has closed it. */
 void presence_close(struct presence *p);
 
