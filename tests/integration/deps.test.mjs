@@ -8,7 +8,7 @@ import fs from 'node:fs';
 
 import {
 	makeConfig, startDaemon, waitReady, waitReadyz, stop, startRedis, startMariadb, freePort,
-	parsePrometheus, sanitizerReport, waitFor,
+	parsePrometheus, sanitizerReport, waitFor, stopClean,
 } from './lib/harness.mjs';
 
 const DOWN_TIMEOUT = 45000;  // health checks every few seconds + timeouts
@@ -18,12 +18,6 @@ async function depUp(d, dep) {
 	const m = parsePrometheus(await (await fetch(`${d.url}/metrics`)).text());
 	const s = m.samples.find((x) => x.name === 'stockalert_dependency_up' && x.labels.dep === dep);
 	return s ? s.value : undefined;
-}
-
-async function stopClean(d) {
-	const r = await stop(d, 'SIGTERM');
-	assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${d.log()}`);
-	assert.equal(sanitizerReport(d.log()), null);
 }
 
 test('Redis killed and restarted: /readyz 503 naming redis, then 200 again', async (t) => {

@@ -9,7 +9,7 @@ import WebSocket from 'ws';
 import {
 	makeConfig, startDaemon, waitReady, stop, signJwt, sanitizerReport, redisCommand,
 	rawRequest, parseErrorBody, wsTrack, mysqlRoot, randomId, apiCall, subsIndexFromRedis,
-	subsIndexFromMysql,
+	subsIndexFromMysql, stopClean,
 } from './lib/harness.mjs';
 
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -22,15 +22,6 @@ const NO_PRODUCT = 999999;
 
 let db;
 const sql = (q) => mysqlRoot(null, q, db);
-
-// Clean stop: exit 0 and no sanitizer report.
-async function stopClean(d) {
-	const r = await stop(d, 'SIGTERM');
-	const log = d.log();
-	const report = sanitizerReport(log);
-	assert.equal(report, null, report);
-	assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${log.slice(-3000)}`);
-}
 
 // The MySQL row of (user, product), or null.
 async function row(user, pid) {

@@ -10,19 +10,10 @@ import WebSocket from 'ws';
 import {
 	makeConfig, startDaemon, waitReady, waitReadyz, waitFor, stop, signJwt, sanitizerReport,
 	startRedis, startMariadb, freshDatabase, mysqlRoot, parseErrorBody, wsTrack, apiCall,
-	subsIndexFromRedis, subsIndexFromMysql,
+	subsIndexFromRedis, subsIndexFromMysql, stopClean,
 } from './lib/harness.mjs';
 
 const nowS = () => Math.floor(Date.now() / 1000);
-
-// Clean stop: exit 0 and no sanitizer report.
-async function stopClean(d) {
-	const r = await stop(d, 'SIGTERM');
-	const log = d.log();
-	const report = sanitizerReport(log);
-	assert.equal(report, null, report);
-	assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${log.slice(-3000)}`);
-}
 
 function client(d, secret) {
 	const tok = (sub) => signJwt({ sub, exp: nowS() + 600 }, secret);

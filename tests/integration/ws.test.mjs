@@ -12,6 +12,7 @@ import WebSocket from 'ws';
 import {
 	makeConfig, startDaemon, waitReady, waitFor, stop, gentoken, signJwt, sanitizerReport,
 	runDaemonCli, redisCommand, rawRequest, parseErrorBody, wsTrack, metricValue, randomId, tmpDir,
+	stopClean,
 } from './lib/harness.mjs';
 
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -73,12 +74,6 @@ async function expect401(c) {
 async function pingPong(c) {
 	c.send({ type: 'ping' });
 	await c.next((m) => m.type === 'pong', 10000, 'pong');
-}
-
-async function stopClean(d) {
-	const r = await stop(d, 'SIGTERM');
-	assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${d.log().slice(-3000)}`);
-	assert.equal(sanitizerReport(d.log()), null);
 }
 
 describe('/ws with HS256', () => {

@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 
 import {
 	makeConfig, startDaemon, waitReady, waitFor, stop, signJwt, sanitizerReport, have,
-	wsTrack, wsRawConnect, wsClientFrame, wsParseFrames, metricValue, rssKiB, sleep,
+	wsTrack, wsRawConnect, wsClientFrame, wsParseFrames, metricValue, rssKiB, sleep, stopClean,
 } from './lib/harness.mjs';
 
 const nowS = () => Math.floor(Date.now() / 1000);
@@ -33,12 +33,6 @@ async function hello(c) {
 async function pingPong(c, timeout = 10000) {
 	c.send({ type: 'ping' });
 	await c.next((m) => m.type === 'pong', timeout, 'pong');
-}
-
-async function stopClean(d) {
-	const r = await stop(d, 'SIGTERM');
-	assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${d.log().slice(-3000)}`);
-	assert.equal(sanitizerReport(d.log()), null);
 }
 
 // Reads a raw socket's server frames from now on; resolves `ended` when the

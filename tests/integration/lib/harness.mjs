@@ -8,6 +8,7 @@
 //   STOCKALERTD, SA_SOURCE_DIR, SA_BUILD_DIR, SA_TEST_STATE,
 //   SA_TEST_REDIS_PORT, SA_TEST_MYSQL_{HOST,PORT,USER,PASSWORD,DATABASE,ROOT_SOCKET}
 
+import assert from 'node:assert/strict';
 import { spawn, execFile, execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -173,15 +174,7 @@ export async function startRedis({ t, port } = {}) {
 			}, { timeout: 20000, what: `redis-server on ${this.port}` });
 			return this;
 		},
-		// SIGKILL by default: the daemon must notice a Redis that vanished,
-		// not only one that said goodbye.
-		async stop(signal = 'SIGKILL') {
-			const p = this.proc;
-			if (!p || p.exitCode !== null || p.signalCode !== null) return;
-			p.kill(signal);
-			await p.exitInfo;
-			this.proc = null;
-		},
+		stop(signal = 'SIGKILL') { return stopServer(this, signal); },
 		command(args) { return redisCommand(this.port, args); },
 	};
 	onEnd(t, () => h.stop());
@@ -315,13 +308,7 @@ export async function startMariadb({ t, port, user = 'stockalert', password,
 			}, { timeout: 60000, what: `mariadbd on ${this.port}` });
 			return this;
 		},
-		async stop(signal = 'SIGKILL') {
-			const p = this.proc;
-			if (!p || p.exitCode !== null || p.signalCode !== null) return;
-			p.kill(signal);
-			await p.exitInfo;
-			this.proc = null;
-		},
+		stop(signal = 'SIGKILL') { return stopServer(this, signal); },
 		// Runs SQL as root over the socket; returns stdout (tab-separated).
 		async sql(query, db) {
 			return mysqlRoot(sock, query, db);
@@ -515,10 +502,31 @@ export async function stop(d, signal = 'SIGTERM', timeout = 30000) {
 	return { code: info.code, signal: info.signal, ms: Date.now() - t0, killed };
 }
 
+// Stops a private server started by startRedis/startMariadb (SIGKILL by
+// default: the daemon must notice a server that vanished, not only one that
+// said goodbye).
+async function stopServer(srv, signal) {
+	const p = srv.proc;
+	if (!p || p.exitCode !== null || p.signalCode !== null) return;
+	p.kill(signal);
+	await p.exitInfo;
+	srv.proc = null;
+}
+
 // Sanitizer or crash reports in a daemon log, or null.
 export function sanitizerReport(log) {
 	const m = log.match(/(==\d+==ERROR: \w+Sanitizer[\s\S]*|^.*runtime error:.*$)/m);
 	return m ? m[0].slice(0, 4000) : null;
+}
+
+// Stops d with SIGTERM and asserts a clean stop: no sanitizer report in its
+// log and exit code 0.
+export async function stopClean(d) {
+	const r = await stop(d, 'SIGTERM');
+	const log = d.log();
+	const report = sanitizerReport(log);
+	assert.equal(report, null, report);
+	assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${log.slice(-3000)}`);
 }
 
 // `stockalertd gentoken`; returns the token (throws with stderr on failure).
