@@ -164,11 +164,13 @@ static const char fair_due_lua[] = FAIR_WAVE_LUA
     "return {waves, released, stopped}\n";
 
 /*
- * The per-user window limit, shared by all instances. An alert already
- * decided for a user (by another instance, or earlier) keeps its decision,
- * so a user connected to two instances is counted once.
- * KEYS: rate hash per user; ARGV: max, ttl, then one alert id per key.
- * Returns 1 (deliver) or 0 (hold) per key.
+ * The shared counter of the per-user window limit (see "rate limit" below).
+ * An alert already decided for a user (by another instance, or earlier)
+ * keeps its decision, so a user connected to two instances is counted once;
+ * the count first rises to the asking instance's own count before this
+ * alert (its seed), which covers the alerts it let through by itself.
+ * KEYS: rate hash per user; ARGV: max, ttl, then the alert id per key, then
+ * the seed per key. Returns 1 (deliver) or 0 (hold) per key.
  */
 static const char rate_lua[] = "local out = {}\n"
 			       "local max = tonumber(ARGV[1])\n"
@@ -176,14 +178,24 @@ static const char rate_lua[] = "local out = {}\n"
 			       "  local id = ARGV[2 + i]\n"
 			       "  local d = redis.call('HGET', key, id)\n"
 			       "  if not d then\n"
-			       "    local n = redis.call('HINCRBY', key, '_n', 1)\n"
-			       "    if n == 1 then redis.call('EXPIRE', key, ARGV[2]) end\n"
+			       "    local n = tonumber(redis.call('HGET', key, '_n') or '0')\n"
+			       "    n = math.max(n, tonumber(ARGV[2 + #KEYS + i])) + 1\n"
 			       "    d = n <= max and '1' or '0'\n"
-			       "    redis.call('HSET', key, id, d)\n"
+			       "    redis.call('HSET', key, '_n', n, id, d)\n"
+			       "    redis.call('EXPIRE', key, ARGV[2])\n"
 			       "  end\n"
 			       "  out[i] = tonumber(d)\n"
 			       "end\n"
 			       "return out\n";
+
+/* A user's last socket here closed: leave the local count of the window
+ * for the instance the user turns up at next. KEYS: rate hash; ARGV: count, ttl. */
+static const char rate_leave_lua[] =
+    "if tonumber(redis.call('HGET', KEYS[1], '_n') or '0') < tonumber(ARGV[1]) then\n"
+    "  redis.call('HSET', KEYS[1], '_n', ARGV[1])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "end\n"
+    "return 0\n";
 
 /* KEYS: stream, start marker. Returns {start marker or '', max deleted id}. */
 static const char history_info_lua[] =
@@ -384,12 +396,55 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
 	return m;
 }
 
-/* --- rate limit -------------------------------------------------------------- */
+/* --- rate limit -------------------------------------------------------------- *
+ *
+ * At most alerts.max_per_window alerts per user per window, across every
+ * instance, without a Redis round trip per recipient in the common case.
+ *
+ * Every instance a user is connected to considers the same alerts for that
+ * user in the same order, so each counts them itself (struct roster_rate).
+ * While the count is below half the limit, "deliver" is the answer wherever
+ * it is asked: no shared state needed. From half the limit on, and while
+ * alerts are held for the user, the shared counter in Redis decides alert
+ * by alert (rate_lua), seeded with the local count, so the user's instances
+ * agree. An instance that joins a user mid-window starts from the count in
+ * Redis: the shared counter if it is in use, or the count the user's last
+ * instance left behind (rate_leave_lua) — so a user who hops instances
+ * cannot restart the window. The one gap: a hop racing the old instance's
+ * leave note can let the user's count restart below half the limit once.
+ */
 
 static int64_t window_ms(const struct alerts *a)
 {
 	return (int64_t)a->cfg->alerts.window_s * 1000;
 }
+
+static int64_t window_now(const struct alerts *a)
+{
+	return now_ms() / window_ms(a);
+}
+
+/* Counts one alert for the user in window; returns true if it may be
+ * delivered at once, else false with *seed, the count before it, for the
+ * shared counter. */
+static bool rate_local(struct alerts *a, const char *user, struct roster_rate *r, int64_t window,
+		       uint32_t *seed)
+{
+	if (r->window != window) {
+		r->window = window;
+		r->count = 0;
+		r->shared = false;
+	}
+	*seed = r->count++;
+	if (!r->shared && *seed < (uint32_t)a->cfg->alerts.max_per_window / 2 &&
+	    !(a->nheld && dict_get(a->held, user)))
+		return true;
+	r->shared = true;
+	return false;
+}
+
+/* prefix (< 80) + "rate:" + user (<= AUTH_SUB_MAX) + ":" + window, and NUL. */
+#define RATE_KEY_MAX 192
 
 static void rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
 		     size_t outlen)
@@ -487,18 +542,20 @@ struct rate_pair {
 	char *user;
 	struct hub_msg *msg;
 	int64_t product_id;
+	uint32_t seed;
 	char id[32];
 };
 
 struct rate_batch {
 	struct alerts *a;
+	int64_t window; /* the window its alerts were counted in */
 	bool from_held; /* re-asking for held alerts at a new window */
 	size_t n, cap;
 	struct rate_pair *pairs;
 };
 
 static void batch_add(struct rate_batch *b, const char *user, struct hub_msg *msg, int64_t product,
-		      const char *id)
+		      const char *id, uint32_t seed)
 {
 	if (b->n == b->cap) {
 		b->cap = b->cap ? 2 * b->cap : 16;
@@ -509,6 +566,7 @@ static void batch_add(struct rate_batch *b, const char *user, struct hub_msg *ms
 	hub_msg_ref(msg);
 	p->msg = msg;
 	p->product_id = product;
+	p->seed = seed;
 	snprintf(p->id, sizeof p->id, "%s", id);
 }
 
@@ -560,32 +618,30 @@ static void rate_check(struct alerts *a, struct rate_batch *b)
 		batch_free(b);
 		return;
 	}
-	size_t argc = 5 + 2 * b->n;
+	size_t argc = 5 + 3 * b->n;
 	const char **argv = mem_calloc(argc, sizeof *argv);
-	char **keys = mem_calloc(b->n, sizeof *keys);
+	char(*keys)[RATE_KEY_MAX] = mem_alloc(b->n * sizeof *keys);
+	char(*seeds)[12] = mem_alloc(b->n * sizeof *seeds);
 	char nkeys[24], max[16], ttl[24];
 
 	snprintf(nkeys, sizeof nkeys, "%zu", b->n);
 	snprintf(max, sizeof max, "%d", a->cfg->alerts.max_per_window);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-	/* One window for the whole batch: read the clock once, and no batch
-	 * straddles a boundary. */
-	int64_t window = now_ms() / window_ms(a);
 	argv[0] = "EVAL";
 	argv[1] = rate_lua;
 	argv[2] = nkeys;
-	for (size_t i = 0; i < b->n; i++) {
-		keys[i] = mem_alloc(256);
-		rate_key(a, b->pairs[i].user, window, keys[i], 256);
-		argv[3 + i] = keys[i];
-		argv[3 + b->n + 2 + i] = b->pairs[i].id;
-	}
 	argv[3 + b->n] = max;
-	argv[3 + b->n + 1] = ttl;
+	argv[4 + b->n] = ttl;
+	for (size_t i = 0; i < b->n; i++) {
+		rate_key(a, b->pairs[i].user, b->window, keys[i], sizeof keys[i]);
+		snprintf(seeds[i], sizeof seeds[i], "%" PRIu32, b->pairs[i].seed);
+		argv[3 + i] = keys[i];
+		argv[5 + b->n + i] = b->pairs[i].id;
+		argv[5 + 2 * b->n + i] = seeds[i];
+	}
 	a->inflight++;
 	int rc = redis_command_argv(a->env->redis, on_rate, b, (int)argc, argv, NULL);
-	for (size_t i = 0; i < b->n; i++)
-		mem_free(keys[i]);
+	mem_free(seeds);
 	mem_free(keys);
 	mem_free(argv);
 	if (rc != 0)
@@ -602,14 +658,25 @@ static int collect_held_msg(const char *k, void *v, void *arg)
 	(void)k;
 	struct collect_held *c = arg;
 	struct held_msg *hm = v;
-	batch_add(c->b, c->user, hm->msg, hm->product_id, hm->id);
+	batch_add(c->b, c->user, hm->msg, hm->product_id, hm->id, 0);
 	return 0;
 }
 
 static int collect_held_user(const char *user, void *v, void *arg)
 {
 	struct held *h = v;
-	struct collect_held c = {arg, user};
+	struct rate_batch *b = arg;
+	struct collect_held c = {b, user};
+	/* What is released counts in the new window, in Redis: the shared
+	 * counter decides the user's whole window. */
+	struct roster_rate *r = roster_rate(b->a->roster, user);
+	if (r) {
+		if (r->window != b->window) {
+			r->window = b->window;
+			r->count = 0;
+		}
+		r->shared = true;
+	}
 	dict_each(h->by_product, collect_held_msg, &c);
 	return 0;
 }
@@ -619,6 +686,7 @@ static void on_window(uv_timer_t *t)
 	struct alerts *a = t->data;
 	struct rate_batch *b = mem_calloc(1, sizeof *b);
 	b->a = a;
+	b->window = window_now(a);
 	b->from_held = true;
 	dict_each(a->held, collect_held_user, b);
 	rate_check(a, b);
@@ -630,18 +698,31 @@ struct recipients {
 	struct alerts *a;
 	const struct alert *al;
 	struct rate_batch *b;
-	struct dict *seen; /* users reached through a subscription */
+	struct dict *seen; /* users reached through a subscription, if admins care */
 };
 
-static void consider_subscriber(const char *user, const struct roster_sub *sub, void *arg)
+/* Delivers al to user now, or leaves it to the shared counter in b. */
+static void deliver_limited(struct alerts *a, struct rate_batch *b, const char *user,
+			    struct roster_rate *r, const struct alert *al)
+{
+	uint32_t seed;
+	if (rate_local(a, user, r, b->window, &seed))
+		deliver_to_user(a, user, al->msg);
+	else
+		batch_add(b, user, al->msg, al->product_id, al->id, seed);
+}
+
+static void consider_subscriber(const char *user, const struct roster_sub *sub,
+				struct roster_rate *rate, void *arg)
 {
 	struct recipients *rc = arg;
 	const struct alert *al = rc->al;
 	int64_t thr = sub->threshold >= 0 ? sub->threshold : al->default_threshold;
 	if (!(sub->kinds & al->kind) || events_classify(al->prev, al->stock, thr) != al->kind)
 		return;
-	batch_add(rc->b, user, al->msg, al->product_id, al->id);
-	dict_set(rc->seen, user, (void *)1);
+	deliver_limited(rc->a, rc->b, user, rate, al);
+	if (rc->seen)
+		dict_set(rc->seen, user, (void *)1);
 }
 
 static bool already_reached(const char *user, void *arg)
@@ -652,23 +733,29 @@ static bool already_reached(const char *user, void *arg)
 static void deliver(struct alerts *a, const struct alert *al)
 {
 	struct rate_batch *b = mem_calloc(1, sizeof *b);
-	struct recipients rc = {a, al, b, dict_new()};
+	/* The operations view: every sold_out, and low_stock by the
+	 * product's own threshold, to admins; not rate limited, not twice to
+	 * an admin who also subscribed. */
+	bool to_admins =
+	    al->kind == SUBS_SOLD_OUT ||
+	    (al->kind == SUBS_LOW_STOCK &&
+	     events_classify(al->prev, al->stock, al->default_threshold) == SUBS_LOW_STOCK);
+	struct recipients rc = {a, al, b, to_admins ? dict_new() : NULL};
 
 	b->a = a;
+	/* One window for the whole alert: the clock is read once, and no
+	 * alert straddles a boundary. */
+	b->window = window_now(a);
 	/* With fair release, back_in_stock reaches subscribers in waves
 	 * (alerts_on_fair_wave), not all at once. */
 	if (!(al->kind == SUBS_BACK_IN_STOCK && fair_enabled(a)))
 		roster_each_subscriber(a->roster, al->product_id, consider_subscriber, &rc);
-	/* The operations view: every sold_out, and low_stock by the
-	 * product's own threshold, to admins; not rate limited, not twice to
-	 * an admin who also subscribed. */
-	if (al->kind == SUBS_SOLD_OUT ||
-	    (al->kind == SUBS_LOW_STOCK &&
-	     events_classify(al->prev, al->stock, al->default_threshold) == SUBS_LOW_STOCK))
+	if (to_admins) {
 		metrics_add(METRICS_ALERTS_DELIVERED,
 			    hub_send_to_role_except(a->env->hub, AUTH_ROLE_ADMIN, al->msg,
 						    already_reached, rc.seen));
-	dict_free(rc.seen);
+		dict_free(rc.seen);
+	}
 	rate_check(a, b);
 }
 
@@ -752,6 +839,7 @@ void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
 	note_seen(a, al.id, al.order);
 	struct rate_batch *b = mem_calloc(1, sizeof *b);
 	b->a = a;
+	b->window = window_now(a);
 	size_t i;
 	json_t *u;
 	json_array_foreach(users, i, u)
@@ -760,7 +848,7 @@ void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
 		const struct roster_sub *sub =
 		    user ? roster_get(a->roster, user, al.product_id) : NULL;
 		if (sub && (sub->kinds & SUBS_BACK_IN_STOCK))
-			batch_add(b, user, al.msg, al.product_id, al.id);
+			deliver_limited(a, b, user, roster_rate(a->roster, user), &al);
 	}
 	hub_msg_unref(al.msg);
 	json_decref(j);
@@ -1113,6 +1201,8 @@ void alerts_redis_ready(struct alerts *a)
 struct load {
 	struct alerts *a;
 	char user[AUTH_SUB_MAX + 1];
+	int64_t window;	    /* the rate window when the load began */
+	uint32_t rate_seed; /* the user's count in it, from Redis */
 	size_t n;
 	int64_t *products;
 	void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok);
@@ -1125,8 +1215,12 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 	struct load *l = arg;
 	struct roster_sub *subs = mem_calloc(l->n ? l->n : 1, sizeof *subs);
 	size_t m = 0;
-	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == l->n;
+	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == l->n + 1;
 
+	if (ok) {
+		long long seed = strtoll(reply_str(reply->element[l->n]), NULL, 10);
+		l->rate_seed = seed > 0 && seed < UINT32_MAX ? (uint32_t)seed : 0;
+	}
 	for (size_t i = 0; ok && i < l->n; i++) {
 		redisReply *e = reply->element[i];
 		if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
@@ -1148,12 +1242,15 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 }
 
 /* Reads every subscription hash of the user in one script call, so the
- * load costs one round trip whatever the count. */
+ * load costs one round trip whatever the count, and the user's count in the
+ * current rate window (last element). KEYS: subscription hash prefix, rate
+ * hash; ARGV: product ids. */
 static const char load_lua[] =
     "local out = {}\n"
     "for i, p in ipairs(ARGV) do\n"
     "  out[i] = redis.call('HMGET', KEYS[1] .. p, 'kinds', 'threshold', 'created', 'active')\n"
     "end\n"
+    "out[#ARGV + 1] = redis.call('HGET', KEYS[2], '_n') or ''\n"
     "return out\n";
 
 static void on_load_members(struct redis *r, redisReply *reply, void *arg)
@@ -1169,20 +1266,22 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	}
 	l->n = reply->elements;
 	l->products = mem_calloc(l->n ? l->n : 1, sizeof *l->products);
-	const char **argv = mem_calloc(4 + l->n, sizeof *argv);
-	char prefix[256];
+	const char **argv = mem_calloc(5 + l->n, sizeof *argv);
+	char prefix[256], k_rate[RATE_KEY_MAX];
 	key(prefix, sizeof prefix, a, "sub:%s:", l->user);
+	rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
 	argv[0] = "EVAL";
 	argv[1] = load_lua;
-	argv[2] = "1";
+	argv[2] = "2";
 	argv[3] = prefix;
+	argv[4] = k_rate;
 	for (size_t i = 0; i < l->n; i++) {
-		argv[4 + i] = reply_str(reply->element[i]);
-		l->products[i] = strtoll(argv[4 + i], NULL, 10);
+		argv[5 + i] = reply_str(reply->element[i]);
+		l->products[i] = strtoll(argv[5 + i], NULL, 10);
 	}
 	/* One more hop: the reply (and argv's strings) die when we return,
 	 * and hiredis copies argv before that. */
-	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(4 + l->n), argv, NULL) != 0)
+	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(5 + l->n), argv, NULL) != 0)
 		on_load_details(NULL, NULL, l);
 	mem_free(argv);
 }
@@ -1195,6 +1294,7 @@ static void load_user(struct alerts *a, const char *user,
 	struct load *l = mem_calloc(1, sizeof *l);
 	l->a = a;
 	snprintf(l->user, sizeof l->user, "%s", user);
+	l->window = window_now(a);
 	l->done = done;
 	l->arg = arg;
 	key(k, sizeof k, a, "user:%s:subs", user);
@@ -1214,8 +1314,15 @@ static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, 
 			 "next connection",
 			 l->user);
 	/* Still connected? The socket may have closed while we asked. */
-	else if (hub_user_conns(a->env->hub, l->user) > 0)
+	else if (hub_user_conns(a->env->hub, l->user) > 0) {
 		roster_set_user(a->roster, l->user, subs, n);
+		/* Alerts the user had in this window elsewhere count here too. */
+		struct roster_rate *r = roster_rate(a->roster, l->user);
+		if (r->window < l->window)
+			*r = (struct roster_rate){.window = l->window, .count = l->rate_seed};
+		else if (r->window == l->window && r->count < l->rate_seed)
+			r->count = l->rate_seed;
+	}
 	if (!ld)
 		return;
 	for (struct loading_change *c = ld->changes, *next; c; c = next) {
@@ -1259,6 +1366,18 @@ void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg)
 
 void alerts_user_offline(struct alerts *a, const char *user)
 {
+	const struct roster_rate *r = roster_rate(a->roster, user);
+	/* A count the shared counter does not have yet is left for the
+	 * user's next instance (see "rate limit"). */
+	if (r && !r->shared && r->count > 0 && r->window == window_now(a) && !a->closing &&
+	    redis_is_ready(a->env->redis)) {
+		char k[RATE_KEY_MAX], count[12], ttl[24];
+		rate_key(a, user, r->window, k, sizeof k);
+		snprintf(count, sizeof count, "%" PRIu32, r->count);
+		snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
+		const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
+		redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
+	}
 	roster_drop_user(a->roster, user);
 	drop_held(a, user);
 }

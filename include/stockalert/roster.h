@@ -19,6 +19,14 @@ struct roster_sub {
 	int64_t created_ms;
 };
 
+/* The alert pipeline's count of a user's alerts in the current rate window,
+ * kept with the user so a delivery costs no extra lookup (see alerts.c). */
+struct roster_rate {
+	int64_t window; /* window number: ms since the epoch / window length */
+	uint32_t count; /* alerts counted for the user in that window */
+	bool shared;	/* the shared counter in Redis decides the rest of it */
+};
+
 struct roster;
 
 struct roster *roster_new(void);
@@ -26,7 +34,8 @@ void roster_free(struct roster *r);
 
 /* Adds user (or replaces all of its subscriptions) with subs[0..n). */
 void roster_set_user(struct roster *r, const char *user, const struct roster_sub *subs, size_t n);
-/* Removes user and every index entry of it. */
+/* Present users start with a zeroed rate, which replacing their
+ * subscriptions keeps. Removes user and every index entry of it. */
 void roster_drop_user(struct roster *r, const char *user);
 bool roster_has_user(const struct roster *r, const char *user);
 size_t roster_users(const struct roster *r);
@@ -36,11 +45,15 @@ size_t roster_users(const struct roster *r);
 void roster_update(struct roster *r, const char *user, const struct roster_sub *sub, bool active);
 
 const struct roster_sub *roster_get(const struct roster *r, const char *user, int64_t product_id);
+/* The rate slot of a present user, or NULL. */
+struct roster_rate *roster_rate(struct roster *r, const char *user);
 /* Number of local users subscribed to product_id. */
 size_t roster_subscribers(const struct roster *r, int64_t product_id);
-/* Calls fn for each local subscriber of product_id; fn must not modify r. */
-void roster_each_subscriber(const struct roster *r, int64_t product_id,
-			    void (*fn)(const char *user, const struct roster_sub *sub, void *arg),
+/* Calls fn for each local subscriber of product_id, in subscription order,
+ * with the user's rate slot; fn must not modify r otherwise. */
+void roster_each_subscriber(struct roster *r, int64_t product_id,
+			    void (*fn)(const char *user, const struct roster_sub *sub,
+				       struct roster_rate *rate, void *arg),
 			    void *arg);
 /* Calls fn for each subscription of user; fn must not modify r. */
 void roster_each_sub(const struct roster *r, const char *user,

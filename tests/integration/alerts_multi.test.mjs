@@ -210,3 +210,76 @@ describe('two instances, rate limit 3 per 2 s', () => {
 			assert.deepEqual(firstA, firstB, 'the instances let different alerts through');
 		});
 });
+
+describe('two instances, rate limit 4 per 4 s: a user moving between them', () => {
+	let kit;
+	const W = 4000;
+	const PIDS = [321, 322, 323, 324, 325, 326];
+
+	before(async () => {
+		kit = await alertsKit({
+			instances: 2,
+			overrides: { alerts: { max_per_window: 4, window_s: W / 1000 } },
+			products: PIDS.map((id) => ({ id, stock: 50 })),
+		});
+		for (const pid of PIDS) {
+			const id = eid('warm');
+			await kit.publish({ event_id: id, product_id: pid, stock: 49, prev_stock: 50 });
+			await kit.processed(id, 2);
+		}
+	});
+	after(async () => { if (kit) assertCleanStop(await kit.close()); });
+
+	const pub = (ids, pids) => redisPipeline(kit.redisPort, pids.map((pid, i) => ['PUBLISH',
+		`${kit.prefix}inventory`, JSON.stringify({ event_id: ids[i], product_id: pid, stock: 5,
+			prev_stock: 0 })]));
+
+	// Below half the limit an instance decides alone (no shared state);
+	// what it counted goes to Redis when the user leaves, and the next
+	// instance goes on from there instead of restarting the window.
+	test('2 alerts on one instance, then 4 on the other: 2 of them wait for the next window',
+		async () => {
+			for (let attempt = 1; ; attempt++) {
+				const u = `hop-${randomId(3)}`;
+				for (const pid of PIDS) await kit.subscribe(u, pid);
+				await waitFor(() => Date.now() % W < 150, { timeout: 3 * W, interval: 5,
+					what: 'a window start' });
+				const w0 = Math.floor(Date.now() / W);
+				const rateKey = `${kit.prefix}rate:${u}:${w0}`;
+				const ids = PIDS.map(() => eid('hop'));
+
+				const ha = await kit.connect(u, { i: 0 });
+				await pub(ids.slice(0, 2), PIDS.slice(0, 2));
+				await waitFor(() => wsAlerts(ha).length >= 2, { timeout: W,
+					what: '2 alerts on instance 0' });
+				assert.equal(await redisCommand(kit.redisPort, ['EXISTS', rateKey]), 0,
+					'far below the limit, yet the shared counter was used');
+				ha.ws.close();
+				await waitFor(async () => await redisCommand(kit.redisPort,
+					['HGET', rateKey, '_n']) === '2', { timeout: W,
+					what: 'the count left behind by instance 0' });
+
+				const hb = await kit.connect(u, { i: 1 });
+				const at = new Map();
+				hb.ws.on('message', (data) => {
+					const m = JSON.parse(String(data));
+					if (m.type === 'alert') at.set(m.event_id, Date.now());
+				});
+				const tPub = Date.now();
+				if (Math.floor((tPub + 500) / W) !== w0 && attempt < 3) {
+					hb.ws.close();
+					continue; // too slow to fit in one window: try the next one
+				}
+				await pub(ids.slice(2), PIDS.slice(2));
+				await waitFor(() => wsAlerts(hb).length >= 4, { timeout: 4 * W,
+					what: `4 alerts on instance 1 (have ${JSON.stringify(wsAlerts(hb).map(brief))})` });
+				assert.deepEqual(wsAlerts(ha).map((a) => a.event_id), ids.slice(0, 2));
+				assert.deepEqual(wsAlerts(hb).map((a) => a.event_id).sort(), ids.slice(2).sort());
+				const inW0 = ids.slice(2).filter((id) => Math.floor(at.get(id) / W) === w0);
+				assert.equal(inW0.length, 2, `${inW0.length} of 4 on instance 1 in the first ` +
+					'window: the user restarted the window by moving');
+				hb.ws.close();
+				return;
+			}
+		});
+});
