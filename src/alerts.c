@@ -402,7 +402,7 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
  * instance, without a Redis round trip per recipient in the common case.
  *
  * Every instance a user is connected to considers the same alerts for that
- * user in the same order, so each counts them itself (struct roster_rate).
+ * user in the same order, so each counts them itself (struct roster_slot).
  * While the count is below half the limit, "deliver" is the answer wherever
  * it is asked: no shared state needed. From half the limit on, and while
  * alerts are held for the user, the shared counter in Redis decides alert
@@ -427,7 +427,7 @@ static int64_t window_now(const struct alerts *a)
 /* Counts one alert for the user in window; returns true if it may be
  * delivered at once, else false with *seed, the count before it, for the
  * shared counter. */
-static bool rate_local(struct alerts *a, const char *user, struct roster_rate *r, int64_t window,
+static bool rate_local(struct alerts *a, const char *user, struct roster_slot *r, int64_t window,
 		       uint32_t *seed)
 {
 	if (r->window != window) {
@@ -535,6 +535,12 @@ static void release_held(struct alerts *a, const char *user, int64_t product, co
 static void deliver_to_user(struct alerts *a, const char *user, struct hub_msg *m)
 {
 	metrics_add(METRICS_ALERTS_DELIVERED, hub_send_to_user(a->env->hub, user, m));
+}
+
+/* The same for a user of the roster, without the lookup. */
+static void deliver_to_slot(struct alerts *a, const struct roster_slot *slot, struct hub_msg *m)
+{
+	metrics_add(METRICS_ALERTS_DELIVERED, hub_send_to(a->env->hub, slot->target, m));
 }
 
 /* (user, alert) pairs waiting for the rate script's verdict. */
@@ -669,7 +675,7 @@ static int collect_held_user(const char *user, void *v, void *arg)
 	struct collect_held c = {b, user};
 	/* What is released counts in the new window, in Redis: the shared
 	 * counter decides the user's whole window. */
-	struct roster_rate *r = roster_rate(b->a->roster, user);
+	struct roster_slot *r = roster_slot(b->a->roster, user);
 	if (r) {
 		if (r->window != b->window) {
 			r->window = b->window;
@@ -698,36 +704,40 @@ struct recipients {
 	struct alerts *a;
 	const struct alert *al;
 	struct rate_batch *b;
-	struct dict *seen; /* users reached through a subscription, if admins care */
 };
 
 /* Delivers al to user now, or leaves it to the shared counter in b. */
 static void deliver_limited(struct alerts *a, struct rate_batch *b, const char *user,
-			    struct roster_rate *r, const struct alert *al)
+			    struct roster_slot *slot, const struct alert *al)
 {
 	uint32_t seed;
-	if (rate_local(a, user, r, b->window, &seed))
-		deliver_to_user(a, user, al->msg);
+	if (rate_local(a, user, slot, b->window, &seed))
+		deliver_to_slot(a, slot, al->msg);
 	else
 		batch_add(b, user, al->msg, al->product_id, al->id, seed);
 }
 
-static void consider_subscriber(const char *user, const struct roster_sub *sub,
-				struct roster_rate *rate, void *arg)
+/* Whether user's subscription sub asks for al. */
+static bool wants(const struct roster_sub *sub, const struct alert *al)
 {
-	struct recipients *rc = arg;
-	const struct alert *al = rc->al;
 	int64_t thr = sub->threshold >= 0 ? sub->threshold : al->default_threshold;
-	if (!(sub->kinds & al->kind) || events_classify(al->prev, al->stock, thr) != al->kind)
-		return;
-	deliver_limited(rc->a, rc->b, user, rate, al);
-	if (rc->seen)
-		dict_set(rc->seen, user, (void *)1);
+	return (sub->kinds & al->kind) && events_classify(al->prev, al->stock, thr) == al->kind;
 }
 
+static void consider_subscriber(const char *user, const struct roster_sub *sub,
+				struct roster_slot *slot, void *arg)
+{
+	struct recipients *rc = arg;
+	if (wants(sub, rc->al))
+		deliver_limited(rc->a, rc->b, user, slot, rc->al);
+}
+
+/* An admin who subscribed to the product and wants al had it that way. */
 static bool already_reached(const char *user, void *arg)
 {
-	return dict_get(arg, user) != NULL;
+	const struct recipients *rc = arg;
+	const struct roster_sub *sub = roster_get(rc->a->roster, user, rc->al->product_id);
+	return sub && wants(sub, rc->al);
 }
 
 static void deliver(struct alerts *a, const struct alert *al)
@@ -740,7 +750,7 @@ static void deliver(struct alerts *a, const struct alert *al)
 	    al->kind == SUBS_SOLD_OUT ||
 	    (al->kind == SUBS_LOW_STOCK &&
 	     events_classify(al->prev, al->stock, al->default_threshold) == SUBS_LOW_STOCK);
-	struct recipients rc = {a, al, b, to_admins ? dict_new() : NULL};
+	struct recipients rc = {a, al, b};
 
 	b->a = a;
 	/* One window for the whole alert: the clock is read once, and no
@@ -750,12 +760,10 @@ static void deliver(struct alerts *a, const struct alert *al)
 	 * (alerts_on_fair_wave), not all at once. */
 	if (!(al->kind == SUBS_BACK_IN_STOCK && fair_enabled(a)))
 		roster_each_subscriber(a->roster, al->product_id, consider_subscriber, &rc);
-	if (to_admins) {
+	if (to_admins)
 		metrics_add(METRICS_ALERTS_DELIVERED,
 			    hub_send_to_role_except(a->env->hub, AUTH_ROLE_ADMIN, al->msg,
-						    already_reached, rc.seen));
-		dict_free(rc.seen);
-	}
+						    already_reached, &rc));
 	rate_check(a, b);
 }
 
@@ -848,7 +856,7 @@ void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
 		const struct roster_sub *sub =
 		    user ? roster_get(a->roster, user, al.product_id) : NULL;
 		if (sub && (sub->kinds & SUBS_BACK_IN_STOCK))
-			deliver_limited(a, b, user, roster_rate(a->roster, user), &al);
+			deliver_limited(a, b, user, roster_slot(a->roster, user), &al);
 	}
 	hub_msg_unref(al.msg);
 	json_decref(j);
@@ -1317,10 +1325,12 @@ static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, 
 	else if (hub_user_conns(a->env->hub, l->user) > 0) {
 		roster_set_user(a->roster, l->user, subs, n);
 		/* Alerts the user had in this window elsewhere count here too. */
-		struct roster_rate *r = roster_rate(a->roster, l->user);
-		if (r->window < l->window)
-			*r = (struct roster_rate){.window = l->window, .count = l->rate_seed};
-		else if (r->window == l->window && r->count < l->rate_seed)
+		struct roster_slot *r = roster_slot(a->roster, l->user);
+		if (r->window < l->window) {
+			r->window = l->window;
+			r->count = l->rate_seed;
+			r->shared = false;
+		} else if (r->window == l->window && r->count < l->rate_seed)
 			r->count = l->rate_seed;
 	}
 	if (!ld)
@@ -1344,6 +1354,10 @@ void alerts_user_online(struct alerts *a, const char *user)
 	/* Present at once (empty), and changes that arrive while the load is
 	 * in flight are kept to be replayed over it. */
 	roster_set_user(a->roster, user, NULL, 0);
+	struct roster_slot *slot = roster_slot(a->roster, user);
+	struct hub_user *target = hub_user_hold(a->env->hub, user);
+	hub_user_release(slot->target); /* an entry of an earlier connection */
+	slot->target = target;
 	if (dict_get(a->loading, user))
 		return; /* a load is already on its way */
 	dict_set(a->loading, user, mem_calloc(1, sizeof(struct loading)));
@@ -1364,21 +1378,29 @@ void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg)
 	ld->waiters = w;
 }
 
+/* A count the shared counter does not have yet is left for the user's next
+ * instance (see "rate limit"). */
+static void rate_leave(struct alerts *a, const char *user, const struct roster_slot *r)
+{
+	if (r->shared || r->count == 0 || r->window != window_now(a) || a->closing ||
+	    !redis_is_ready(a->env->redis))
+		return;
+	char k[RATE_KEY_MAX], count[12], ttl[24];
+	rate_key(a, user, r->window, k, sizeof k);
+	snprintf(count, sizeof count, "%" PRIu32, r->count);
+	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
+	const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
+	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
+}
+
 void alerts_user_offline(struct alerts *a, const char *user)
 {
-	const struct roster_rate *r = roster_rate(a->roster, user);
-	/* A count the shared counter does not have yet is left for the
-	 * user's next instance (see "rate limit"). */
-	if (r && !r->shared && r->count > 0 && r->window == window_now(a) && !a->closing &&
-	    redis_is_ready(a->env->redis)) {
-		char k[RATE_KEY_MAX], count[12], ttl[24];
-		rate_key(a, user, r->window, k, sizeof k);
-		snprintf(count, sizeof count, "%" PRIu32, r->count);
-		snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-		const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
-		redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
+	struct roster_slot *r = roster_slot(a->roster, user);
+	if (r) {
+		rate_leave(a, user, r);
+		hub_user_release(r->target);
+		roster_drop_user(a->roster, user);
 	}
-	roster_drop_user(a->roster, user);
 	drop_held(a, user);
 }
 

@@ -35,7 +35,8 @@ struct hub_queue {
 struct hub_user {
 	struct hub *hub;	/* lets hub_conn_set_roles find the role list */
 	struct hub_conn *conns; /* doubly linked through hub_conn.prev/next */
-	size_t count;
+	size_t count;		/* connections; in hub.users while > 0 */
+	size_t holds;		/* hub_user_hold references */
 	char name[];
 };
 
@@ -178,6 +179,7 @@ struct hub_conn *hub_attach(struct hub *h, const char *user, unsigned roles, voi
 		u->hub = h;
 		u->conns = NULL;
 		u->count = 0;
+		u->holds = 0;
 		memcpy(u->name, user, len + 1);
 		dict_set(h->users, user, u);
 	}
@@ -216,7 +218,8 @@ void hub_detach(struct hub *h, struct hub_conn *c)
 	h->nconns--;
 	if (--u->count == 0) {
 		dict_del(h->users, u->name);
-		mem_free(u);
+		if (u->holds == 0)
+			mem_free(u);
 	}
 }
 
@@ -272,11 +275,30 @@ int hub_push(struct hub *h, struct hub_conn *c, struct hub_msg *m)
 size_t hub_send_to_user(struct hub *h, const char *user, struct hub_msg *m)
 {
 	struct hub_user *u = dict_get(h->users, user);
+
+	return u ? hub_send_to(h, u, m) : 0;
+}
+
+struct hub_user *hub_user_hold(struct hub *h, const char *user)
+{
+	struct hub_user *u = dict_get(h->users, user);
+
+	if (u)
+		u->holds++;
+	return u;
+}
+
+void hub_user_release(struct hub_user *u)
+{
+	if (u && --u->holds == 0 && u->count == 0)
+		mem_free(u);
+}
+
+size_t hub_send_to(struct hub *h, struct hub_user *u, struct hub_msg *m)
+{
 	size_t n = 0;
 
-	if (!u)
-		return 0;
-	for (struct hub_conn *c = u->conns; c; c = c->next)
+	for (struct hub_conn *c = u ? u->conns : NULL; c; c = c->next)
 		if (hub_push(h, c, m) == 0)
 			n++;
 	return n;

@@ -44,7 +44,7 @@ struct ruser {
 	struct rsub **subs; /* sorted by sub.product_id, no duplicates */
 	size_t n;
 	size_t cap;
-	struct roster_rate rate;
+	struct roster_slot slot;
 	char name[];
 };
 
@@ -323,16 +323,16 @@ size_t roster_subscribers(const struct roster *r, int64_t product_id)
 	return p ? p->count : 0;
 }
 
-struct roster_rate *roster_rate(struct roster *r, const char *user)
+struct roster_slot *roster_slot(struct roster *r, const char *user)
 {
 	struct ruser *u = dict_get(r->users, user);
 
-	return u ? &u->rate : NULL;
+	return u ? &u->slot : NULL;
 }
 
 void roster_each_subscriber(struct roster *r, int64_t product_id,
 			    void (*fn)(const char *user, const struct roster_sub *sub,
-				       struct roster_rate *rate, void *arg),
+				       struct roster_slot *slot, void *arg),
 			    void *arg)
 {
 	const struct rproduct *p = product_get(r, product_id);
@@ -340,7 +340,7 @@ void roster_each_subscriber(struct roster *r, int64_t product_id,
 	if (!p)
 		return;
 	for (const struct rsub *s = p->head; s; s = s->next)
-		fn(s->user->name, &s->sub, &s->user->rate, arg);
+		fn(s->user->name, &s->sub, &s->user->slot, arg);
 }
 
 void roster_each_sub(const struct roster *r, const char *user,

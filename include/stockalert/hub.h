@@ -63,6 +63,16 @@ void hub_detach(struct hub *h, struct hub_conn *c);
 int hub_push(struct hub *h, struct hub_conn *c, struct hub_msg *m);
 /* Queues m on every connection of user; returns how many took it. */
 size_t hub_send_to_user(struct hub *h, const char *user, struct hub_msg *m);
+
+/* A held reference to the entry of a user who has connections now (NULL if
+ * none), for a caller that sends to the same user often: hub_send_to skips
+ * the lookup of hub_send_to_user. The entry stays valid until released,
+ * also after the user's last connection is gone (it then reaches nobody,
+ * and a reconnecting user gets a new entry: hold that one). */
+struct hub_user *hub_user_hold(struct hub *h, const char *user);
+void hub_user_release(struct hub_user *u);
+/* Same as hub_send_to_user, for a held entry (or NULL: nobody). */
+size_t hub_send_to(struct hub *h, struct hub_user *u, struct hub_msg *m);
 /* Queues m on every connection whose roles include any of role_mask.
  * Walks only connections holding some role, not every connection. */
 size_t hub_send_to_role(struct hub *h, unsigned role_mask, struct hub_msg *m);

@@ -19,9 +19,11 @@ struct roster_sub {
 	int64_t created_ms;
 };
 
-/* The alert pipeline's count of a user's alerts in the current rate window,
- * kept with the user so a delivery costs no extra lookup (see alerts.c). */
-struct roster_rate {
+/* What the alert pipeline keeps with each present user, so a delivery
+ * costs no lookup: where to send, and the user's count in the current rate
+ * window (see alerts.c). The roster only stores it. */
+struct roster_slot {
+	void *target;	/* the caller's delivery handle */
 	int64_t window; /* window number: ms since the epoch / window length */
 	uint32_t count; /* alerts counted for the user in that window */
 	bool shared;	/* the shared counter in Redis decides the rest of it */
@@ -34,8 +36,9 @@ void roster_free(struct roster *r);
 
 /* Adds user (or replaces all of its subscriptions) with subs[0..n). */
 void roster_set_user(struct roster *r, const char *user, const struct roster_sub *subs, size_t n);
-/* Present users start with a zeroed rate, which replacing their
- * subscriptions keeps. Removes user and every index entry of it. */
+/* Present users start with a zeroed slot, which replacing their
+ * subscriptions keeps. Removes user and every index entry of it (release
+ * what the slot holds first). */
 void roster_drop_user(struct roster *r, const char *user);
 bool roster_has_user(const struct roster *r, const char *user);
 size_t roster_users(const struct roster *r);
@@ -45,15 +48,15 @@ size_t roster_users(const struct roster *r);
 void roster_update(struct roster *r, const char *user, const struct roster_sub *sub, bool active);
 
 const struct roster_sub *roster_get(const struct roster *r, const char *user, int64_t product_id);
-/* The rate slot of a present user, or NULL. */
-struct roster_rate *roster_rate(struct roster *r, const char *user);
+/* The slot of a present user, or NULL. */
+struct roster_slot *roster_slot(struct roster *r, const char *user);
 /* Number of local users subscribed to product_id. */
 size_t roster_subscribers(const struct roster *r, int64_t product_id);
 /* Calls fn for each local subscriber of product_id, in subscription order,
- * with the user's rate slot; fn must not modify r otherwise. */
+ * with the user's slot; fn must not modify r otherwise. */
 void roster_each_subscriber(struct roster *r, int64_t product_id,
 			    void (*fn)(const char *user, const struct roster_sub *sub,
-				       struct roster_rate *rate, void *arg),
+				       struct roster_slot *slot, void *arg),
 			    void *arg);
 /* Calls fn for each subscription of user; fn must not modify r. */
 void roster_each_sub(const struct roster *r, const char *user,

@@ -532,6 +532,47 @@ static void test_free_with_attached(void **state)
 	hub_msg_unref(m);
 }
 
+/* A held entry sends like the user id does, outlives the user's last
+ * connection (reaching nobody), and a reconnecting user gets a new one. */
+static void test_user_hold(void **state)
+{
+	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
+	struct stub s[3] = {{0, 0}};
+	struct hub_conn *a1, *a2, *a3;
+	struct hub_user *u, *u2, *again;
+	struct hub_msg *m = msg(h, "x");
+
+	(void)state;
+	assert_null(hub_user_hold(h, "alice"));
+	a1 = hub_attach(h, "alice", 0, &s[0]);
+	a2 = hub_attach(h, "alice", 0, &s[1]);
+	u = hub_user_hold(h, "alice");
+	again = hub_user_hold(h, "alice");
+	assert_non_null(u);
+	assert_ptr_equal(u, again);
+	hub_user_release(again);
+	assert_int_equal(hub_send_to(h, u, m), 2);
+	assert_int_equal(s[0].wakes + s[1].wakes, 2);
+
+	hub_detach(h, a1);
+	hub_detach(h, a2);
+	assert_int_equal(hub_total_users(h), 0);
+	/* Still valid memory (ASan checks), reaching nobody. */
+	assert_int_equal(hub_send_to(h, u, m), 0);
+
+	a3 = hub_attach(h, "alice", 0, &s[2]);
+	u2 = hub_user_hold(h, "alice");
+	assert_ptr_not_equal(u2, u);
+	assert_int_equal(hub_send_to(h, u, m), 0);
+	assert_int_equal(hub_send_to(h, u2, m), 1);
+	hub_user_release(u); /* frees the old entry (LSan checks) */
+	hub_user_release(u2);
+	assert_int_equal(hub_send_to_user(h, "alice", m), 1);
+	hub_detach(h, a3);
+	hub_msg_unref(m);
+	hub_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -548,6 +589,7 @@ int main(void)
 	    cmocka_unit_test(test_each_user),
 	    cmocka_unit_test(test_many_conns),
 	    cmocka_unit_test(test_free_with_attached),
+	    cmocka_unit_test(test_user_hold),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

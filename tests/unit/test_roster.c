@@ -29,11 +29,11 @@ struct seen {
 };
 
 static void collect_subscriber(const char *user, const struct roster_sub *sub,
-			       struct roster_rate *rate, void *arg)
+			       struct roster_slot *slot, void *arg)
 {
 	struct seen *s = arg;
 
-	(void)rate;
+	(void)slot;
 	size_t len = strlen(s->text);
 
 	snprintf(s->text + len, sizeof s->text - len, "%s%s:%u:%d", len ? " " : "", user,
@@ -235,41 +235,44 @@ static void test_replace_user(void **state)
 
 /* Each user has one rate slot: zeroed when the user appears, kept while its
  * subscriptions are replaced or updated, gone (and zeroed again) with it. */
-static void test_rate_slot(void **state)
+static void test_slot(void **state)
 {
 	struct roster *r = roster_new();
 	struct roster_sub subs[] = {mk(1, SUBS_ALL_KINDS, -1), mk(2, SUBS_ALL_KINDS, -1)};
 	struct roster_sub sub3 = mk(3, SUBS_ALL_KINDS, -1);
-	struct roster_rate *a, *b;
+	struct roster_slot *a, *b;
 
 	(void)state;
-	assert_null(roster_rate(r, "a"));
+	assert_null(roster_slot(r, "a"));
 	roster_set_user(r, "a", NULL, 0);
 	roster_set_user(r, "b", subs, 1);
-	a = roster_rate(r, "a");
-	b = roster_rate(r, "b");
+	a = roster_slot(r, "a");
+	b = roster_slot(r, "b");
 	assert_non_null(a);
 	assert_non_null(b);
 	assert_ptr_not_equal(a, b);
+	assert_null(a->target);
 	assert_int_equal(a->window, 0);
 	assert_int_equal(a->count, 0);
 	assert_false(a->shared);
 
-	*a = (struct roster_rate){.window = 42, .count = 7, .shared = true};
+	*a = (struct roster_slot){.target = &sub3, .window = 42, .count = 7, .shared = true};
 	roster_set_user(r, "a", subs, 2);
 	roster_update(r, "a", &sub3, true);
 	roster_update(r, "a", &subs[0], false);
-	assert_ptr_equal(roster_rate(r, "a"), a);
+	assert_ptr_equal(roster_slot(r, "a"), a);
+	assert_ptr_equal(a->target, &sub3);
 	assert_int_equal(a->window, 42);
 	assert_int_equal(a->count, 7);
 	assert_true(a->shared);
 	assert_int_equal(b->count, 0);
 
 	roster_drop_user(r, "a");
-	assert_null(roster_rate(r, "a"));
+	assert_null(roster_slot(r, "a"));
 	roster_set_user(r, "a", NULL, 0);
-	assert_int_equal(roster_rate(r, "a")->count, 0);
-	assert_false(roster_rate(r, "a")->shared);
+	assert_null(roster_slot(r, "a")->target);
+	assert_int_equal(roster_slot(r, "a")->count, 0);
+	assert_false(roster_slot(r, "a")->shared);
 	roster_free(r);
 }
 
@@ -306,13 +309,13 @@ struct count_arg {
 };
 
 static void count_subscriber(const char *user, const struct roster_sub *sub,
-			     struct roster_rate *rate, void *arg)
+			     struct roster_slot *slot, void *arg)
 {
 	struct count_arg *c = arg;
 	unsigned long u = strtoul(user + 1, NULL, 10);
 
-	/* The walk hands out the user's own rate slot. */
-	assert_ptr_equal(rate, roster_rate(c->r, user));
+	/* The walk hands out the user's own slot. */
+	assert_ptr_equal(slot, roster_slot(c->r, user));
 	assert_true(u < MANY_USERS);
 	/* The product index hands out the very entry the user's side holds. */
 	assert_int_equal(sub->product_id, c->product);
@@ -415,7 +418,7 @@ int main(void)
 	    cmocka_unit_test(test_empty),	   cmocka_unit_test(test_set_get_drop),
 	    cmocka_unit_test(test_update),	   cmocka_unit_test(test_replace_user),
 	    cmocka_unit_test(test_extreme_ids),	   cmocka_unit_test(test_many),
-	    cmocka_unit_test(test_free_populated), cmocka_unit_test(test_rate_slot),
+	    cmocka_unit_test(test_free_populated), cmocka_unit_test(test_slot),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
