@@ -4,8 +4,9 @@
  * One process, one epoll loop, up to ~19,000 WebSocket clients (the fd hard
  * limit here is 20,000 per process). It speaks just enough of RFC 6455 to be
  * a client: a fixed Sec-WebSocket-Key, a 101 check, masked pongs. The same
- * code measures stockalertd (--mode sa: one HS256 token per connection,
- * events PUBLISHed on Redis) and Nchan (--mode nchan: channels in the URL,
+ * code measures stockalertd (--mode sa: one HS256 token per connection, or
+ * RS256 with --rsa-key, signed before the clock starts; events PUBLISHed on
+ * Redis) and Nchan (--mode nchan: channels in the URL,
  * events POSTed to its HTTP publisher), so the two numbers are comparable.
  *
  * Every event carries its own sequence number in its event_id; the time it
@@ -19,6 +20,8 @@
  *            daemon restarted, K alerts published while nobody is connected,
  *            N clients reconnect with ?since= (time to every replay_done, and
  *            how many alerts went missing).
+ *   connect  connect N, each with a fresh token: connects/s and server CPU
+ *            per connect (for RS256: --rsa-key).
  *   latency  connect N, each client subscribed to --per of --products, events
  *            on random products at --rate for --duration: publish -> receive
  *            percentiles, deliveries missing.
@@ -32,6 +35,7 @@
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -80,6 +84,7 @@ static struct {
 	int window;
 	int server_pid;
 	const char *secret_file;
+	const char *rsa_key_file; /* sa: RS256 tokens, signed before connecting */
 	const char *user_prefix;
 	char pub_host[64];
 	int pub_port;
@@ -179,19 +184,37 @@ static size_t b64url(const unsigned char *in, size_t len, char *out)
 	return n;
 }
 
-/* An HS256 token for user <prefix><i>, signed with the daemon's secret. */
-static void make_token(int i, char *out, size_t outlen)
+static EVP_PKEY *rsa_key;
+static char **rs_tokens; /* RS256: signed up front, the signing is not timed */
+
+/* A token for user <prefix><i>: HS256 with the daemon's secret, or RS256
+ * with --rsa-key. */
+static void sign_token(int i, char *out, size_t outlen)
 {
-	char claims[160], seg[256];
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned maclen = 0;
-	static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+	char claims[160], seg[512];
+	unsigned char mac[512];
+	size_t maclen = sizeof mac;
+	unsigned hlen = 0;
+	static const char hs256[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+	static const char rs256[] = "{\"alg\":\"RS256\",\"typ\":\"JWT\"}";
 	int cl = snprintf(claims, sizeof claims, "{\"sub\":\"%s%d\",\"exp\":%lld}", opt.user_prefix,
 			  i, (long long)(time(NULL) + 7200));
-	size_t n = b64url((const unsigned char *)header, sizeof header - 1, out);
+	size_t n = rsa_key ? b64url((const unsigned char *)rs256, sizeof rs256 - 1, out)
+			   : b64url((const unsigned char *)hs256, sizeof hs256 - 1, out);
 	out[n++] = '.';
 	n += b64url((const unsigned char *)claims, (size_t)cl, out + n);
-	HMAC(EVP_sha256(), secret, (int)secret_len, (unsigned char *)out, n, mac, &maclen);
+	if (rsa_key) {
+		EVP_MD_CTX *md = EVP_MD_CTX_new();
+		if (!md || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, rsa_key) != 1 ||
+		    EVP_DigestSign(md, mac, &maclen, (unsigned char *)out, n) != 1) {
+			fprintf(stderr, "RS256 signing failed\n");
+			exit(1);
+		}
+		EVP_MD_CTX_free(md);
+	} else {
+		HMAC(EVP_sha256(), secret, (int)secret_len, (unsigned char *)out, n, mac, &hlen);
+		maclen = hlen;
+	}
 	size_t m = b64url(mac, maclen, seg);
 	if (n + 1 + m + 1 > outlen) {
 		fprintf(stderr, "token too long\n");
@@ -199,6 +222,41 @@ static void make_token(int i, char *out, size_t outlen)
 	}
 	out[n++] = '.';
 	memcpy(out + n, seg, m + 1);
+}
+
+static void make_token(int i, char *out, size_t outlen)
+{
+	if (rs_tokens)
+		snprintf(out, outlen, "%s", rs_tokens[i]);
+	else
+		sign_token(i, out, outlen);
+}
+
+/* Loads the RS256 key and signs every connection's token; returns the
+ * seconds it took. */
+static double presign_rs256(void)
+{
+	FILE *f = fopen(opt.rsa_key_file, "r");
+	if (!f)
+		die(opt.rsa_key_file);
+	rsa_key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (!rsa_key) {
+		fprintf(stderr, "%s: not a PEM private key\n", opt.rsa_key_file);
+		exit(1);
+	}
+	int64_t t0 = mono_us();
+	char tok[1024];
+	rs_tokens = calloc((size_t)opt.n, sizeof *rs_tokens);
+	if (!rs_tokens)
+		die("calloc");
+	for (int i = 0; i < opt.n; i++) {
+		sign_token(i, tok, sizeof tok);
+		rs_tokens[i] = strdup(tok);
+		if (!rs_tokens[i])
+			die("strdup");
+	}
+	return (double)(mono_us() - t0) / 1e6;
 }
 
 /* --- subscriptions of the latency test (the script loads the same) ------------- */
@@ -258,7 +316,7 @@ static void conn_start(int i)
 static void send_handshake(int i)
 {
 	struct conn *c = &conns[i];
-	char req[2048], path[1024], tok[512], auth[600] = "";
+	char req[2048], path[1024], tok[1024], auth[1100] = "";
 	int err = 0;
 	socklen_t el = sizeof err;
 
@@ -738,6 +796,20 @@ static int run_storm(void)
 	return 0;
 }
 
+/* Connection rate alone (fresh token each): connect N, report, close. */
+static int test_connect(void)
+{
+	struct bench_cpu c0 = bench_proc_cpu(opt.server_pid);
+	double t = connect_all(opt.n, false);
+	struct bench_cpu c1 = bench_proc_cpu(opt.server_pid);
+	fprintf(stderr, "connect: %d connected in %.2f s (%d errors)\n", nready, t, nerrors);
+	printf("{\"n\":%d,\"alg\":\"%s\",\"connected\":%d,\"connect_errors\":%d,"
+	       "\"connect_s\":%.4f,\"connects_per_s\":%.1f,\"connect_server_cpu_us\":%.2f}\n",
+	       opt.n, rsa_key ? "RS256" : "HS256", nready, nerrors, t, nready / t,
+	       (double)(c1.sched_ns - c0.sched_ns) / 1e3 / (nready ? nready : 1));
+	return nready == opt.n ? 0 : 1;
+}
+
 static int test_fanout(void)
 {
 	long rss0 = bench_proc_rss_kb(opt.server_pid);
@@ -897,9 +969,10 @@ static void read_secret(const char *file)
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: sa_bench_load --mode sa|nchan --test fanout|latency --url ws://H:P/PATH\n"
+		"usage: sa_bench_load --mode sa|nchan --test fanout|latency|connect --url "
+		"ws://H:P/PATH\n"
 		"  -n N --src K --window W --server-pid PID --pub HOST:PORT\n"
-		"  sa: --secret FILE --user-prefix P --prefix REDIS_PREFIX\n"
+		"  sa: --secret FILE | --rsa-key PEM, --user-prefix P --prefix REDIS_PREFIX\n"
 		"  fanout: --rounds R --product ID [--restart-cmd CMD --storm-events K]\n"
 		"          [--rounds-begin-cmd CMD --rounds-end-cmd CMD]\n"
 		"  latency: --rate EV_PER_S --duration S --products P --per K\n");
@@ -915,6 +988,7 @@ int main(int argc, char **argv)
 					   {"window", 1, 0, 'w'},
 					   {"server-pid", 1, 0, 'p'},
 					   {"secret", 1, 0, 'S'},
+					   {"rsa-key", 1, 0, 'A'},
 					   {"user-prefix", 1, 0, 'U'},
 					   {"pub", 1, 0, 'P'},
 					   {"prefix", 1, 0, 'x'},
@@ -942,6 +1016,7 @@ int main(int argc, char **argv)
 		case 'w': opt.window = atoi(optarg); break;
 		case 'p': opt.server_pid = atoi(optarg); break;
 		case 'S': opt.secret_file = optarg; break;
+		case 'A': opt.rsa_key_file = optarg; break;
 		case 'U': opt.user_prefix = optarg; break;
 		case 'P': pub = optarg; break;
 		case 'x': opt.prefix = optarg; break;
@@ -960,7 +1035,7 @@ int main(int argc, char **argv)
 	}
 	if (!url || !pub || opt.n <= 0 || opt.src <= 0 || opt.rounds <= 0 || opt.per <= 0 ||
 	    opt.products < opt.per || opt.server_pid <= 0 ||
-	    (opt.mode == MODE_SA && !opt.secret_file))
+	    (opt.mode == MODE_SA && !opt.secret_file && !opt.rsa_key_file))
 		usage();
 	parse_url(url);
 	parse_hostport(pub, opt.pub_host, sizeof opt.pub_host, &opt.pub_port);
@@ -988,7 +1063,12 @@ int main(int argc, char **argv)
 	epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (epfd < 0)
 		die("epoll_create1");
-	int rc = strcmp(opt.test, "latency") == 0 ? test_latency() : test_fanout();
+	if (opt.rsa_key_file && opt.mode == MODE_SA)
+		fprintf(stderr, "signed %d RS256 tokens in %.2f s (not timed)\n", opt.n,
+			presign_rs256());
+	int rc = strcmp(opt.test, "latency") == 0   ? test_latency()
+		 : strcmp(opt.test, "connect") == 0 ? test_connect()
+						    : test_fanout();
 	close_all();
 	return rc;
 }
