@@ -96,7 +96,9 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	sa_stop_pidfile "$run/stockalertd.pid" 10 || true
-	sa_stop_pidfile "$run/stockalertd-rs256.pid" 10 || true
+	for name in stockalertd-rs256 stockalertd-c1 stockalertd-c2 stockalertd-c3; do
+		sa_stop_pidfile "$run/$name.pid" 10 || true
+	done
 	[ -n "$nginx_pid" ] && sa_stop_pid "$nginx_pid" 10
 	"$root/tests/integration/servers.sh" stop "$run/servers" >/dev/null 2>&1 || true
 	exit $rc
@@ -205,6 +207,25 @@ nchan_worker=$(ps -o pid= --ppid "$nginx_pid" | head -n 1 | tr -d ' ')
 
 # --- measurements -----------------------------------------------------------------
 common=(-n "$N" --src 8 --window 256)
+
+# Redis's own work during fan-out rounds: the generator runs these shell
+# commands just before and after its counted rounds.
+redis_snap() { # FILE -> a command that writes INFO commandstats + cpu to FILE
+	local r="redis-cli -h 127.0.0.1 -p $SA_TEST_REDIS_PORT"
+	echo "{ $r INFO commandstats; $r INFO cpu; } | tr -d '\\r' >$1"
+}
+redis_delta() { # BEFORE AFTER EVENTS -> JSON: commands and CPU per event
+	awk -v events="$3" -F'[:,=]' '
+		FNR == 1 { f++ }
+		/^cmdstat_/ { c[f, $1] = $3; names[$1] = 1 }
+		/^used_cpu_(sys|user):/ { cpu[f] += $2 }
+		END {
+			for (n in names) { d = c[2, n] - c[1, n]; total += d
+				if (d > 0) top = top sprintf("%s\"%s\":%.1f", top ? "," : "", substr(n, 9), d / events) }
+			printf "{\"events\":%d,\"commands_per_event\":%.1f,\"cpu_ms_per_event\":%.3f,\"per_event\":{%s}}\n",
+				events, total / events, (cpu[2] - cpu[1]) * 1000 / events, top
+		}' "$1" "$2"
+}
 # The floor twice, just before stockalertd's fan-out and at the end: on a
 # shared machine one reading can be off by a third; the report uses the mean.
 sa_log "floor: one send() per socket, $N sockets (1 of 2)"
@@ -213,7 +234,10 @@ sa_log "stockalertd: fan-out to $N, then a reconnect storm"
 "$gen" --mode sa --test fanout --url "ws://127.0.0.1:$sa_port/ws" --server-pid "$sa_pid" \
 	--pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" --secret "$run/jwt.secret" \
 	--user-prefix u "${common[@]}" --rounds "$ROUNDS" --product 1 \
+	--rounds-begin-cmd "$(redis_snap "$run/redis1-0.txt")" \
+	--rounds-end-cmd "$(redis_snap "$run/redis1-1.txt")" \
 	--restart-cmd "$0 --restart-daemon" --storm-events "$STORM_K" >"$run/sa_fanout.json"
+redis_delta "$run/redis1-0.txt" "$run/redis1-1.txt" "$ROUNDS" >"$run/sa_fanout_redis.json"
 sa_pid=$(cat "$run/stockalertd.pid")
 sa_pid_alive "$sa_pid" || { sa_log "the daemon is gone after the storm; starting it again"; sa_pid=$(start_daemon); }
 
@@ -274,6 +298,26 @@ if [ $profile = 1 ]; then
 	sa_log "deliveries profiled: $(jq -s '[.[] | .rounds * .connected] | add' "$run/sa_profile.json")"
 fi
 
+# --- three instances on one Redis and MySQL: the capacity model's check -----------
+# The same N and rounds, the sockets spread round-robin over three daemons
+# (the single daemon is stopped first: it would process every event too).
+sa_log "stockalertd x 3: fan-out to $N sockets spread over three instances"
+sa_stop_pidfile "$run/stockalertd.pid" 20 || true
+cap=()
+for k in 1 2 3; do
+	sa_free_port >"$run/stockalertd-c$k.port"
+	jq --argjson port "$(cat "$run/stockalertd-c$k.port")" '.listen.port = $port' \
+		"$run/stockalertd.json" >"$run/stockalertd-c$k.json"
+	cap+=(--url "ws://127.0.0.1:$(cat "$run/stockalertd-c$k.port")/ws")
+	cap+=(--server-pid "$(start_daemon "stockalertd-c$k")")
+done
+"$gen" --mode sa --test fanout "${cap[@]}" --pub "127.0.0.1:$SA_TEST_REDIS_PORT" \
+	--prefix "$prefix" --secret "$run/jwt.secret" --user-prefix u "${common[@]}" \
+	--rounds "$ROUNDS" --product 1 --rounds-begin-cmd "$(redis_snap "$run/redis3-0.txt")" \
+	--rounds-end-cmd "$(redis_snap "$run/redis3-1.txt")" >"$run/sa3_fanout.json"
+redis_delta "$run/redis3-0.txt" "$run/redis3-1.txt" "$ROUNDS" >"$run/sa3_fanout_redis.json"
+for k in 1 2 3; do sa_stop_pidfile "$run/stockalertd-c$k.pid" 20 || true; done
+
 sa_log "nchan: fan-out to $N"
 "$gen" --mode nchan --test fanout --url "ws://127.0.0.1:$nchan_port/sub" \
 	--server-pid "$nchan_worker" --pub "127.0.0.1:$nchan_port" "${common[@]}" \
@@ -296,18 +340,33 @@ jq -n --argjson quick "$quick" --argjson n "$N" --arg date "$(date -u +%FT%TZ)" 
 	--argjson elapsed $((SECONDS - t_start)) \
 	--slurpfile saf "$run/sa_fanout.json" --slurpfile sal "$run/sa_latency.json" \
 	--slurpfile ncf "$run/nchan_fanout.json" --slurpfile ncl "$run/nchan_latency.json" \
-	--slurpfile fl "$run/floor.json" --slurpfile rs "$run/sa_connect_rs256.json" '
+	--slurpfile fl "$run/floor.json" --slurpfile rs "$run/sa_connect_rs256.json" \
+	--slurpfile r1 "$run/sa_fanout_redis.json" --slurpfile s3 "$run/sa3_fanout.json" \
+	--slurpfile r3 "$run/sa3_fanout_redis.json" '
 def r(x): if x == null then null else ((x * 100 | round) / 100) end;
 def ratio(a; b): if a == null or b == null or b == 0 then null else r(a / b) end;
 def row(m; s; c; f; t; met):
 	{metric: m, stockalertd: r(s), nchan: r(c), floor: r(f),
 	 vs_floor: ratio(s; f), vs_nchan: ratio(s; c), target: t, met: met};
 $saf[0] as $sf | $sal[0] as $sl | $ncf[0] as $cf | $ncl[0] as $cl | $fl[0] as $f |
-$rs[0] as $rc |
+$rs[0] as $rc | $r1[0] as $ra | $s3[0] as $tf | $r3[0] as $rb |
+def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(three; one)};
 {
 	date: $date, commit: $commit, quick: ($quick == 1), n: $n, elapsed_s: $elapsed,
-	stockalertd: {fanout: $sf, latency: $sl, connect_rs256: $rc},
+	stockalertd: {fanout: $sf, latency: $sl, connect_rs256: $rc, fanout_redis: $ra},
 	nchan: {fanout: $cf, latency: $cl}, floor: $f,
+	three_instances: {fanout: $tf, fanout_redis: $rb},
+	capacity: [
+		crow("fan-out to N, ms (median)"; $sf.fanout_ms_median; $tf.fanout_ms_median),
+		crow("server CPU per delivery, us (all instances)"; $sf.cpu_us_per_delivery;
+			$tf.cpu_us_per_delivery),
+		crow("RSS per idle connection, bytes (all instances)"; $sf.rss_per_conn_bytes;
+			$tf.rss_per_conn_bytes),
+		crow("connects/s (HS256)"; $sf.connects_per_s; $tf.connects_per_s),
+		crow("Redis commands per event (Lua calls included)"; $ra.commands_per_event;
+			$rb.commands_per_event),
+		crow("Redis CPU per event, ms"; $ra.cpu_ms_per_event; $rb.cpu_ms_per_event)
+	],
 	table: [
 		row("connects/s (HS256, to hello)"; $sf.connects_per_s; $cf.connects_per_s; null;
 			">= 10000"; $sf.connects_per_s >= 10000),
@@ -339,6 +398,12 @@ def f(x): if x == null then "-" else (x | tostring) end;
 "",
 "| metric | stockalertd | Nchan | floor | sa/floor | sa/Nchan | target | met |",
 "|---|---|---|---|---|---|---|---|",
-(.table[] | "| \(.metric) | \(f(.stockalertd)) | \(f(.nchan)) | \(f(.floor)) | \(f(.vs_floor)) | \(f(.vs_nchan)) | \(f(.target)) | \(if .met == null then "" elif .met then "yes" else "**no**" end) |")
+(.table[] | "| \(.metric) | \(f(.stockalertd)) | \(f(.nchan)) | \(f(.floor)) | \(f(.vs_floor)) | \(f(.vs_nchan)) | \(f(.target)) | \(if .met == null then "" elif .met then "yes" else "**no**" end) |"),
+"",
+"The same N on one instance and spread over three (one Redis, one MySQL, the same 2 cores):",
+"",
+"| metric | 1 instance | 3 instances | 3/1 |",
+"|---|---|---|---|",
+(.capacity[] | "| \(.metric) | \(f(.one)) | \(f(.three)) | \(f(.ratio)) |")
 ' "$root/build/bench.json"
 sa_log "JSON in build/bench.json; raw results and logs in $run ($((SECONDS - t_start)) s)"

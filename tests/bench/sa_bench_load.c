@@ -76,13 +76,9 @@ struct conn {
 static struct {
 	enum mode mode;
 	const char *test;
-	char host[64];
-	int port;
-	char path[256];
 	int n;
 	int src;
 	int window;
-	int server_pid;
 	const char *secret_file;
 	const char *rsa_key_file; /* sa: RS256 tokens, signed before connecting */
 	const char *user_prefix;
@@ -115,6 +111,38 @@ static struct {
     .per = 10,
     .storm_events = 3,
 };
+
+/* --url and --server-pid may be given up to MAX_TARGETS times (several
+ * instances): connection i goes to target i mod ntargets, and the server
+ * figures are summed over every pid. */
+#define MAX_TARGETS 8
+static struct target {
+	char host[64];
+	int port;
+	char path[256];
+} targets[MAX_TARGETS];
+static int ntargets;
+static int server_pids[MAX_TARGETS];
+static int nservers;
+
+static struct bench_cpu servers_cpu(void)
+{
+	struct bench_cpu sum = {0, 0};
+	for (int k = 0; k < nservers; k++) {
+		struct bench_cpu c = bench_proc_cpu(server_pids[k]);
+		sum.sched_ns += c.sched_ns;
+		sum.stat_us += c.stat_us;
+	}
+	return sum;
+}
+
+static long servers_rss_kb(void)
+{
+	long sum = 0;
+	for (int k = 0; k < nservers; k++)
+		sum += bench_proc_rss_kb(server_pids[k]);
+	return sum;
+}
 
 static struct conn *conns;
 static int epfd = -1, pubfd = -1;
@@ -300,8 +328,9 @@ static void conn_start(int i)
 	src.sin_addr.s_addr = htonl(0x7f000001u + (uint32_t)(i % opt.src));
 	if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
 		die("bind");
-	dst.sin_port = htons((uint16_t)opt.port);
-	inet_pton(AF_INET, opt.host, &dst.sin_addr);
+	const struct target *tg = &targets[i % ntargets];
+	dst.sin_port = htons((uint16_t)tg->port);
+	inet_pton(AF_INET, tg->host, &dst.sin_addr);
 	if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS)
 		die("connect");
 	struct epoll_event ev = {.events = EPOLLOUT | EPOLLIN, .data.u64 = (uint64_t)i};
@@ -328,15 +357,16 @@ static void send_handshake(int i)
 		conn_close(i);
 		return;
 	}
+	const struct target *tg = &targets[i % ntargets];
 	if (opt.mode == MODE_SA) {
 		make_token(i, tok, sizeof tok);
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", tok);
 		if (c->want_since && since_id[0])
-			snprintf(path, sizeof path, "%s?since=%s", opt.path, since_id);
+			snprintf(path, sizeof path, "%s?since=%s", tg->path, since_id);
 		else
-			snprintf(path, sizeof path, "%s", opt.path);
+			snprintf(path, sizeof path, "%s", tg->path);
 	} else {
-		int n = snprintf(path, sizeof path, "%s?chans=", opt.path);
+		int n = snprintf(path, sizeof path, "%s?chans=", tg->path);
 		if (strcmp(opt.test, "latency") == 0)
 			for (int j = 0; j < opt.per; j++)
 				n += snprintf(path + n, sizeof path - (size_t)n, "%sp%d",
@@ -348,7 +378,7 @@ static void send_handshake(int i)
 			   "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
 			   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 			   "Sec-WebSocket-Version: 13\r\n%s\r\n",
-			   path, opt.host, opt.port, auth);
+			   path, tg->host, tg->port, auth);
 	if (write(c->fd, req, (size_t)len) != len) {
 		nerrors++;
 		conn_close(i);
@@ -762,7 +792,7 @@ static int run_storm(void)
 		printf(",\"storm_error\":\"restart failed\"");
 		return 0;
 	}
-	opt.server_pid = newpid;
+	server_pids[0] = newpid;
 	/* One witness connection sees the K alerts processed (and so in the
 	 * history) while nobody else is connected. */
 	connect_all(1, false);
@@ -776,9 +806,9 @@ static int run_storm(void)
 		fprintf(stderr, "storm: the witness got %u of %d alerts\n", conns[0].got,
 			opt.storm_events);
 	close_all();
-	struct bench_cpu c0 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c0 = servers_cpu();
 	double t = connect_all(opt.n, true);
-	struct bench_cpu c1 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c1 = servers_cpu();
 	uint64_t replayed = 0;
 	int incomplete = 0;
 	for (int i = 0; i < opt.n; i++) {
@@ -799,9 +829,9 @@ static int run_storm(void)
 /* Connection rate alone (fresh token each): connect N, report, close. */
 static int test_connect(void)
 {
-	struct bench_cpu c0 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c0 = servers_cpu();
 	double t = connect_all(opt.n, false);
-	struct bench_cpu c1 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c1 = servers_cpu();
 	fprintf(stderr, "connect: %d connected in %.2f s (%d errors)\n", nready, t, nerrors);
 	printf("{\"n\":%d,\"alg\":\"%s\",\"connected\":%d,\"connect_errors\":%d,"
 	       "\"connect_s\":%.4f,\"connects_per_s\":%.1f,\"connect_server_cpu_us\":%.2f}\n",
@@ -812,16 +842,16 @@ static int test_connect(void)
 
 static int test_fanout(void)
 {
-	long rss0 = bench_proc_rss_kb(opt.server_pid);
-	struct bench_cpu c0 = bench_proc_cpu(opt.server_pid);
+	long rss0 = servers_rss_kb();
+	struct bench_cpu c0 = servers_cpu();
 	double t = connect_all(opt.n, false);
-	struct bench_cpu c1 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c1 = servers_cpu();
 	int ok = nready;
 	fprintf(stderr, "fanout: %d connected in %.2f s (%d errors)\n", nready, t, nerrors);
 	/* Let the server finish what the handshakes started (presence, roster)
 	 * before its memory is read. */
 	run_until(none_open, 1.0);
-	long rss1 = bench_proc_rss_kb(opt.server_pid);
+	long rss1 = servers_rss_kb();
 	printf("{\"n\":%d,\"connected\":%d,\"connect_errors\":%d,\"connect_s\":%.4f,"
 	       "\"connects_per_s\":%.1f,\"connect_server_cpu_us\":%.2f,"
 	       "\"rss_before_kb\":%ld,\"rss_idle_kb\":%ld,\"rss_per_conn_bytes\":%.1f",
@@ -837,7 +867,7 @@ static int test_fanout(void)
 		if (r == 0) {
 			if (opt.rounds_begin_cmd && system(opt.rounds_begin_cmd) != 0)
 				fprintf(stderr, "--rounds-begin-cmd failed\n");
-			c0 = bench_proc_cpu(opt.server_pid);
+			c0 = servers_cpu();
 		}
 		round_recv = 0;
 		round_seq = publish(opt.fan_product);
@@ -852,10 +882,10 @@ static int test_fanout(void)
 		while (mono_us() < until)
 			pump(10);
 	}
-	c1 = bench_proc_cpu(opt.server_pid);
+	c1 = servers_cpu();
 	if (opt.rounds_end_cmd && system(opt.rounds_end_cmd) != 0)
 		fprintf(stderr, "--rounds-end-cmd failed\n");
-	long rss2 = bench_proc_rss_kb(opt.server_pid);
+	long rss2 = servers_rss_kb();
 	qsort(fan, (size_t)opt.rounds, sizeof *fan, cmp_dbl);
 	double deliveries = (double)opt.rounds * ok;
 	/* the pauses are idle time for the server: nothing to subtract */
@@ -887,7 +917,7 @@ static int test_latency(void)
 	int64_t t0 = mono_us(), period = (int64_t)(1e6 / opt.rate);
 	int64_t end = t0 + (int64_t)(opt.duration * 1e6), next = t0;
 	unsigned rnd = 12345;
-	struct bench_cpu c0 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c0 = servers_cpu();
 	collect_latency = true;
 	while (mono_us() < end) {
 		int64_t now = mono_us();
@@ -905,7 +935,7 @@ static int test_latency(void)
 	int64_t until = mono_us() + 2000000;
 	while (nalerts - before < expected && mono_us() < until)
 		pump(20);
-	struct bench_cpu c1 = bench_proc_cpu(opt.server_pid);
+	struct bench_cpu c1 = servers_cpu();
 	collect_latency = false;
 	qsort(lat_us, nlat, sizeof *lat_us, cmp_u32);
 	uint64_t got = nalerts - before;
@@ -951,8 +981,13 @@ static void parse_url(const char *url)
 		exit(2);
 	memcpy(tmp, hp, n);
 	tmp[n] = '\0';
-	parse_hostport(tmp, opt.host, sizeof opt.host, &opt.port);
-	snprintf(opt.path, sizeof opt.path, "%s", slash ? slash : "/");
+	if (ntargets == MAX_TARGETS) {
+		fprintf(stderr, "--url: at most %d\n", MAX_TARGETS);
+		exit(2);
+	}
+	struct target *tg = &targets[ntargets++];
+	parse_hostport(tmp, tg->host, sizeof tg->host, &tg->port);
+	snprintf(tg->path, sizeof tg->path, "%s", slash ? slash : "/");
 }
 
 static void read_secret(const char *file)
@@ -972,6 +1007,8 @@ static void usage(void)
 		"usage: sa_bench_load --mode sa|nchan --test fanout|latency|connect --url "
 		"ws://H:P/PATH\n"
 		"  -n N --src K --window W --server-pid PID --pub HOST:PORT\n"
+		"  (--url and --server-pid up to 8 times: several instances, sockets\n"
+		"   spread over them round-robin, server CPU and RSS summed)\n"
 		"  sa: --secret FILE | --rsa-key PEM, --user-prefix P --prefix REDIS_PREFIX\n"
 		"  fanout: --rounds R --product ID [--restart-cmd CMD --storm-events K]\n"
 		"          [--rounds-begin-cmd CMD --rounds-end-cmd CMD]\n"
@@ -1004,17 +1041,21 @@ int main(int argc, char **argv)
 					   {"rounds-end-cmd", 1, 0, 'E'},
 					   {0, 0, 0, 0}};
 	int o;
-	const char *url = NULL, *pub = NULL;
+	const char *pub = NULL;
 
 	while ((o = getopt_long(argc, argv, "n:", lo, NULL)) != -1) {
 		switch (o) {
 		case 'm': opt.mode = strcmp(optarg, "nchan") == 0 ? MODE_NCHAN : MODE_SA; break;
 		case 't': opt.test = optarg; break;
-		case 'u': url = optarg; break;
+		case 'u': parse_url(optarg); break;
 		case 'n': opt.n = atoi(optarg); break;
 		case 's': opt.src = atoi(optarg); break;
 		case 'w': opt.window = atoi(optarg); break;
-		case 'p': opt.server_pid = atoi(optarg); break;
+		case 'p':
+			if (nservers == MAX_TARGETS)
+				usage();
+			server_pids[nservers++] = atoi(optarg);
+			break;
 		case 'S': opt.secret_file = optarg; break;
 		case 'A': opt.rsa_key_file = optarg; break;
 		case 'U': opt.user_prefix = optarg; break;
@@ -1033,11 +1074,11 @@ int main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (!url || !pub || opt.n <= 0 || opt.src <= 0 || opt.rounds <= 0 || opt.per <= 0 ||
-	    opt.products < opt.per || opt.server_pid <= 0 ||
+	if (!ntargets || !pub || opt.n <= 0 || opt.src <= 0 || opt.rounds <= 0 || opt.per <= 0 ||
+	    opt.products < opt.per || !nservers || server_pids[0] <= 0 ||
+	    (opt.restart_cmd && (ntargets > 1 || nservers > 1)) ||
 	    (opt.mode == MODE_SA && !opt.secret_file && !opt.rsa_key_file))
 		usage();
-	parse_url(url);
 	parse_hostport(pub, opt.pub_host, sizeof opt.pub_host, &opt.pub_port);
 	if (opt.secret_file)
 		read_secret(opt.secret_file);
