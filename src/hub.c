@@ -255,6 +255,8 @@ int hub_push(struct hub *h, struct hub_conn *c, struct hub_msg *m)
 		h->ops.overflow(c->sink);
 		return -ENOBUFS;
 	}
+	if (len == 0 && h->ops.send_now && h->ops.send_now(c->sink, m))
+		return 0;
 	if (!c->q) {
 		c->q =
 		    queue_resize(NULL, h->queue_max < HUB_QUEUE_MIN ? h->queue_max : HUB_QUEUE_MIN);

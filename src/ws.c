@@ -824,30 +824,57 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
  * no unsent bytes of ours; lws buffers what the socket does not take and
  * asks for POLLOUT itself then. Returns false to take the slow path.
  */
-static bool write_now(struct ws_session *s, struct http_env *env)
+static bool can_write_now(const struct ws_session *s, const struct http_env *env)
 {
 	/* Replies to the client's own frames (pongs, acks) take the slow path:
 	 * a client that sends without reading must fill its queue and be
 	 * closed 4008, not be served by lws while it stops reading from it. */
-	if (s->in_rx || s->replaying || s->pre_pos < s->npre || s->close_code ||
-	    env->shutting_down || !s->conn || lws_is_ssl(s->wsi) || lws_partial_buffered(s->wsi))
+	return !(s->in_rx || s->replaying || s->pre_pos < s->npre || s->close_code ||
+		 env->shutting_down || !s->conn || lws_is_ssl(s->wsi) ||
+		 lws_partial_buffered(s->wsi));
+}
+
+/* Writes one live message now (can_write_now() was true); false if the
+ * connection is broken (lws reaps it). */
+static bool write_live(struct ws_session *s, const struct hub_msg *m)
+{
+	/* Already sent as part of a resume's replay. */
+	if (m->order && m->order <= s->floor)
+		return true;
+	if (lws_write(s->wsi, (unsigned char *)m->data, m->len, LWS_WRITE_TEXT) < (int)m->len) {
+		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		return false;
+	}
+	return true;
+}
+
+static bool write_now(struct ws_session *s, struct http_env *env)
+{
+	if (!can_write_now(s, env))
 		return false;
 	struct hub_msg *m;
 	while ((m = hub_peek(s->conn))) {
-		if (!(m->order && m->order <= s->floor)) {
-			if (lws_write(s->wsi, (unsigned char *)m->data, m->len, LWS_WRITE_TEXT) <
-			    (int)m->len) {
-				/* The connection is broken; lws reaps it. */
-				lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-				return true;
-			}
-		}
+		bool ok = write_live(s, m);
 		hub_pop(s->conn);
+		if (!ok)
+			return true;
 		if (lws_partial_buffered(s->wsi))
 			break;
 	}
 	if (hub_peek(s->conn))
 		lws_callback_on_writable(s->wsi);
+	return true;
+}
+
+/* The fan-out's path: nothing queued, so the message goes straight out. */
+static bool sink_send_now(void *sink, const struct hub_msg *m)
+{
+	struct ws_session *s = sink;
+	/* The env of ws_init(), not env_of(): this runs once per recipient of
+	 * every fan-out, and the lws context lookup showed in profiles. */
+	if (!can_write_now(s, clock_.env))
+		return false;
+	(void)write_live(s, m);
 	return true;
 }
 
@@ -867,7 +894,8 @@ static void sink_overflow(void *sink)
 	close_with(s, CLOSE_TOO_SLOW);
 }
 
-const struct hub_sink_ops ws_sink_ops = {.wake = sink_wake, .overflow = sink_overflow};
+const struct hub_sink_ops ws_sink_ops = {
+    .send_now = sink_send_now, .wake = sink_wake, .overflow = sink_overflow};
 
 void ws_shutdown(struct http_env *env, void (*drained)(void *arg), void *arg)
 {

@@ -31,10 +31,15 @@ struct hub_msg {
 	char *data; /* payload; data - headroom .. data is writable */
 };
 
-/* Both callbacks run synchronously inside hub_push / hub_send_*, possibly
+/* The callbacks run synchronously inside hub_push / hub_send_*, possibly
  * in the middle of a fan-out loop: they must not attach, detach or push (the
- * transport only requests a writable callback or schedules the close). */
+ * transport writes, requests a writable callback or schedules the close). */
 struct hub_sink_ops {
+	/* Optional. The connection's queue is empty: take m now if the
+	 * transport can (write it whole, or drop it as not wanted) and return
+	 * true; false queues it (and wakes). The fan-out's fast path: no
+	 * queue, no reference taken. */
+	bool (*send_now)(void *sink, const struct hub_msg *m);
 	/* The connection's queue went from empty to non-empty. */
 	void (*wake)(void *sink);
 	/* The queue overflowed: it has been emptied; the sink should close

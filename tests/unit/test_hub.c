@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,7 +32,7 @@ static void stub_overflow(void *sink)
 	((struct stub *)sink)->overflows++;
 }
 
-static const struct hub_sink_ops stub_ops = {stub_wake, stub_overflow};
+static const struct hub_sink_ops stub_ops = {NULL, stub_wake, stub_overflow};
 
 static struct hub_msg *msg(struct hub *h, const char *s)
 {
@@ -573,6 +574,59 @@ static void test_user_hold(void **state)
 	hub_free(h);
 }
 
+/* A sink that can take messages at once (the fan-out's fast path). */
+struct direct {
+	struct stub stub;
+	bool accept;
+	int sent;
+};
+
+static bool direct_send_now(void *sink, const struct hub_msg *m)
+{
+	struct direct *d = sink;
+
+	(void)m;
+	if (!d->accept)
+		return false;
+	d->sent++;
+	return true;
+}
+
+static const struct hub_sink_ops direct_ops = {direct_send_now, stub_wake, stub_overflow};
+
+static void test_send_now(void **state)
+{
+	struct hub *h = hub_new(&direct_ops, HEADROOM, 8);
+	struct direct d = {.accept = true};
+	struct hub_conn *c = hub_attach(h, "alice", 0, &d);
+	struct hub_msg *m = msg(h, "x");
+
+	(void)state;
+	/* Taken at once: no queue, no reference kept, no wake. */
+	assert_int_equal(hub_send_to_user(h, "alice", m), 1);
+	assert_int_equal(d.sent, 1);
+	assert_int_equal(hub_queue_len(c), 0);
+	assert_int_equal(m->refs, 1);
+	assert_int_equal(d.stub.wakes, 0);
+
+	/* Refused: queued and woken, as without the fast path. */
+	d.accept = false;
+	assert_int_equal(hub_push(h, c, m), 0);
+	assert_int_equal(hub_queue_len(c), 1);
+	assert_int_equal(m->refs, 2);
+	assert_int_equal(d.stub.wakes, 1);
+
+	/* With something queued the fast path is not asked: order is kept. */
+	d.accept = true;
+	assert_int_equal(hub_push(h, c, m), 0);
+	assert_int_equal(d.sent, 1);
+	assert_int_equal(hub_queue_len(c), 2);
+	hub_detach(h, c);
+	assert_int_equal(m->refs, 1);
+	hub_msg_unref(m);
+	hub_free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -590,6 +644,7 @@ int main(void)
 	    cmocka_unit_test(test_many_conns),
 	    cmocka_unit_test(test_free_with_attached),
 	    cmocka_unit_test(test_user_hold),
+	    cmocka_unit_test(test_send_now),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
