@@ -15,7 +15,10 @@
  *                                 history_s; entry ids are the alert ids
  *   <prefix>alerts:start          id of the stream's first entry ever
  *                                 (gone with the stream if Redis loses it)
- *   <prefix>rate:{user}:{window}  hash: alerts let through in that window
+ *   <prefix>rate:{user}:{window}  hash: the user's count in that window
+ *                                 (_n) and a verdict per alert; written once
+ *                                 the user nears the limit or leaves an
+ *                                 instance (see "rate limit" in alerts.c)
  *   <prefix>product:{id}:thr      custom low-stock thresholds in use
  *   <prefix>fair:{id}             fair-release cycle: offset, alert, active
  *   <prefix>fair:due              sorted set: products by next wave time
