@@ -158,23 +158,34 @@ describe('two instances', () => {
 	});
 });
 
+// Two instances with a per-user limit of max per window (ms), and pids in
+// the catalog, warmed with events that alert nobody so that timed bursts are
+// not spread out by MySQL lookups.
+async function rateKit(max, window, pids) {
+	const kit = await alertsKit({
+		instances: 2,
+		overrides: { alerts: { max_per_window: max, window_s: window / 1000 } },
+		products: pids.map((id) => ({ id, stock: 50 })),
+	});
+	for (const pid of pids) {
+		const id = eid('warm');
+		await kit.publish({ event_id: id, product_id: pid, stock: 49, prev_stock: 50 });
+		await kit.processed(id, 2);
+	}
+	return kit;
+}
+
+// back_in_stock (0 -> 5) for each pids[i] as event ids[i], in one pipeline.
+const burst = (kit, ids, pids) => redisPipeline(kit.redisPort, pids.map((pid, i) => ['PUBLISH',
+	`${kit.prefix}inventory`, JSON.stringify({ event_id: ids[i], product_id: pid, stock: 5,
+		prev_stock: 0 })]));
+
 describe('two instances, rate limit 3 per 2 s', () => {
 	let kit;
 	const W = 2000;
 	const PIDS = [311, 312, 313, 314, 315, 316];
 
-	before(async () => {
-		kit = await alertsKit({
-			instances: 2,
-			overrides: { alerts: { max_per_window: 3, window_s: 2 } },
-			products: PIDS.map((id) => ({ id, stock: 50 })),
-		});
-		for (const pid of PIDS) {
-			const id = eid('warm');
-			await kit.publish({ event_id: id, product_id: pid, stock: 49, prev_stock: 50 });
-			await kit.processed(id, 2);
-		}
-	});
+	before(async () => { kit = await rateKit(3, W, PIDS); });
 	after(async () => { if (kit) assertCleanStop(await kit.close()); });
 
 	test('a user connected to both instances is limited once, same alerts on both',
@@ -192,9 +203,7 @@ describe('two instances, rate limit 3 per 2 s', () => {
 			await waitFor(() => Date.now() % W < 150, { timeout: 3 * W, interval: 5,
 				what: 'a window start' });
 			const t0 = Date.now();
-			await redisPipeline(kit.redisPort, PIDS.map((pid, i) => ['PUBLISH',
-				`${kit.prefix}inventory`, JSON.stringify({ event_id: ids[i], product_id: pid,
-					stock: 5, prev_stock: 0 })]));
+			await burst(kit, ids, PIDS);
 			for (const h of [ha, hb]) {
 				await waitFor(() => wsAlerts(h).length >= 6, { timeout: 6 * W,
 					what: `6 alerts on ${h.user} (have ${JSON.stringify(wsAlerts(h).map(brief))})` });
@@ -216,23 +225,10 @@ describe('two instances, rate limit 4 per 4 s: a user moving between them', () =
 	const W = 4000;
 	const PIDS = [321, 322, 323, 324, 325, 326];
 
-	before(async () => {
-		kit = await alertsKit({
-			instances: 2,
-			overrides: { alerts: { max_per_window: 4, window_s: W / 1000 } },
-			products: PIDS.map((id) => ({ id, stock: 50 })),
-		});
-		for (const pid of PIDS) {
-			const id = eid('warm');
-			await kit.publish({ event_id: id, product_id: pid, stock: 49, prev_stock: 50 });
-			await kit.processed(id, 2);
-		}
-	});
+	before(async () => { kit = await rateKit(4, W, PIDS); });
 	after(async () => { if (kit) assertCleanStop(await kit.close()); });
 
-	const pub = (ids, pids) => redisPipeline(kit.redisPort, pids.map((pid, i) => ['PUBLISH',
-		`${kit.prefix}inventory`, JSON.stringify({ event_id: ids[i], product_id: pid, stock: 5,
-			prev_stock: 0 })]));
+	const pub = (ids, pids) => burst(kit, ids, pids);
 
 	// Below half the limit an instance decides alone (no shared state);
 	// what it counted goes to Redis when the user leaves, and the next
