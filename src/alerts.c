@@ -16,6 +16,7 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/rate.h"
 #include "stockalert/roster.h"
 #include "stockalert/subs.h"
 
@@ -398,20 +399,14 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
 
 /* --- rate limit -------------------------------------------------------------- *
  *
- * At most alerts.max_per_window alerts per user per window, across every
- * instance, without a Redis round trip per recipient in the common case.
- *
- * Every instance a user is connected to considers the same alerts for that
- * user in the same order, so each counts them itself (struct roster_slot).
- * While the count is below half the limit, "deliver" is the answer wherever
- * it is asked: no shared state needed. From half the limit on, and while
- * alerts are held for the user, the shared counter in Redis decides alert
- * by alert (rate_lua), seeded with the local count, so the user's instances
- * agree. An instance that joins a user mid-window starts from the count in
- * Redis: the shared counter if it is in use, or the count the user's last
- * instance left behind (rate_leave_lua) — so a user who hops instances
- * cannot restart the window. The one gap: a hop racing the old instance's
- * leave note can let the user's count restart below half the limit once.
+ * Each instance counts a user's alerts itself (rate.c, kept in the user's
+ * roster slot) and lets them through alone while the user is below half the
+ * limit. From there on, and while alerts are held for the user, the shared
+ * counter in Redis decides alert by alert (rate_lua). A user's last socket
+ * on an instance leaves its count in Redis (rate_leave_lua) and the next
+ * instance's roster load reads it back, so a user who moves between
+ * instances cannot restart the window. The one gap: a move racing the old
+ * instance's leave note can restart a count that was below half the limit.
  */
 
 static int64_t window_ms(const struct alerts *a)
@@ -421,26 +416,7 @@ static int64_t window_ms(const struct alerts *a)
 
 static int64_t window_now(const struct alerts *a)
 {
-	return now_ms() / window_ms(a);
-}
-
-/* Counts one alert for the user in window; returns true if it may be
- * delivered at once, else false with *seed, the count before it, for the
- * shared counter. */
-static bool rate_local(struct alerts *a, const char *user, struct roster_slot *r, int64_t window,
-		       uint32_t *seed)
-{
-	if (r->window != window) {
-		r->window = window;
-		r->count = 0;
-		r->shared = false;
-	}
-	*seed = r->count++;
-	if (!r->shared && *seed < (uint32_t)a->cfg->alerts.max_per_window / 2 &&
-	    !(a->nheld && dict_get(a->held, user)))
-		return true;
-	r->shared = true;
-	return false;
+	return rate_window(now_ms(), a->cfg->alerts.window_s);
 }
 
 /* prefix (< 80) + "rate:" + user (<= AUTH_SUB_MAX) + ":" + window, and NUL. */
@@ -675,14 +651,9 @@ static int collect_held_user(const char *user, void *v, void *arg)
 	struct collect_held c = {b, user};
 	/* What is released counts in the new window, in Redis: the shared
 	 * counter decides the user's whole window. */
-	struct roster_slot *r = roster_slot(b->a->roster, user);
-	if (r) {
-		if (r->window != b->window) {
-			r->window = b->window;
-			r->count = 0;
-		}
-		r->shared = true;
-	}
+	struct roster_slot *slot = roster_slot(b->a->roster, user);
+	if (slot)
+		rate_share(&slot->rate, b->window);
 	dict_each(h->by_product, collect_held_msg, &c);
 	return 0;
 }
@@ -711,7 +682,9 @@ static void deliver_limited(struct alerts *a, struct rate_batch *b, const char *
 			    struct roster_slot *slot, const struct alert *al)
 {
 	uint32_t seed;
-	if (rate_local(a, user, slot, b->window, &seed))
+	bool held = a->nheld && dict_get(a->held, user);
+	if (rate_count(&slot->rate, b->window, (uint32_t)a->cfg->alerts.max_per_window, held,
+		       &seed))
 		deliver_to_slot(a, slot, al->msg);
 	else
 		batch_add(b, user, al->msg, al->product_id, al->id, seed);
@@ -1209,8 +1182,8 @@ void alerts_redis_ready(struct alerts *a)
 struct load {
 	struct alerts *a;
 	char user[AUTH_SUB_MAX + 1];
-	int64_t window;	    /* the rate window when the load began */
-	uint32_t rate_seed; /* the user's count in it, from Redis */
+	int64_t window; /* the rate window when the load began */
+	uint32_t count; /* the user's rate count in it, from Redis */
 	size_t n;
 	int64_t *products;
 	void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok);
@@ -1227,7 +1200,7 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 
 	if (ok) {
 		long long seed = strtoll(reply_str(reply->element[l->n]), NULL, 10);
-		l->rate_seed = seed > 0 && seed < UINT32_MAX ? (uint32_t)seed : 0;
+		l->count = seed > 0 && seed < UINT32_MAX ? (uint32_t)seed : 0;
 	}
 	for (size_t i = 0; ok && i < l->n; i++) {
 		redisReply *e = reply->element[i];
@@ -1325,13 +1298,7 @@ static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, 
 	else if (hub_user_conns(a->env->hub, l->user) > 0) {
 		roster_set_user(a->roster, l->user, subs, n);
 		/* Alerts the user had in this window elsewhere count here too. */
-		struct roster_slot *r = roster_slot(a->roster, l->user);
-		if (r->window < l->window) {
-			r->window = l->window;
-			r->count = l->rate_seed;
-			r->shared = false;
-		} else if (r->window == l->window && r->count < l->rate_seed)
-			r->count = l->rate_seed;
+		rate_seed(&roster_slot(a->roster, l->user)->rate, l->window, l->count);
 	}
 	if (!ld)
 		return;
@@ -1380,14 +1347,15 @@ void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg)
 
 /* A count the shared counter does not have yet is left for the user's next
  * instance (see "rate limit"). */
-static void rate_leave(struct alerts *a, const char *user, const struct roster_slot *r)
+static void rate_leave(struct alerts *a, const char *user, const struct rate_state *r)
 {
-	if (r->shared || r->count == 0 || r->window != window_now(a) || a->closing ||
-	    !redis_is_ready(a->env->redis))
+	int64_t window = window_now(a);
+	uint32_t n = rate_leave_count(r, window);
+	if (n == 0 || a->closing || !redis_is_ready(a->env->redis))
 		return;
 	char k[RATE_KEY_MAX], count[12], ttl[24];
-	rate_key(a, user, r->window, k, sizeof k);
-	snprintf(count, sizeof count, "%" PRIu32, r->count);
+	rate_key(a, user, window, k, sizeof k);
+	snprintf(count, sizeof count, "%" PRIu32, n);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
 	const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
 	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
@@ -1395,10 +1363,10 @@ static void rate_leave(struct alerts *a, const char *user, const struct roster_s
 
 void alerts_user_offline(struct alerts *a, const char *user)
 {
-	struct roster_slot *r = roster_slot(a->roster, user);
-	if (r) {
-		rate_leave(a, user, r);
-		hub_user_release(r->target);
+	struct roster_slot *slot = roster_slot(a->roster, user);
+	if (slot) {
+		rate_leave(a, user, &slot->rate);
+		hub_user_release(slot->target);
 		roster_drop_user(a->roster, user);
 	}
 	drop_held(a, user);

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "stockalert/rate.h"
+
 struct roster_sub {
 	int64_t product_id;
 	unsigned kinds; /* enum subs_kind bits */
@@ -20,13 +22,11 @@ struct roster_sub {
 };
 
 /* What the alert pipeline keeps with each present user, so a delivery
- * costs no lookup: where to send, and the user's count in the current rate
- * window (see alerts.c). The roster only stores it. */
+ * costs no lookup: where to send, and the user's rate count. The roster only
+ * stores it. */
 struct roster_slot {
-	void *target;	/* the caller's delivery handle */
-	int64_t window; /* window number: ms since the epoch / window length */
-	uint32_t count; /* alerts counted for the user in that window */
-	bool shared;	/* the shared counter in Redis decides the rest of it */
+	void *target;		/* the caller's delivery handle */
+	struct rate_state rate; /* see rate.h */
 };
 
 struct roster;

@@ -252,27 +252,28 @@ static void test_slot(void **state)
 	assert_non_null(b);
 	assert_ptr_not_equal(a, b);
 	assert_null(a->target);
-	assert_int_equal(a->window, 0);
-	assert_int_equal(a->count, 0);
-	assert_false(a->shared);
+	assert_int_equal(a->rate.window, 0);
+	assert_int_equal(a->rate.count, 0);
+	assert_false(a->rate.shared);
 
-	*a = (struct roster_slot){.target = &sub3, .window = 42, .count = 7, .shared = true};
+	*a = (struct roster_slot){.target = &sub3,
+				  .rate = {.window = 42, .count = 7, .shared = true}};
 	roster_set_user(r, "a", subs, 2);
 	roster_update(r, "a", &sub3, true);
 	roster_update(r, "a", &subs[0], false);
 	assert_ptr_equal(roster_slot(r, "a"), a);
 	assert_ptr_equal(a->target, &sub3);
-	assert_int_equal(a->window, 42);
-	assert_int_equal(a->count, 7);
-	assert_true(a->shared);
-	assert_int_equal(b->count, 0);
+	assert_int_equal(a->rate.window, 42);
+	assert_int_equal(a->rate.count, 7);
+	assert_true(a->rate.shared);
+	assert_int_equal(b->rate.count, 0);
 
 	roster_drop_user(r, "a");
 	assert_null(roster_slot(r, "a"));
 	roster_set_user(r, "a", NULL, 0);
 	assert_null(roster_slot(r, "a")->target);
-	assert_int_equal(roster_slot(r, "a")->count, 0);
-	assert_false(roster_slot(r, "a")->shared);
+	assert_int_equal(roster_slot(r, "a")->rate.count, 0);
+	assert_false(roster_slot(r, "a")->rate.shared);
 	roster_free(r);
 }
 

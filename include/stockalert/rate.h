@@ -1,0 +1,52 @@
+#ifndef STOCKALERT_RATE_H
+#define STOCKALERT_RATE_H
+/*
+ * The per-user alert limit (alerts.max_per_window per alerts.window_s,
+ * across every instance), the part each instance decides by itself. Pure
+ * logic, no I/O: the shared counter in Redis lives in alerts.c.
+ *
+ * Every instance a user is connected to considers the same alerts for that
+ * user in the same order, so each can count them itself. While a user's
+ * count is below half the limit, "deliver" is the answer wherever it is
+ * asked; from half the limit on, and while alerts are held for the user,
+ * the shared counter decides, seeded with the local count, so the user's
+ * instances agree alert by alert. Below half the limit no instance can let
+ * through an alert that the shared counter would hold: two instances' counts
+ * differ by at most what one of them saw before the other joined, and a
+ * joining instance starts from the count in Redis (rate_seed), which is the
+ * shared counter if in use, or what the user's last instance left behind
+ * (rate_leave_count).
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One user's count; all zero for a user just seen. */
+struct rate_state {
+	int64_t window;	/* window number the count is for */
+	uint32_t count; /* alerts counted for the user in it */
+	bool shared;	/* the shared counter decides the rest of the window */
+};
+
+/* The number of the window that now_ms (ms since the epoch) falls in. */
+int64_t rate_window(int64_t now_ms, int window_s);
+
+/* Counts one alert for the user in window. True: deliver it now. False:
+ * ask the shared counter, with *seed (the count before this alert).
+ * held: alerts are waiting for the user (they go first). */
+bool rate_count(struct rate_state *r, int64_t window, uint32_t max_per_window, bool held,
+		uint32_t *seed);
+
+/* The user's count in window as Redis had it when the user's load began:
+ * raises the local count to it (a count of an older window is ignored). */
+void rate_seed(struct rate_state *r, int64_t window, uint32_t count);
+
+/* Held alerts are released at the start of window: they count there, in
+ * the shared counter, so it decides the user's whole window. */
+void rate_share(struct rate_state *r, int64_t window);
+
+/* What to leave in Redis for the user's next instance when the user's last
+ * socket here closes during window: the count, or 0 if there is nothing the
+ * shared counter does not know already. */
+uint32_t rate_leave_count(const struct rate_state *r, int64_t window);
+
+#endif
