@@ -6,6 +6,9 @@
 #   scripts/bench.sh --quick    N = 4,000 everywhere, under 2 minutes
 #   scripts/bench.sh --profile  also count the daemon's syscalls during a fan-out
 #                               (strace -c; slow, numbers go to the run directory)
+#   scripts/bench.sh --repeat K the whole run K times: the table shows the median
+#                               of each figure and in how many runs a target was met
+#                               (a shared machine's readings wander between runs)
 #
 # Starts everything privately under build-bench/bench-run (its own Redis and
 # MariaDB through tests/integration/servers.sh, its own stockalertd, its own
@@ -60,15 +63,58 @@ if [ "${1:-}" = --restart-daemon ]; then
 	exit 1
 fi
 
-quick=0 profile=0
-for a in "$@"; do
-	case $a in
-	--quick) quick=1 ;;
-	--profile) profile=1 ;;
-	-h | --help) sed -n '2,15p' "$0"; exit 0 ;;
-	*) sa_die "unknown argument $a (see --help)" ;;
+quick=0 profile=0 repeat=1 args=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) quick=1 args+=("$1") ;;
+	--profile) profile=1 args+=("$1") ;;
+	--repeat)
+		[[ ${2:-} =~ ^[1-9][0-9]?$ ]] || sa_die "--repeat takes a count from 1 to 99"
+		repeat=$2
+		shift
+		;;
+	-h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+	*) sa_die "unknown argument $1 (see --help)" ;;
 	esac
+	shift
 done
+
+if [ "$repeat" -gt 1 ]; then
+	mkdir -p "$root/build"
+	for i in $(seq "$repeat"); do
+		sa_log "run $i of $repeat"
+		"$0" "${args[@]}" >/dev/null
+		cp "$root/build/bench.json" "$root/build/bench-run-$i.json"
+	done
+	jq -s '
+	def median: sort | if length == 0 then null
+		else (if length % 2 == 1 then .[length / 2 | floor]
+		else (.[length / 2 - 1] + .[length / 2]) / 2 end) end;
+	def med(f): [.[] | f | select(. != null)] | median;
+	. as $runs |
+	{repeat: length, quick: .[0].quick, n: .[0].n, commits: [.[].commit] | unique, runs: $runs,
+	 table: [range(0; .[0].table | length) as $i | {
+		metric: $runs[0].table[$i].metric, target: $runs[0].table[$i].target,
+		stockalertd: ($runs | med(.table[$i].stockalertd)),
+		nchan: ($runs | med(.table[$i].nchan)), floor: ($runs | med(.table[$i].floor)),
+		vs_floor: ($runs | med(.table[$i].vs_floor)),
+		vs_nchan: ($runs | med(.table[$i].vs_nchan)),
+		vs_floor_range: ($runs | [.[].table[$i].vs_floor | select(. != null)] |
+			if length > 0 then [min, max] else null end),
+		met_runs: ($runs | [.[].table[$i].met | select(. == true)] | length),
+		judged: ($runs[0].table[$i].met != null)}]}
+	' "$root"/build/bench-run-*.json >"$root/build/bench.json"
+	rm -f "$root"/build/bench-run-*.json
+	jq -r '
+	def f(x): if x == null then "-" else ((x * 100 | round) / 100 | tostring) end;
+	"stockalertd benchmark, N = \(.n)\(if .quick then " (--quick)" else "" end), median of \(.repeat) runs, commit \(.commits | join(","))",
+	"",
+	"| metric | stockalertd | Nchan | floor | sa/floor (min-max) | sa/Nchan | target | met |",
+	"|---|---|---|---|---|---|---|---|",
+	(.repeat as $k | .table[] | "| \(.metric) | \(f(.stockalertd)) | \(f(.nchan)) | \(f(.floor)) | \(f(.vs_floor))\(if .vs_floor_range then " (\(f(.vs_floor_range[0]))-\(f(.vs_floor_range[1])))" else "" end) | \(f(.vs_nchan)) | \(.target // "-") | \(if .judged then "\(.met_runs)/\($k)" else "" end) |")
+	' "$root/build/bench.json"
+	exit 0
+fi
 
 if [ $quick = 1 ]; then
 	N=4000 ROUNDS=20 LAT_N=4000 LAT_S=5 STORM_K=3
