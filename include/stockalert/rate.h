@@ -22,7 +22,7 @@
 
 /* One user's count; all zero for a user just seen. */
 struct rate_state {
-	int64_t window;	/* window number the count is for */
+	int64_t window; /* window number the count is for */
 	uint32_t count; /* alerts counted for the user in it */
 	bool shared;	/* the shared counter decides the rest of the window */
 };

@@ -147,9 +147,9 @@ static void test_leave(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_window),	  cmocka_unit_test(test_half_the_limit),
-	    cmocka_unit_test(test_limit_of_one),  cmocka_unit_test(test_held_goes_shared),
-	    cmocka_unit_test(test_seed),	  cmocka_unit_test(test_share),
+	    cmocka_unit_test(test_window),	 cmocka_unit_test(test_half_the_limit),
+	    cmocka_unit_test(test_limit_of_one), cmocka_unit_test(test_held_goes_shared),
+	    cmocka_unit_test(test_seed),	 cmocka_unit_test(test_share),
 	    cmocka_unit_test(test_leave),
 	};
 
