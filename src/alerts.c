@@ -622,6 +622,8 @@ static void rate_check(struct alerts *a, struct rate_batch *b)
 		argv[5 + 2 * b->n + i] = seeds[i];
 	}
 	a->inflight++;
+	if (!b->from_held)
+		metrics_add(METRICS_ALERTS_RATE_SHARED, b->n);
 	int rc = redis_command_argv(a->env->redis, on_rate, b, (int)argc, argv, NULL);
 	mem_free(seeds);
 	mem_free(keys);

@@ -28,6 +28,10 @@ static const struct metric_desc counter_desc[METRICS_COUNTER_COUNT] = {
 				"Alerts held back by the per-user rate limit."},
     [METRICS_ALERTS_COALESCED] = {"stockalert_alerts_coalesced_total",
 				  "Held-back alerts replaced by a newer one for the same product."},
+    [METRICS_ALERTS_RATE_SHARED] =
+	{"stockalert_alerts_rate_shared_total",
+	 "Alerts the shared per-user counter in Redis decided on (users at "
+	 "half the limit or more, or with alerts held)."},
     [METRICS_FAIR_WAVES] = {"stockalert_fair_waves_total",
 			    "Fair-release waves run by this instance (first waves included)."},
     [METRICS_FAIR_RELEASED] = {"stockalert_fair_users_released_total",

@@ -455,6 +455,7 @@ describe('rate limit (3 per 2 s window)', () => {
 		const at = arrivals(h);
 		const delayed0 = await kit.metric('stockalert_alerts_delayed_total');
 		const delivered0 = await kit.metric('stockalert_alerts_delivered_total');
+		const shared0 = await kit.metric('stockalert_alerts_rate_shared_total');
 
 		const ids = pids.map(() => eid('burst'));
 		await windowStart();
@@ -485,6 +486,9 @@ describe('rate limit (3 per 2 s window)', () => {
 		assert.ok(await kit.metric('stockalert_alerts_delayed_total') - delayed0 >= 7,
 			'delayed alerts not counted');
 		assert.equal(await kit.metric('stockalert_alerts_delivered_total') - delivered0, 10);
+		// Below half the limit (the first alert) the instance decided alone;
+		// the other 9 went to the shared counter.
+		assert.equal(await kit.metric('stockalert_alerts_rate_shared_total') - shared0, 9);
 		// Nothing more arrives: a sentinel in a fresh window is the next.
 		await windowStart();
 		const s = eid('rl-sentinel');
