@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stockalert/alert.h"
 #include "stockalert/buf.h"
 #include "stockalert/catalog.h"
 #include "stockalert/dict.h"
@@ -23,8 +24,6 @@
 #define MOD	     "alerts"
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
-/* Seq part of an alert id kept in its order number. */
-#define SEQ_BITS     22
 
 /*
  * Fair release (SPEC §6): the next wave of a product's cycle. The cycle's
@@ -307,30 +306,6 @@ static void op_done(struct alerts *a)
 	maybe_free(a);
 }
 
-int alerts_parse_id(const char *id, uint64_t *order)
-{
-	char *end;
-	if (!id || !*id || *id < '0' || *id > '9')
-		return -1;
-	errno = 0;
-	unsigned long long ms = strtoull(id, &end, 10);
-	if (errno || *end != '-' || ms >= (1ull << (64 - SEQ_BITS)))
-		return -1;
-	const char *s = end + 1;
-	if (*s < '0' || *s > '9')
-		return -1;
-	unsigned long long seq = strtoull(s, &end, 10);
-	if (errno || *end || seq >= (1ull << SEQ_BITS))
-		return -1;
-	*order = (ms << SEQ_BITS) | seq;
-	return 0;
-}
-
-static const char *kind_str(unsigned kind)
-{
-	return subs_kind_name(kind);
-}
-
 static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -372,18 +347,6 @@ static bool fair_enabled(const struct alerts *a)
 }
 
 /* --- the alert object ------------------------------------------------------ */
-
-static json_t *alert_json(const char *id, unsigned kind, int64_t product, const char *name,
-			  int64_t stock, int64_t prev, const char *event_id, int64_t ts)
-{
-	json_t *j =
-	    json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:I}", "type", "alert", "id", id, "kind",
-		      kind_str(kind), "product_id", (json_int_t)product, "stock", (json_int_t)stock,
-		      "prev_stock", (json_int_t)prev, "event_id", event_id, "ts", (json_int_t)ts);
-	if (j && name && *name)
-		json_object_set_new(j, "name", json_string(name));
-	return j;
-}
 
 static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
 {
@@ -745,7 +708,7 @@ static void deliver(struct alerts *a, const struct alert *al)
 static void note_seen(struct alerts *a, const char *id, uint64_t order)
 {
 	uint64_t last;
-	if (alerts_parse_id(a->last_id, &last) != 0 || order > last)
+	if (alert_id_parse(a->last_id, &last) != 0 || order > last)
 		snprintf(a->last_id, sizeof a->last_id, "%s", id);
 }
 
@@ -801,7 +764,7 @@ void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
 	const char *id = json_string_value(json_object_get(j, "id"));
 	struct alert al = {.kind = SUBS_BACK_IN_STOCK};
 	const char *s_pid = json_string_value(json_object_get(j, "product_id"));
-	if (!id || !s_pid || !json_is_array(users) || alerts_parse_id(id, &al.order) != 0) {
+	if (!id || !s_pid || !json_is_array(users) || alert_id_parse(id, &al.order) != 0) {
 		log_warn(MOD, "bad fair-release wave notice ignored");
 		json_decref(j);
 		return;
@@ -896,7 +859,7 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	}
 	unsigned kind = subs_kind_parse(kind_name);
 	struct alert al = {.kind = kind, .product_id = j->ev.product_id, .stock = j->ev.stock};
-	if (!kind || alerts_parse_id(id, &al.order) != 0)
+	if (!kind || alert_id_parse(id, &al.order) != 0)
 		goto out;
 	snprintf(al.id, sizeof al.id, "%s", id);
 	al.prev = strtoll(prev, NULL, 10);
@@ -1083,47 +1046,6 @@ static void on_catchup_mark(struct redis *r, redisReply *reply, void *arg)
 	op_done(a);
 }
 
-static const char *field(const redisReply *fields, const char *name)
-{
-	for (size_t i = 0; i + 1 < fields->elements; i += 2)
-		if (fields->element[i]->type == REDIS_REPLY_STRING &&
-		    strcmp(fields->element[i]->str, name) == 0)
-			return reply_str(fields->element[i + 1]);
-	return "";
-}
-
-/* One entry of the history stream; the strings point into the reply. */
-struct stream_entry {
-	const char *id;
-	uint64_t order;
-	unsigned kind;
-	int64_t product_id, stock, prev, ts;
-	int thr;	  /* the product's low_stock_threshold then */
-	const char *name; /* "" when unknown */
-	const char *event_id;
-	bool fair; /* reaches users through fair-release waves */
-};
-
-/* Reads [id, [field, value, ...]]; false for anything else. */
-static bool entry_parse(const redisReply *e, struct stream_entry *out)
-{
-	if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
-	    alerts_parse_id(reply_str(e->element[0]), &out->order) != 0)
-		return false;
-	const redisReply *f = e->element[1];
-	out->id = reply_str(e->element[0]);
-	out->kind = subs_kind_parse(field(f, "kind"));
-	out->product_id = strtoll(field(f, "product_id"), NULL, 10);
-	out->stock = strtoll(field(f, "stock"), NULL, 10);
-	out->prev = strtoll(field(f, "prev"), NULL, 10);
-	out->thr = (int)strtol(field(f, "thr"), NULL, 10);
-	out->name = field(f, "name");
-	out->event_id = field(f, "event_id");
-	out->ts = strtoll(field(f, "ts"), NULL, 10);
-	out->fair = strcmp(field(f, "fair"), "1") == 0;
-	return out->kind != 0;
-}
-
 static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 {
 	(void)r;
@@ -1134,8 +1056,8 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 		return;
 	}
 	for (size_t i = 0; i < reply->elements; i++) {
-		struct stream_entry en;
-		if (!entry_parse(reply->element[i], &en))
+		struct alert_entry en;
+		if (!alert_entry_parse(reply->element[i], &en))
 			continue;
 		struct catchup *c = mem_calloc(1, sizeof *c);
 		c->a = a;
@@ -1457,7 +1379,7 @@ static bool wanted(const struct history *h, unsigned kind, int64_t product, int6
 		   int64_t prev, int default_thr, uint64_t order)
 {
 	const struct roster_sub *sub = find_sub(h, product);
-	if (sub && (sub->kinds & kind) && (uint64_t)sub->created_ms <= (order >> SEQ_BITS)) {
+	if (sub && (sub->kinds & kind) && (uint64_t)sub->created_ms <= alert_order_ms(order)) {
 		int64_t thr = sub->threshold >= 0 ? sub->threshold : default_thr;
 		if (events_classify(prev, stock, thr) == kind)
 			return true;
@@ -1538,13 +1460,13 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 	h->page_full = reply->elements == HISTORY_PAGE;
 	for (size_t i = 0; i < reply->elements; i++) {
 		const redisReply *e = reply->element[i];
-		struct stream_entry en;
+		struct alert_entry en;
 		/* The next page starts after this one's last id, whatever the
 		 * entry holds. */
 		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
 		    e->element[0]->type == REDIS_REPLY_STRING)
 			snprintf(h->page_last, sizeof h->page_last, "%s", e->element[0]->str);
-		if (!entry_parse(e, &en) ||
+		if (!alert_entry_parse(e, &en) ||
 		    !wanted(h, en.kind, en.product_id, en.stock, en.prev, en.thr, en.order))
 			continue;
 		json_t *c = alert_json(en.id, en.kind, en.product_id, *en.name ? en.name : NULL,
@@ -1674,8 +1596,8 @@ static void on_history_info(struct redis *r, redisReply *reply, void *arg)
 	 */
 	h->recovered = true;
 	if (h->since_order) {
-		if (alerts_parse_id(start_id, &start) != 0 || h->since_order < start ||
-		    (alerts_parse_id(deleted_id, &deleted) == 0 && deleted > h->since_order))
+		if (alert_id_parse(start_id, &start) != 0 || h->since_order < start ||
+		    (alert_id_parse(deleted_id, &deleted) == 0 && deleted > h->since_order))
 			h->recovered = false;
 	}
 	if (!h->recovered) {
@@ -1723,7 +1645,7 @@ void alerts_history(struct alerts *a, const char *user, unsigned roles, const ch
 	h->recovered = true;
 	if (since && *since) {
 		snprintf(h->since, sizeof h->since, "%s", since);
-		if (alerts_parse_id(since, &h->since_order) != 0)
+		if (alert_id_parse(since, &h->since_order) != 0)
 			h->since_order = 0;
 	}
 	a->inflight++;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "stockalert/alert.h"
 #include "stockalert/alerts.h"
 #include "stockalert/events.h"
 #include "stockalert/log.h"
@@ -245,7 +246,7 @@ void api_list_alerts(struct http_req *r, struct http_env *env)
 		return;
 	if (http_req_query(r, "since", since, sizeof since) >= 0 && since[0]) {
 		uint64_t order;
-		if (alerts_parse_id(since, &order) != 0) {
+		if (alert_id_parse(since, &order) != 0) {
 			http_reply_error(r, 400, "bad_request",
 					 "since: expected an alert id like 1700000000000-0");
 			return;

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stockalert/alert.h"
 #include "stockalert/alerts.h"
 #include "stockalert/auth.h"
 #include "stockalert/buf.h"
@@ -417,8 +418,8 @@ static void on_replay(int status, json_t *alerts, bool recovered, json_t *snapsh
 			json_array_foreach(alerts, i, al)
 			{
 				uint64_t order = 0;
-				alerts_parse_id(json_string_value(json_object_get(al, "id")),
-						&order);
+				alert_id_parse(json_string_value(json_object_get(al, "id")),
+					       &order);
 				if (order > s->floor)
 					s->floor = order;
 				pre_add_json(s, env, json_incref(al), order);
@@ -470,7 +471,7 @@ static void start_replay(struct ws_session *s, struct http_env *env, const char 
 			 unsigned roles)
 {
 	uint64_t order;
-	if (alerts_parse_id(since, &order) != 0) {
+	if (alert_id_parse(since, &order) != 0) {
 		pre_add_json(s, env,
 			     json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_since",
 				       "message",

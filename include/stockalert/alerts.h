@@ -64,9 +64,6 @@ void alerts_user_offline(struct alerts *a, const char *user);
  * are), so that nothing published after a socket's hello can miss it. */
 void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg), void *arg);
 
-/* "1700000000000-3" -> ((ms << 22) | seq); -1 if not an alert id. */
-int alerts_parse_id(const char *id, uint64_t *order);
-
 /*
  * History of what user would have received after since (NULL or "" = the
  * whole history), oldest first, at most limit alerts. recovered is false

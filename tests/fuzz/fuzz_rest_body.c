@@ -1,13 +1,15 @@
 /*
  * libFuzzer target for what a client controls on PUT/DELETE
  * /api/me/subscriptions/{id}: the body (subs_parse_body) and the id in the
- * path (subs_parse_id). Both must refuse any input cleanly, and what they
+ * path (subs_parse_id); and the ?since= of GET /api/me/alerts and /ws
+ * (alert_id_parse). All must refuse any input cleanly, and what they
  * accept must be within the contract.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "stockalert/alert.h"
 #include "stockalert/mem.h"
 #include "stockalert/subs.h"
 
@@ -47,6 +49,27 @@ static void check_id(const char *s, size_t size)
 			__builtin_trap();
 }
 
+static void check_since(const char *s, size_t size)
+{
+	/* Query arguments reach the parser NUL-terminated (up to the first
+	 * NUL of the input, then). */
+	char *z = mem_alloc(size + 1);
+	uint64_t order;
+
+	memcpy(z, s, size);
+	z[size] = '\0';
+	if (alert_id_parse(z, &order) == 0) {
+		/* Accepted: "<digits>-<digits>" and nothing else. */
+		const char *dash = strchr(z, '-');
+		if (!dash || dash == z || dash[1] == '\0')
+			__builtin_trap();
+		for (const char *p = z; *p; p++)
+			if (p != dash && (*p < '0' || *p > '9'))
+				__builtin_trap();
+	}
+	mem_free(z);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	/* An exact-size copy, not NUL-terminated, so ASan catches a read
@@ -56,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(copy, data, size);
 	check_body(copy, size);
 	check_id(copy, size);
+	check_since(copy, size);
 	mem_free(copy);
 	return 0;
 }

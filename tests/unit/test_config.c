@@ -491,7 +491,7 @@ static void sample_path(char *out, size_t len)
 
 	if (dir && *dir) {
 		snprintf(out, len, "%s/conf/stockalertd.json", dir);
-	} else if (flen >= tlen && strcmp(__FILE__ + flen - tlen, tail) == 0) {
+	} else if (flen >= tlen && strcmp(&__FILE__[flen - tlen], tail) == 0) {
 		snprintf(out, len, "%.*sconf/stockalertd.json", (int)(flen - tlen), __FILE__);
 	} else {
 		snprintf(out, len, "../../conf/stockalertd.json");
