@@ -368,8 +368,8 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
  * counter in Redis decides alert by alert (rate_lua). A user's last socket
  * on an instance leaves its count in Redis (rate_leave_lua) and the next
  * instance's roster load reads it back, so a user who moves between
- * instances cannot restart the window. The one gap: a move racing the old
- * instance's leave note can restart a count that was below half the limit.
+ * instances cannot restart the window. Where this is not exact (a user on two
+ * instances in one window) is in rate.h.
  */
 
 static int64_t window_ms(const struct alerts *a)

@@ -9,13 +9,18 @@
  * user in the same order, so each can count them itself. While a user's
  * count is below half the limit, "deliver" is the answer wherever it is
  * asked; from half the limit on, and while alerts are held for the user,
- * the shared counter decides, seeded with the local count, so the user's
- * instances agree alert by alert. Below half the limit no instance can let
- * through an alert that the shared counter would hold: two instances' counts
- * differ by at most what one of them saw before the other joined, and a
- * joining instance starts from the count in Redis (rate_seed), which is the
+ * the shared counter decides, seeded with the local count (the larger seed
+ * wins), so the user's instances agree alert by alert. An instance that
+ * joins a user mid-window starts from the count in Redis (rate_seed): the
  * shared counter if in use, or what the user's last instance left behind
  * (rate_leave_count).
+ *
+ * The bound is not exact in two cases, both for users on more than one
+ * instance within a window: a new socket on another instance that opens
+ * before the old one's count reaches Redis, or that joins while the user
+ * is still connected elsewhere, starts below the true count by what the
+ * other instance counted alone, which is less than half the limit. So such
+ * a user can get up to that many more alerts in that window; none is lost.
  */
 #include <stdbool.h>
 #include <stdint.h>
