@@ -368,8 +368,10 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
  * counter in Redis decides alert by alert (rate_lua). A user's last socket
  * on an instance leaves its count in Redis (rate_leave_lua) and the next
  * instance's roster load reads it back, so a user who moves between
- * instances cannot restart the window. Where this is not exact (a user on two
- * instances in one window) is in rate.h.
+ * instances cannot restart the window; an instance that joins a user online
+ * elsewhere makes every instance of the user use the shared counter for the
+ * rest of the window (rate_join, alerts_on_rate_sync). What is left inexact
+ * is in rate.h.
  */
 
 static int64_t window_ms(const struct alerts *a)
@@ -1101,6 +1103,61 @@ void alerts_redis_ready(struct alerts *a)
 	}
 }
 
+/* --- rate limit: users on several instances ---------------------------------- */
+
+/* Hands a count the shared counter does not have yet (rate_leave_count) to
+ * it: for the user's next instance, or for one that joined (see "rate
+ * limit"). */
+static void rate_note(struct alerts *a, const char *user, const struct rate_state *r,
+		      int64_t window)
+{
+	uint32_t n = rate_leave_count(r, window);
+	if (n == 0 || a->closing || !redis_is_ready(a->env->redis))
+		return;
+	char k[RATE_KEY_MAX], count[12], ttl[24];
+	rate_key(a, user, window, k, sizeof k);
+	snprintf(count, sizeof count, "%" PRIu32, n);
+	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
+	const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
+	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
+}
+
+/* The user is online on another instance too, so its counts and ours must
+ * meet in the shared counter: ours from now on, and theirs once they hear
+ * of us on <prefix>rate:sync (alerts_on_rate_sync). */
+static void rate_join(struct alerts *a, const char *user, struct rate_state *r, int64_t window)
+{
+	rate_share(r, window);
+	if (a->closing || !redis_is_ready(a->env->redis))
+		return;
+	char channel[128], w[24];
+	key(channel, sizeof channel, a, "rate:sync");
+	snprintf(w, sizeof w, "%" PRId64, window);
+	json_t *j = json_pack("{s:s,s:s,s:s}", "user", user, "window", w, "from", a->instance);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	json_decref(j);
+	if (text)
+		redis_command(a->env->redis, NULL, NULL, "PUBLISH %s %s", channel, text);
+	free(text);
+}
+
+void alerts_on_rate_sync(struct alerts *a, const char *payload, size_t len)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(payload, len, 0, &jerr);
+	const char *user = json_string_value(json_object_get(j, "user"));
+	const char *from = json_string_value(json_object_get(j, "from"));
+	const char *w = json_string_value(json_object_get(j, "window"));
+	struct roster_slot *slot = user ? roster_slot(a->roster, user) : NULL;
+	int64_t window = w ? strtoll(w, NULL, 10) : -1;
+	/* Ours to answer: a user we have, in the window we are in. */
+	if (slot && from && strcmp(from, a->instance) != 0 && window == window_now(a)) {
+		rate_note(a, user, &slot->rate, window);
+		rate_share(&slot->rate, window);
+	}
+	json_decref(j);
+}
+
 /* --- the roster: local users' subscriptions ----------------------------------- */
 
 struct load {
@@ -1108,6 +1165,7 @@ struct load {
 	char user[AUTH_SUB_MAX + 1];
 	int64_t window; /* the rate window when the load began */
 	uint32_t count; /* the user's rate count in it, from Redis */
+	bool elsewhere; /* the user is online on another instance too */
 	size_t n;
 	int64_t *products;
 	void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok);
@@ -1120,11 +1178,12 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 	struct load *l = arg;
 	struct roster_sub *subs = mem_calloc(l->n ? l->n : 1, sizeof *subs);
 	size_t m = 0;
-	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == l->n + 1;
+	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == l->n + 2;
 
 	if (ok) {
 		long long seed = strtoll(reply_str(reply->element[l->n]), NULL, 10);
 		l->count = seed > 0 && seed < UINT32_MAX ? (uint32_t)seed : 0;
+		l->elsewhere = reply_int(reply->element[l->n + 1]) > 0;
 	}
 	for (size_t i = 0; ok && i < l->n; i++) {
 		redisReply *e = reply->element[i];
@@ -1147,15 +1206,18 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 }
 
 /* Reads every subscription hash of the user in one script call, so the
- * load costs one round trip whatever the count, and the user's count in the
- * current rate window (last element). KEYS: subscription hash prefix, rate
- * hash; ARGV: product ids. */
+ * load costs one round trip whatever the count; then the user's count in
+ * the current rate window, and how many other instances have the user
+ * online. KEYS: subscription hash prefix, rate hash, presence set; ARGV:
+ * this instance, then the product ids. */
 static const char load_lua[] =
     "local out = {}\n"
-    "for i, p in ipairs(ARGV) do\n"
-    "  out[i] = redis.call('HMGET', KEYS[1] .. p, 'kinds', 'threshold', 'created', 'active')\n"
+    "for i = 2, #ARGV do\n"
+    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], 'kinds', 'threshold', 'created',\n"
+    "                          'active')\n"
     "end\n"
-    "out[#ARGV + 1] = redis.call('HGET', KEYS[2], '_n') or ''\n"
+    "out[#ARGV] = redis.call('HGET', KEYS[2], '_n') or ''\n"
+    "out[#ARGV + 1] = redis.call('SCARD', KEYS[3]) - redis.call('SISMEMBER', KEYS[3], ARGV[1])\n"
     "return out\n";
 
 static void on_load_members(struct redis *r, redisReply *reply, void *arg)
@@ -1171,22 +1233,25 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	}
 	l->n = reply->elements;
 	l->products = mem_calloc(l->n ? l->n : 1, sizeof *l->products);
-	const char **argv = mem_calloc(5 + l->n, sizeof *argv);
-	char prefix[256], k_rate[RATE_KEY_MAX];
+	const char **argv = mem_calloc(7 + l->n, sizeof *argv);
+	char prefix[256], k_rate[RATE_KEY_MAX], k_online[256];
 	key(prefix, sizeof prefix, a, "sub:%s:", l->user);
 	rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
+	key(k_online, sizeof k_online, a, "online:%s", l->user);
 	argv[0] = "EVAL";
 	argv[1] = load_lua;
-	argv[2] = "2";
+	argv[2] = "3";
 	argv[3] = prefix;
 	argv[4] = k_rate;
+	argv[5] = k_online;
+	argv[6] = a->instance;
 	for (size_t i = 0; i < l->n; i++) {
-		argv[5 + i] = reply_str(reply->element[i]);
-		l->products[i] = strtoll(argv[5 + i], NULL, 10);
+		argv[7 + i] = reply_str(reply->element[i]);
+		l->products[i] = strtoll(argv[7 + i], NULL, 10);
 	}
 	/* One more hop: the reply (and argv's strings) die when we return,
 	 * and hiredis copies argv before that. */
-	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(5 + l->n), argv, NULL) != 0)
+	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(7 + l->n), argv, NULL) != 0)
 		on_load_details(NULL, NULL, l);
 	mem_free(argv);
 }
@@ -1222,7 +1287,10 @@ static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, 
 	else if (hub_user_conns(a->env->hub, l->user) > 0) {
 		roster_set_user(a->roster, l->user, subs, n);
 		/* Alerts the user had in this window elsewhere count here too. */
-		rate_seed(&roster_slot(a->roster, l->user)->rate, l->window, l->count);
+		struct rate_state *rs = &roster_slot(a->roster, l->user)->rate;
+		rate_seed(rs, l->window, l->count);
+		if (l->elsewhere)
+			rate_join(a, l->user, rs, l->window);
 	}
 	if (!ld)
 		return;
@@ -1269,27 +1337,11 @@ void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg)
 	ld->waiters = w;
 }
 
-/* A count the shared counter does not have yet is left for the user's next
- * instance (see "rate limit"). */
-static void rate_leave(struct alerts *a, const char *user, const struct rate_state *r)
-{
-	int64_t window = window_now(a);
-	uint32_t n = rate_leave_count(r, window);
-	if (n == 0 || a->closing || !redis_is_ready(a->env->redis))
-		return;
-	char k[RATE_KEY_MAX], count[12], ttl[24];
-	rate_key(a, user, window, k, sizeof k);
-	snprintf(count, sizeof count, "%" PRIu32, n);
-	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-	const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
-	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
-}
-
 void alerts_user_offline(struct alerts *a, const char *user)
 {
 	struct roster_slot *slot = roster_slot(a->roster, user);
 	if (slot) {
-		rate_leave(a, user, &slot->rate);
+		rate_note(a, user, &slot->rate, window_now(a));
 		hub_user_release(slot->target);
 		roster_drop_user(a->roster, user);
 	}

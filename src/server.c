@@ -56,6 +56,7 @@ struct server {
 	char inventory_channel[128];
 	char subs_channel[128];
 	char fair_channel[128];
+	char rate_channel[128];
 };
 
 static void dep_state(struct server *s, enum metrics_dep d, bool ready)
@@ -141,6 +142,16 @@ static void on_fair_wave_message(struct redis *r, const char *channel, const cha
 	struct server *s = arg;
 	if (s->env.alerts)
 		alerts_on_fair_wave(s->env.alerts, payload, len);
+}
+
+static void on_rate_sync_message(struct redis *r, const char *channel, const char *payload,
+				 size_t len, void *arg)
+{
+	(void)r;
+	(void)channel;
+	struct server *s = arg;
+	if (s->env.alerts)
+		alerts_on_rate_sync(s->env.alerts, payload, len);
 }
 
 static void on_subs_change_message(struct redis *r, const char *channel, const char *payload,
@@ -417,6 +428,8 @@ static void create_deps(struct server *s)
 	redis_subscribe(s->env.pubsub, s->subs_channel, on_subs_change_message, s);
 	snprintf(s->fair_channel, sizeof s->fair_channel, "%sfair:waves", cfg->redis.prefix);
 	redis_subscribe(s->env.pubsub, s->fair_channel, on_fair_wave_message, s);
+	snprintf(s->rate_channel, sizeof s->rate_channel, "%srate:sync", cfg->redis.prefix);
+	redis_subscribe(s->env.pubsub, s->rate_channel, on_rate_sync_message, s);
 
 	struct store_options so = {
 	    .host = cfg->mysql.host,

@@ -54,6 +54,10 @@ void alerts_on_inventory(struct alerts *a, const char *payload, size_t len);
 void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len);
 /* <prefix>fair:waves: a fair-release wave to deliver to local subscribers. */
 void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len);
+/* <prefix>rate:sync: another instance joined one of our users mid-window;
+ * our count for the user goes to the shared counter, which decides the rest
+ * of the window (see "rate limit" in alerts.c). */
+void alerts_on_rate_sync(struct alerts *a, const char *payload, size_t len);
 /* A Redis connection came back: deliver what was recorded meanwhile. */
 void alerts_redis_ready(struct alerts *a);
 

@@ -15,12 +15,17 @@
  * shared counter if in use, or what the user's last instance left behind
  * (rate_leave_count).
  *
- * The bound is not exact in two cases, both for users on more than one
- * instance within a window: a new socket on another instance that opens
- * before the old one's count reaches Redis, or that joins while the user
- * is still connected elsewhere, starts below the true count by what the
- * other instance counted alone, which is less than half the limit. So such
- * a user can get up to that many more alerts in that window; none is lost.
+ * A user online on another instance when an instance joins makes both use
+ * the shared counter for the rest of the window: the joiner at once
+ * (rate_share), the others when they hear of it on <prefix>rate:sync, after
+ * handing over their own counts (alerts.c).
+ *
+ * What is not exact: alerts decided in the moment between a join and the
+ * other instances' hand-over (one pub/sub hop), and a move whose new socket
+ * opens before the old instance's count reaches Redis, see counts below the
+ * truth by what the other instance counted alone (less than half the
+ * limit): such a user can get up to that many more alerts in that window.
+ * None is lost.
  */
 #include <stdbool.h>
 #include <stdint.h>

@@ -278,4 +278,57 @@ describe('two instances, rate limit 4 per 4 s: a user moving between them', () =
 				return;
 			}
 		});
+
+	// A second socket on the other instance while the first stays open: the
+	// first instance's count goes to the shared counter at once (rate:sync),
+	// and from then on both instances decide every alert there, so both
+	// sockets get the same alerts and the window still holds 4.
+	test('a socket on each instance, the second joining mid-window: the same 4, the 5th later',
+		async () => {
+			for (let attempt = 1; ; attempt++) {
+				const u = `two-${randomId(3)}`;
+				for (const pid of PIDS) await kit.subscribe(u, pid);
+				await waitFor(() => Date.now() % W < 150, { timeout: 3 * W, interval: 5,
+					what: 'a window start' });
+				const w0 = Math.floor(Date.now() / W);
+				const rateKey = `${kit.prefix}rate:${u}:${w0}`;
+				const ids = PIDS.slice(0, 5).map(() => eid('two'));
+				const at = [new Map(), new Map()];
+				const track = (h, k) => h.ws.on('message', (data) => {
+					const m = JSON.parse(String(data));
+					if (m.type === 'alert') at[k].set(m.event_id, Date.now());
+				});
+
+				const ha = await kit.connect(u, { i: 0 });
+				track(ha, 0);
+				await pub(ids.slice(0, 1), PIDS.slice(0, 1));
+				await waitFor(() => wsAlerts(ha).length >= 1, { timeout: W,
+					what: 'the first alert on instance 0' });
+				const hb = await kit.connect(u, { i: 1 });
+				track(hb, 1);
+				await waitFor(async () => await redisCommand(kit.redisPort,
+					['HGET', rateKey, '_n']) === '1', { timeout: W,
+					what: "instance 0's count handed to the shared counter" });
+				if (Math.floor((Date.now() + 500) / W) !== w0 && attempt < 3) {
+					ha.ws.close();
+					hb.ws.close();
+					continue; // too slow to fit in one window: try the next one
+				}
+				await pub(ids.slice(1), PIDS.slice(1, 5));
+				await waitFor(() => wsAlerts(ha).length >= 5 && wsAlerts(hb).length >= 4,
+					{ timeout: 4 * W, what: `5 alerts on instance 0 and 4 on 1 (have ` +
+						`${wsAlerts(ha).length} and ${wsAlerts(hb).length})` });
+				const inW0 = (k) => [...at[k]].filter(([, t]) => Math.floor(t / W) === w0)
+					.map(([id]) => id).sort();
+				assert.deepEqual(inW0(0), ids.slice(0, 4).sort(), 'instance 0, first window');
+				assert.deepEqual(inW0(1), ids.slice(1, 4).sort(), 'instance 1, first window');
+				for (const k of [0, 1]) {
+					assert.ok(Math.floor(at[k].get(ids[4]) / W) > w0,
+						`instance ${k}: the 5th alert came in the first window`);
+				}
+				ha.ws.close();
+				hb.ws.close();
+				return;
+			}
+		});
 });
