@@ -36,6 +36,19 @@
 #define ER_ACCESS_DENIED_ERROR_CODE   1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
 
+/* The pub/sub channels every instance listens on (after <prefix>), and the
+ * alert pipeline's entry for each. */
+static const struct channel_route {
+	const char *suffix;
+	void (*deliver)(struct alerts *a, const char *payload, size_t len);
+} channel_routes[] = {
+    {"inventory", alerts_on_inventory},
+    {"subs:changes", alerts_on_subs_change},
+    {"fair:waves", alerts_on_fair_wave},
+    {"rate:sync", alerts_on_rate_sync},
+};
+#define N_CHANNELS (sizeof channel_routes / sizeof channel_routes[0])
+
 struct server {
 	uv_loop_t loop;
 	struct config *cfg;
@@ -53,10 +66,11 @@ struct server {
 	int exit_code;
 	int open_deps; /* redis, pubsub, store still closing */
 	bool ever_ready[METRICS_DEP_COUNT];
-	char inventory_channel[128];
-	char subs_channel[128];
-	char fair_channel[128];
-	char rate_channel[128];
+	struct channel_sub {
+		struct server *s;
+		size_t route; /* index in channel_routes */
+		char name[128];
+	} channels[N_CHANNELS];
 };
 
 static void dep_state(struct server *s, enum metrics_dep d, bool ready)
@@ -124,44 +138,14 @@ static void on_store_state(struct store *st, enum store_state state, void *arg)
 	}
 }
 
-static void on_inventory_message(struct redis *r, const char *channel, const char *payload,
-				 size_t len, void *arg)
+static void on_channel_message(struct redis *r, const char *channel, const char *payload,
+			       size_t len, void *arg)
 {
 	(void)r;
 	(void)channel;
-	struct server *s = arg;
-	if (s->env.alerts)
-		alerts_on_inventory(s->env.alerts, payload, len);
-}
-
-static void on_fair_wave_message(struct redis *r, const char *channel, const char *payload,
-				 size_t len, void *arg)
-{
-	(void)r;
-	(void)channel;
-	struct server *s = arg;
-	if (s->env.alerts)
-		alerts_on_fair_wave(s->env.alerts, payload, len);
-}
-
-static void on_rate_sync_message(struct redis *r, const char *channel, const char *payload,
-				 size_t len, void *arg)
-{
-	(void)r;
-	(void)channel;
-	struct server *s = arg;
-	if (s->env.alerts)
-		alerts_on_rate_sync(s->env.alerts, payload, len);
-}
-
-static void on_subs_change_message(struct redis *r, const char *channel, const char *payload,
-				   size_t len, void *arg)
-{
-	(void)r;
-	(void)channel;
-	struct server *s = arg;
-	if (s->env.alerts)
-		alerts_on_subs_change(s->env.alerts, payload, len);
+	const struct channel_sub *sub = arg;
+	if (sub->s->env.alerts)
+		channel_routes[sub->route].deliver(sub->s->env.alerts, payload, len);
 }
 
 /*
@@ -421,15 +405,14 @@ static void create_deps(struct server *s)
 	s->env.redis = redis_new(&s->loop, &ro, on_redis_state, s);
 	ro.name = "redis-pubsub";
 	s->env.pubsub = redis_new(&s->loop, &ro, on_redis_state, s);
-	snprintf(s->inventory_channel, sizeof s->inventory_channel, "%sinventory",
-		 cfg->redis.prefix);
-	redis_subscribe(s->env.pubsub, s->inventory_channel, on_inventory_message, s);
-	snprintf(s->subs_channel, sizeof s->subs_channel, "%ssubs:changes", cfg->redis.prefix);
-	redis_subscribe(s->env.pubsub, s->subs_channel, on_subs_change_message, s);
-	snprintf(s->fair_channel, sizeof s->fair_channel, "%sfair:waves", cfg->redis.prefix);
-	redis_subscribe(s->env.pubsub, s->fair_channel, on_fair_wave_message, s);
-	snprintf(s->rate_channel, sizeof s->rate_channel, "%srate:sync", cfg->redis.prefix);
-	redis_subscribe(s->env.pubsub, s->rate_channel, on_rate_sync_message, s);
+	for (size_t i = 0; i < N_CHANNELS; i++) {
+		struct channel_sub *c = &s->channels[i];
+		c->s = s;
+		c->route = i;
+		snprintf(c->name, sizeof c->name, "%s%s", cfg->redis.prefix,
+			 channel_routes[i].suffix);
+		redis_subscribe(s->env.pubsub, c->name, on_channel_message, c);
+	}
 
 	struct store_options so = {
 	    .host = cfg->mysql.host,
