@@ -188,9 +188,11 @@ static const char rate_lua[] = "local out = {}\n"
 			       "end\n"
 			       "return out\n";
 
-/* A user's last socket here closed: leave the local count of the window
- * for the instance the user turns up at next. KEYS: rate hash; ARGV: count, ttl. */
-static const char rate_leave_lua[] =
+/* Hands this instance's count of a user's window to the shared counter
+ * (it keeps the larger): when the user's last socket here closes, for the
+ * instance the user turns up at next, or when another instance joins the
+ * user. KEYS: rate hash; ARGV: count, ttl. */
+static const char rate_note_lua[] =
     "if tonumber(redis.call('HGET', KEYS[1], '_n') or '0') < tonumber(ARGV[1]) then\n"
     "  redis.call('HSET', KEYS[1], '_n', ARGV[1])\n"
     "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
@@ -366,7 +368,7 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
  * roster slot) and lets them through alone while the user is below half the
  * limit. From there on, and while alerts are held for the user, the shared
  * counter in Redis decides alert by alert (rate_lua). A user's last socket
- * on an instance leaves its count in Redis (rate_leave_lua) and the next
+ * on an instance leaves its count in Redis (rate_note_lua) and the next
  * instance's roster load reads it back, so a user who moves between
  * instances cannot restart the window; an instance that joins a user online
  * elsewhere makes every instance of the user use the shared counter for the
@@ -1105,20 +1107,20 @@ void alerts_redis_ready(struct alerts *a)
 
 /* --- rate limit: users on several instances ---------------------------------- */
 
-/* Hands a count the shared counter does not have yet (rate_leave_count) to
+/* Hands a count the shared counter does not have yet (rate_unshared_count) to
  * it: for the user's next instance, or for one that joined (see "rate
  * limit"). */
 static void rate_note(struct alerts *a, const char *user, const struct rate_state *r,
 		      int64_t window)
 {
-	uint32_t n = rate_leave_count(r, window);
+	uint32_t n = rate_unshared_count(r, window);
 	if (n == 0 || a->closing || !redis_is_ready(a->env->redis))
 		return;
 	char k[RATE_KEY_MAX], count[12], ttl[24];
 	rate_key(a, user, window, k, sizeof k);
 	snprintf(count, sizeof count, "%" PRIu32, n);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-	const char *argv[] = {"EVAL", rate_leave_lua, "1", k, count, ttl};
+	const char *argv[] = {"EVAL", rate_note_lua, "1", k, count, ttl};
 	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
 }
 

@@ -42,7 +42,7 @@ void rate_share(struct rate_state *r, int64_t window)
 	r->shared = true;
 }
 
-uint32_t rate_leave_count(const struct rate_state *r, int64_t window)
+uint32_t rate_unshared_count(const struct rate_state *r, int64_t window)
 {
 	return r->window == window && !r->shared ? r->count : 0;
 }

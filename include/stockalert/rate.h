@@ -13,7 +13,7 @@
  * wins), so the user's instances agree alert by alert. An instance that
  * joins a user mid-window starts from the count in Redis (rate_seed): the
  * shared counter if in use, or what the user's last instance left behind
- * (rate_leave_count).
+ * (rate_unshared_count).
  *
  * A user online on another instance when an instance joins makes both use
  * the shared counter for the rest of the window: the joiner at once
@@ -54,9 +54,9 @@ void rate_seed(struct rate_state *r, int64_t window, uint32_t count);
  * the shared counter, so it decides the user's whole window. */
 void rate_share(struct rate_state *r, int64_t window);
 
-/* What to leave in Redis for the user's next instance when the user's last
- * socket here closes during window: the count, or 0 if there is nothing the
- * shared counter does not know already. */
-uint32_t rate_leave_count(const struct rate_state *r, int64_t window);
+/* What to hand to the shared counter in Redis during window (when the
+ * user's last socket here closes, or another instance joins the user): the
+ * count, or 0 if there is nothing the shared counter does not know already. */
+uint32_t rate_unshared_count(const struct rate_state *r, int64_t window);
 
 #endif

@@ -135,13 +135,13 @@ static void test_leave(void **state)
 	struct rate_state r = {0};
 
 	(void)state;
-	assert_int_equal(rate_leave_count(&r, 9), 0);
+	assert_int_equal(rate_unshared_count(&r, 9), 0);
 	count_n(&r, 9, 3, false);
-	assert_int_equal(rate_leave_count(&r, 9), 3);
-	assert_int_equal(rate_leave_count(&r, 10), 0);
+	assert_int_equal(rate_unshared_count(&r, 9), 3);
+	assert_int_equal(rate_unshared_count(&r, 10), 0);
 	count_n(&r, 9, MAX, false);
 	assert_true(r.shared);
-	assert_int_equal(rate_leave_count(&r, 9), 0);
+	assert_int_equal(rate_unshared_count(&r, 9), 0);
 }
 
 int main(void)
