@@ -230,18 +230,23 @@ describe('two instances, rate limit 4 per 4 s: a user moving between them', () =
 
 	const pub = (ids, pids) => burst(kit, ids, pids);
 
+	// A new user subscribed to every product, just after a window began.
+	async function freshUserAtWindowStart(tag) {
+		const u = `${tag}-${randomId(3)}`;
+		for (const pid of PIDS) await kit.subscribe(u, pid);
+		await waitFor(() => Date.now() % W < 150, { timeout: 3 * W, interval: 5,
+			what: 'a window start' });
+		const w0 = Math.floor(Date.now() / W);
+		return { u, w0, rateKey: `${kit.prefix}rate:${u}:${w0}` };
+	}
+
 	// Below half the limit an instance decides alone (no shared state);
 	// what it counted goes to Redis when the user leaves, and the next
 	// instance goes on from there instead of restarting the window.
 	test('2 alerts on one instance, then 4 on the other: 2 of them wait for the next window',
 		async () => {
 			for (let attempt = 1; ; attempt++) {
-				const u = `hop-${randomId(3)}`;
-				for (const pid of PIDS) await kit.subscribe(u, pid);
-				await waitFor(() => Date.now() % W < 150, { timeout: 3 * W, interval: 5,
-					what: 'a window start' });
-				const w0 = Math.floor(Date.now() / W);
-				const rateKey = `${kit.prefix}rate:${u}:${w0}`;
+				const { u, w0, rateKey } = await freshUserAtWindowStart('hop');
 				const ids = PIDS.map(() => eid('hop'));
 
 				const ha = await kit.connect(u, { i: 0 });
@@ -286,12 +291,7 @@ describe('two instances, rate limit 4 per 4 s: a user moving between them', () =
 	test('a socket on each instance, the second joining mid-window: the same 4, the 5th later',
 		async () => {
 			for (let attempt = 1; ; attempt++) {
-				const u = `two-${randomId(3)}`;
-				for (const pid of PIDS) await kit.subscribe(u, pid);
-				await waitFor(() => Date.now() % W < 150, { timeout: 3 * W, interval: 5,
-					what: 'a window start' });
-				const w0 = Math.floor(Date.now() / W);
-				const rateKey = `${kit.prefix}rate:${u}:${w0}`;
+				const { u, w0, rateKey } = await freshUserAtWindowStart('two');
 				const ids = PIDS.slice(0, 5).map(() => eid('two'));
 				const at = [new Map(), new Map()];
 				const track = (h, k) => h.ws.on('message', (data) => {
