@@ -13,32 +13,22 @@ import assert from 'node:assert/strict';
 import {
 	alertsKit, wsAlerts, wsWaitFor, waitFor, apiCall, parseErrorBody, redisCommand,
 	redisPipeline, randomId, ALERTS_SYNC_PRODUCT,
+	cleanStopChecker,
+	eventId as eid,
 } from './lib/harness.mjs';
+
+const assertCleanStop = cleanStopChecker(/src\/(alerts|roster|catalog|events)\.c/,
+	'leak in the alert pipeline');
 
 const ALERT_KEYS = ['event_id', 'id', 'kind', 'name', 'prev_stock', 'product_id', 'stock', 'ts',
 	'type'].sort();
 const ID_RE = /^\d+-\d+$/;
-const eid = (tag = 'e') => `${tag}-${randomId(5)}`;
 
 // Compares two alert ids numerically (ms, then seq).
 function cmpId(a, b) {
 	const [am, as] = a.split('-').map(BigInt);
 	const [bm, bs] = b.split('-').map(BigInt);
 	return am === bm ? (as < bs ? -1 : as > bs ? 1 : 0) : (am < bm ? -1 : 1);
-}
-
-// Fails on any sanitizer error; a LeakSanitizer report is tolerated only if
-// none of its stacks passes through the alert pipeline (shutdown leaks of
-// other modules are their tests' business).
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(alerts|roster|catalog|events)\.c/,
-				`leak in the alert pipeline:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
 }
 
 // Summary of an alert for deepEqual: [event_id, kind, prev, stock].

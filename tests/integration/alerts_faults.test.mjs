@@ -8,20 +8,13 @@ import assert from 'node:assert/strict';
 import {
 	alertsKit, wsAlerts, wsWaitFor, startRedis, waitReady, waitReadyz, redisCommand,
 	redisPipeline, redisScanKeys, randomId,
+	cleanStopChecker,
+	eventId as eid,
 } from './lib/harness.mjs';
 
-const eid = (tag = 'e') => `${tag}-${randomId(5)}`;
+const assertCleanStop = cleanStopChecker(/src\/(alerts|roster|catalog|events)\.c/,
+	'leak in the alert pipeline');
 
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(alerts|roster|catalog|events)\.c/,
-				`leak in the alert pipeline:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
 
 test('Redis killed and restarted between two events: both alerts, same socket', async (t) => {
 	const redis = await startRedis({ t });

@@ -8,21 +8,14 @@ import assert from 'node:assert/strict';
 
 import {
 	alertsKit, wsAlerts, wsWaitFor, waitFor, apiCall, redisCommand, redisPipeline, randomId,
+	cleanStopChecker,
+	eventId as eid,
 } from './lib/harness.mjs';
 
-const eid = (tag = 'e') => `${tag}-${randomId(5)}`;
-const brief = (a) => [a.event_id, a.kind, a.prev_stock, a.stock];
+const assertCleanStop = cleanStopChecker(/src\/(alerts|roster|catalog|events)\.c/,
+	'leak in the alert pipeline');
 
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(alerts|roster|catalog|events)\.c/,
-				`leak in the alert pipeline:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
+const brief = (a) => [a.event_id, a.kind, a.prev_stock, a.stock];
 
 async function alertsUpTo(h, sentinel, from = 0, timeout = 10000) {
 	const { index } = await wsWaitFor(h, (m, i) => i >= from && m.type === 'alert' &&

@@ -12,6 +12,7 @@ import path from 'node:path';
 import {
 	alertsKit, apiCall, BUILD_DIR, randomId, sanitizerReport, signJwt, sleep, startDaemon, stop,
 	waitFor, waitReady,
+	eventId as eid,
 } from './lib/harness.mjs';
 
 const CHROMIUM = process.env.SA_CHROMIUM || '/usr/bin/chromium';
@@ -29,7 +30,6 @@ const DEMO = [
 ];
 
 const nowS = () => Math.floor(Date.now() / 1000);
-const eid = (tag) => `${tag}-${randomId(5)}`;
 
 describe('browser: demo page and operations page in Chromium', () => {
 	let kit;

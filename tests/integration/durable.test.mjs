@@ -10,18 +10,11 @@ import assert from 'node:assert/strict';
 
 import {
 	durableKit, waitFor, waitReadyz, apiCall, redisCommand, randomId, wsAlerts, wsWaitFor,
+	cleanStopChecker,
 } from './lib/harness.mjs';
 
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(stream|alerts|events)\.c/,
-				`leak in the stream path:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
+const assertCleanStop = cleanStopChecker(/src\/(stream|alerts|events)\.c/,
+	'leak in the stream path');
 
 // Event ids of the history stream, counted.
 function countByEvent(entries) {

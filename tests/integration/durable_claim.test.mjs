@@ -12,18 +12,11 @@ import assert from 'node:assert/strict';
 
 import {
 	durableKit, startRedis, redisClients, redisCommand, waitFor, apiCall, randomId, wsAlerts,
+	cleanStopChecker,
 } from './lib/harness.mjs';
 
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(stream|alerts|events)\.c/,
-				`leak in the stream path:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
+const assertCleanStop = cleanStopChecker(/src\/(stream|alerts|events)\.c/,
+	'leak in the stream path');
 
 const blockedRead = async (port) => (await redisClients(port))
 	.some((c) => c.cmd === 'xreadgroup' && c.flags.includes('b'));

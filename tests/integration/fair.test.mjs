@@ -14,7 +14,12 @@ import assert from 'node:assert/strict';
 
 import {
 	alertsKit, wsWaitFor, waitFor, apiCall, redisCommand, randomId,
+	cleanStopChecker,
+	eventId as eid,
 } from './lib/harness.mjs';
+
+const assertCleanStop = cleanStopChecker(/src\/(alerts|roster|catalog|events)\.c/,
+	'leak in the alert pipeline');
 
 const F = 2;
 const I = 1;            // fair_release_interval_s
@@ -23,19 +28,7 @@ const OVERRIDES = {
 	alerts: { max_per_window: 1000, fair_release_factor: F, fair_release_interval_s: I },
 };
 
-const eid = (tag = 'e') => `${tag}-${randomId(5)}`;
 const range = (a, b) => Array.from({ length: b - a }, (_, k) => a + k);
-
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(alerts|roster|catalog|events)\.c/,
-				`leak in the alert pipeline:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
 
 // Subscribes users to pid one by one, each strictly later (in ms) than the previous one, so
 // the subscription order is the order of `users`; checks the scores of SPEC §7 say so.

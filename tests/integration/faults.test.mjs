@@ -13,17 +13,10 @@ import fs from 'node:fs';
 import {
 	alertsKit, startRedis, waitFor, waitReady, waitReadyz, redisCommand, redisPipeline,
 	metricValue, randomId, sleep, wsAlerts, wsWaitFor,
+	cleanStopChecker,
 } from './lib/harness.mjs';
 
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(redis|stream|alerts|server)\.c/, `leak:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
+const assertCleanStop = cleanStopChecker(/src\/(redis|stream|alerts|server)\.c/);
 
 const numsub = async (port, channel) => {
 	const r = await redisCommand(port, ['PUBSUB', 'NUMSUB', channel]);

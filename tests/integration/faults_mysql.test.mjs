@@ -10,19 +10,12 @@ import assert from 'node:assert/strict';
 import {
 	durableKit, startMariadb, waitFor, waitReady, waitReadyz, apiCall, parseErrorBody,
 	subsIndexFromRedis, subsIndexFromMysql, randomId, sleep, wsWaitFor,
+	cleanStopChecker,
 } from './lib/harness.mjs';
 
-const OUTAGE_MS = Number(process.env.MYSQL_OUTAGE_S || 10) * 1000;
+const assertCleanStop = cleanStopChecker(/src\/(store|subs|api|catalog|alerts)\.c/);
 
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/(store|subs|api|catalog|alerts)\.c/, `leak:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
-}
+const OUTAGE_MS = Number(process.env.MYSQL_OUTAGE_S || 10) * 1000;
 
 test('MySQL down: alerts flow, writes 503 with nothing half-written, recovery by itself',
 	async (t) => {

@@ -17,10 +17,14 @@ import {
 	alertsKit, wsAlerts, wsWaitFor, waitFor, waitReady, waitReadyz, redisCommand,
 	makeConfig, startDaemon, freshDatabase, freePort, tmpDir, randomId, have,
 	sanitizerReport, stop, signJwt, apiCall, mysqlRoot,
+	cleanStopChecker,
+	eventId as eid,
 } from './lib/harness.mjs';
 
+const assertCleanStop = cleanStopChecker(/src\/redis\.c/,
+	'leak in the Redis client');
+
 const MASTER = 'mymaster';
-const eid = (tag = 'e') => `${tag}-${randomId(5)}`;
 
 // ---------------------------------------------------------------- processes
 
@@ -111,16 +115,6 @@ async function sentinelMaster(port) {
 	const o = {};
 	for (let i = 0; i < flat.length; i += 2) o[flat[i]] = flat[i + 1];
 	return o;
-}
-
-function assertCleanStop(reports) {
-	for (const r of reports) {
-		if (/LeakSanitizer/.test(r) && !/ERROR: AddressSanitizer|runtime error:/.test(r)) {
-			assert.doesNotMatch(r, /src\/redis\.c/, `leak in the Redis client:\n${r}`);
-			continue;
-		}
-		assert.fail(`daemon did not stop cleanly:\n${r}`);
-	}
 }
 
 const skip = have('redis-sentinel') ? false : 'redis-sentinel is not installed';
