@@ -72,16 +72,21 @@ async function assertIndexMatches(redis, prefix, sql) {
 	assert.deepEqual(await subsIndexFromRedis(redis.port, prefix), await subsIndexFromMysql(sql));
 }
 
+// A daemon on a Redis of its own (the test may kill it) and a fresh
+// database: { redis, sql, prefix, d, c (client() of it) }.
+async function daemonWithOwnRedis(t) {
+	const redis = await startRedis({ t });
+	const db = await freshDatabase(t);
+	const sql = (q) => mysqlRoot(null, q, db);
+	const cfg = await makeConfig({ mysql: { database: db } }, { redis });
+	const d = startDaemon(cfg, { t });
+	await waitReady(d);
+	return { redis, sql, prefix: cfg.config.redis.prefix, d, c: client(d, cfg.secret) };
+}
+
 test('FLUSHALL: within 10 s the index is rebuilt from MySQL, identical to its active rows',
 	async (t) => {
-		const redis = await startRedis({ t });
-		const db = await freshDatabase(t);
-		const sql = (q) => mysqlRoot(null, q, db);
-		const cfg = await makeConfig({ mysql: { database: db } }, { redis });
-		const prefix = cfg.config.redis.prefix;
-		const d = startDaemon(cfg, { t });
-		await waitReady(d);
-		const c = client(d, cfg.secret);
+		const { redis, sql, prefix, d, c } = await daemonWithOwnRedis(t);
 		// The first marker check (of an empty Redis) builds the index from
 		// the empty table; let it happen before MySQL gets rows behind the
 		// daemon's back.
@@ -202,14 +207,7 @@ test('MySQL killed: PUT/DELETE 503, nothing orphaned in Redis; back on the same 
 
 test('Redis killed: PUT/DELETE 503, nothing left active in MySQL; back: index rebuilt, works',
 	async (t) => {
-		const redis = await startRedis({ t });
-		const db = await freshDatabase(t);
-		const sql = (q) => mysqlRoot(null, q, db);
-		const cfg = await makeConfig({ mysql: { database: db } }, { redis });
-		const prefix = cfg.config.redis.prefix;
-		const d = startDaemon(cfg, { t });
-		await waitReady(d);
-		const c = client(d, cfg.secret);
+		const { redis, sql, prefix, d, c } = await daemonWithOwnRedis(t);
 		await insertProducts(sql, [31, 32]);
 		expectStatus(await c.put('eve', 31, { kinds: ['back_in_stock'] }), 201);
 
@@ -241,14 +239,7 @@ test('Redis killed: PUT/DELETE 503, nothing left active in MySQL; back: index re
 	});
 
 test('Redis refusing writes (NOREPLICAS): the MySQL change is undone, 503', async (t) => {
-	const redis = await startRedis({ t });
-	const db = await freshDatabase(t);
-	const sql = (q) => mysqlRoot(null, q, db);
-	const cfg = await makeConfig({ mysql: { database: db } }, { redis });
-	const prefix = cfg.config.redis.prefix;
-	const d = startDaemon(cfg, { t });
-	await waitReady(d);
-	const c = client(d, cfg.secret);
+	const { redis, sql, prefix, d, c } = await daemonWithOwnRedis(t);
 	await insertProducts(sql, [41, 42]);
 	expectStatus(await c.put('fay', 41, { kinds: ['low_stock'], threshold: 5 }), 201);
 

@@ -181,9 +181,10 @@ export async function startRedis({ t, port } = {}) {
 	return h.start();
 }
 
-// Sends one command in RESP and returns the decoded reply (string, number,
-// array, null; Error for an error reply). Enough for tests and waitFor.
-export function redisCommand(port, args, { host = '127.0.0.1', timeout = 3000 } = {}) {
+// Sends every command of cmds (arrays of arguments) in ONE write on one
+// connection, so Redis runs them back to back in that order; resolves the
+// array of replies (Error for an error reply).
+export function redisPipeline(port, cmds, { host = '127.0.0.1', timeout = 5000 } = {}) {
 	return new Promise((resolve, reject) => {
 		const sock = net.connect(port, host);
 		let buf = Buffer.alloc(0);
@@ -191,23 +192,37 @@ export function redisCommand(port, args, { host = '127.0.0.1', timeout = 3000 } 
 			timeout);
 		sock.on('error', (e) => { clearTimeout(timer); reject(e); });
 		sock.on('connect', () => {
-			let out = `*${args.length}\r\n`;
-			for (const a of args) {
-				const b = Buffer.from(String(a));
-				out += `$${b.length}\r\n${b}\r\n`;
+			const parts = [];
+			for (const args of cmds) {
+				parts.push(Buffer.from(`*${args.length}\r\n`));
+				for (const a of args) {
+					const b = Buffer.from(String(a));
+					parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
+				}
 			}
-			sock.write(out);
+			sock.write(Buffer.concat(parts));
 		});
 		sock.on('data', (d) => {
 			buf = Buffer.concat([buf, d]);
-			const r = parseResp(buf, 0);
-			if (r) {
-				clearTimeout(timer);
-				sock.end();
-				resolve(r.value);
+			const out = [];
+			let i = 0;
+			while (out.length < cmds.length) {
+				const r = parseResp(buf, i);
+				if (!r) return;
+				out.push(r.value);
+				i = r.next;
 			}
+			clearTimeout(timer);
+			sock.end();
+			resolve(out);
 		});
 	});
+}
+
+// Sends one command and returns the decoded reply (string, number, array,
+// null; Error for an error reply). Enough for tests and waitFor.
+export async function redisCommand(port, args, { host = '127.0.0.1', timeout = 3000 } = {}) {
+	return (await redisPipeline(port, [args], { host, timeout }))[0];
 }
 
 function parseResp(buf, i) {
@@ -1039,44 +1054,6 @@ export async function subsIndexFromMysql(sql) {
 }
 
 // ---------------------------------------------------------------- alerts (alerts tests)
-
-// Sends every command of cmds (arrays of arguments) in ONE write on one
-// connection, so Redis runs them back to back in that order; resolves the
-// array of replies (Error for an error reply).
-export function redisPipeline(port, cmds, { host = '127.0.0.1', timeout = 5000 } = {}) {
-	return new Promise((resolve, reject) => {
-		const sock = net.connect(port, host);
-		let buf = Buffer.alloc(0);
-		const timer = setTimeout(() => { sock.destroy(); reject(new Error('redis timeout')); },
-			timeout);
-		sock.on('error', (e) => { clearTimeout(timer); reject(e); });
-		sock.on('connect', () => {
-			const parts = [];
-			for (const args of cmds) {
-				parts.push(Buffer.from(`*${args.length}\r\n`));
-				for (const a of args) {
-					const b = Buffer.from(String(a));
-					parts.push(Buffer.from(`$${b.length}\r\n`), b, Buffer.from('\r\n'));
-				}
-			}
-			sock.write(Buffer.concat(parts));
-		});
-		sock.on('data', (d) => {
-			buf = Buffer.concat([buf, d]);
-			const out = [];
-			let i = 0;
-			while (out.length < cmds.length) {
-				const r = parseResp(buf, i);
-				if (!r) return;
-				out.push(r.value);
-				i = r.next;
-			}
-			clearTimeout(timer);
-			sock.end();
-			resolve(out);
-		});
-	});
-}
 
 // Waits until h.messages (a wsTrack handle) holds a message pred accepts,
 // without consuming anything (unlike h.next); returns { msg, index }.
