@@ -125,6 +125,18 @@ function silentAfter(port, bytes, { drip = null, timeout = 30000 } = {}) {
 	});
 }
 
+// A silentAfter() result for a request the server must refuse: the
+// connection closed, after a 4xx response or none at all.
+function assertRefused(r, what) {
+	assert.equal(r.how, 'closed', `${what}: still open after ${r.ms} ms`);
+	const m = r.response.match(/^HTTP\/1\.[01] (\d{3})/);
+	if (m) {
+		assert.ok(Number(m[1]) >= 400 && Number(m[1]) < 500, `${what}: ${r.response}`);
+	} else {
+		assert.equal(r.response, '', `${what}: not HTTP: ${r.response.slice(0, 200)}`);
+	}
+}
+
 // ---------------------------------------------------------------- the daemon
 
 describe('abuse', () => {
@@ -341,13 +353,7 @@ describe('abuse', () => {
 				const r = await silentAfter(d.port,
 					`GET /ws?token=${tok} HTTP/1.1\r\nHost: 127.0.0.1\r\n${h}\r\n`,
 					{ timeout: (HEADER_TIMEOUT_S + 5) * 1000 });
-				assert.equal(r.how, 'closed', `${what}: still open after ${r.ms} ms`);
-				const m = r.response.match(/^HTTP\/1\.[01] (\d{3})/);
-				if (m) {
-					assert.ok(Number(m[1]) >= 400 && Number(m[1]) < 500, `${what}: ${r.response}`);
-				} else {
-					assert.equal(r.response, '', `${what}: not HTTP: ${r.response.slice(0, 200)}`);
-				}
+				assertRefused(r, what);
 			}
 		});
 
@@ -402,13 +408,7 @@ describe('abuse', () => {
 		for (const [what, head] of Object.entries(reqs)) {
 			const r = await silentAfter(d.port, `${head}\r\n`,
 				{ timeout: (HEADER_TIMEOUT_S + 5) * 1000 });
-			assert.equal(r.how, 'closed', `${what}: still open after ${r.ms} ms`);
-			const m = r.response.match(/^HTTP\/1\.[01] (\d{3})/);
-			if (m) {
-				assert.ok(Number(m[1]) >= 400 && Number(m[1]) < 500, `${what}: ${r.response}`);
-			} else {
-				assert.equal(r.response, '', `${what}: ${r.response.slice(0, 200)}`);
-			}
+			assertRefused(r, what);
 		}
 	});
 

@@ -34,34 +34,31 @@ function withTimeout(p, ms, what) {
 	})]).finally(() => clearTimeout(timer));
 }
 
+// Writes bytes on a fresh connection, then resets it (RST) as soon as they
+// are written; resolves once it is closed.
+function writeThenReset(d, bytes) {
+	return new Promise((resolve) => {
+		const s = net.connect(d.port, '127.0.0.1');
+		s.on('error', () => {});
+		s.on('close', resolve);
+		s.on('connect', () => s.write(bytes, () => s.resetAndDestroy()));
+	});
+}
+
 // One cycle of the given kind; resolves when the client side is done.
 async function cycle(d, kind, token) {
+	const head = `GET /ws?token=${token} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n` +
+		'Upgrade: websocket\r\n';
 	if (kind === 'early') {
 		// A complete upgrade request, reset before the response is read.
-		await new Promise((resolve) => {
-			const s = net.connect(d.port, '127.0.0.1');
-			s.on('error', () => {});
-			s.on('close', resolve);
-			s.on('connect', () => {
-				s.write(`GET /ws?token=${token} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n` +
-					'Upgrade: websocket\r\nConnection: Upgrade\r\n' +
-					'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
-					'Sec-WebSocket-Version: 13\r\n\r\n', () => s.resetAndDestroy());
-			});
-		});
+		await writeThenReset(d, head + 'Connection: Upgrade\r\n' +
+			'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n' +
+			'Sec-WebSocket-Version: 13\r\n\r\n');
 		return;
 	}
 	if (kind === 'abort') {
 		// Half an upgrade request, then a reset.
-		await new Promise((resolve) => {
-			const s = net.connect(d.port, '127.0.0.1');
-			s.on('error', () => {});
-			s.on('close', resolve);
-			s.on('connect', () => {
-				s.write(`GET /ws?token=${token} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\n` +
-					'Upgrade: websocket\r\n', () => s.resetAndDestroy());
-			});
-		});
+		await writeThenReset(d, head);
 		return;
 	}
 	const c = wsTrack(new WebSocket(`${d.wsUrl}/ws?token=${token}`));
