@@ -100,6 +100,7 @@ struct redis {
 	unsigned resolves;	 /* lookups whose callback has not run yet */
 	struct resolve *resolve; /* the current attempt's lookup, to cancel on close */
 	struct pending *failed;	 /* failed by redis_close(), delivered before on_closed */
+	bool draining;		 /* closed, still waiting for the replies in flight */
 	void (*on_closed)(void *arg);
 	void *closed_arg;
 };
@@ -147,6 +148,7 @@ static void notify(struct redis *r, enum redis_state state)
 
 static void arm_command_timer(struct redis *r);
 static void on_command_timeout(uv_timer_t *t);
+static void end_drain(struct redis *r, const char *why);
 static void on_health(uv_timer_t *t);
 static void on_reconnect_timer(uv_timer_t *t);
 
@@ -267,7 +269,7 @@ static void connection_failed(struct redis *r, const char *why)
 
 static void arm_command_timer(struct redis *r)
 {
-	if (r->state == REDIS_STATE_CLOSED)
+	if (r->state == REDIS_STATE_CLOSED && !r->draining)
 		return;
 	if (!r->head) {
 		uv_timer_stop(&r->command_timer);
@@ -286,6 +288,10 @@ static void on_command_timeout(uv_timer_t *t)
 		return;
 	if (p->deadline > uv_now(r->loop)) {
 		arm_command_timer(r);
+		return;
+	}
+	if (r->draining) {
+		end_drain(r, "replies still missing at the command timeout");
 		return;
 	}
 	char why[64];
@@ -406,6 +412,12 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 	 * is failed by connection_failed() or redis_close(). */
 	if (!r || !reply)
 		return;
+	if (r->draining) {
+		mem_free(pop_pending(r));
+		if (!r->head)
+			end_drain(r, NULL);
+		return;
+	}
 	struct pending *p = pop_pending(r);
 	if (!p || p->kind == PENDING_SUBSCRIBE) {
 		mem_free(p);
@@ -554,6 +566,10 @@ static void context_failed(struct redis *r, redisAsyncContext *ac, bool freed, c
 			r->sac = NULL;
 		else
 			r->ac = NULL;
+	}
+	if (r->draining && !sentinel) {
+		end_drain(r, why);
+		return;
 	}
 	if (sentinel)
 		sentinel_failed(r, why);
@@ -1174,7 +1190,7 @@ static void finish_close(struct redis *r)
 
 static void maybe_finish_close(struct redis *r)
 {
-	if (r->open_handles == 0 && r->resolves == 0)
+	if (r->open_handles == 0 && r->resolves == 0 && !r->draining)
 		finish_close(r);
 }
 
@@ -1185,26 +1201,86 @@ static void on_timer_closed(uv_handle_t *h)
 	maybe_finish_close(r);
 }
 
-void redis_close(struct redis *r, void (*on_closed)(void *arg), void *arg)
+/* Hands every caller's callback in the FIFO over to r->failed (they get
+ * NULL before on_closed, as with any close) and leaves the entries behind
+ * without one, to be matched with their replies. */
+static void hand_over_callers(struct redis *r)
 {
-	if (!r || r->state == REDIS_STATE_CLOSED)
-		return;
-	char where[300];
-	log_info(r->name, "closing connection to %s", peer(r, where, sizeof where));
-	r->state = REDIS_STATE_CLOSED;
-	r->on_closed = on_closed;
-	r->closed_arg = arg;
-	drop_context(r);
-	drop_sentinel(r);
-	/* Failed from the loop, not from inside redis_close(). */
-	r->failed = take_pending(r);
-	if (r->resolve)
-		uv_cancel((uv_req_t *)&r->resolve->req);
+	struct pending **tail = &r->failed;
+	while (*tail)
+		tail = &(*tail)->next;
+	for (struct pending *p = r->head; p; p = p->next) {
+		if (p->kind != PENDING_USER || !p->cb)
+			continue;
+		struct pending *f = mem_calloc(1, sizeof *f);
+		f->kind = PENDING_USER;
+		f->cb = p->cb;
+		f->arg = p->arg;
+		p->cb = NULL;
+		*tail = f;
+		tail = &f->next;
+	}
+}
 
-	uv_timer_t *timers[] = {&r->reconnect_timer, &r->connect_timer, &r->command_timer,
-				&r->health_timer};
-	for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++) {
+static void close_timers(struct redis *r, bool command_timer_too)
+{
+	uv_timer_t *timers[] = {&r->reconnect_timer, &r->connect_timer, &r->health_timer,
+				&r->command_timer};
+	size_t n = sizeof timers / sizeof timers[0] - (command_timer_too ? 0 : 1);
+	for (size_t i = 0; i < n; i++) {
 		r->open_handles++;
 		uv_close((uv_handle_t *)timers[i], on_timer_closed);
 	}
+}
+
+static void start_close(struct redis *r, void (*on_closed)(void *arg), void *arg, bool drain)
+{
+	char where[300];
+	peer(r, where, sizeof where);
+	r->on_closed = on_closed;
+	r->closed_arg = arg;
+	drain = drain && r->state == REDIS_STATE_READY && r->ac && r->head && !is_pubsub(r);
+	r->state = REDIS_STATE_CLOSED;
+	drop_sentinel(r);
+	if (r->resolve)
+		uv_cancel((uv_req_t *)&r->resolve->req);
+	if (drain) {
+		log_info(r->name,
+			 "closing connection to %s once the commands in flight are answered",
+			 where);
+		r->draining = true;
+		hand_over_callers(r);
+		close_timers(r, false);
+		return;
+	}
+	log_info(r->name, "closing connection to %s", where);
+	drop_context(r);
+	/* Failed from the loop, not from inside redis_close(). */
+	r->failed = take_pending(r);
+	close_timers(r, true);
+}
+
+/* The last reply of a draining close arrived, or it cannot arrive any more
+ * (why says so): now the connection goes. */
+static void end_drain(struct redis *r, const char *why)
+{
+	if (why)
+		log_warn(r->name, "closing without the last replies (%s)", why);
+	r->draining = false;
+	drop_context(r);
+	fail_pending(r, take_pending(r));
+	r->open_handles++;
+	uv_close((uv_handle_t *)&r->command_timer, on_timer_closed);
+}
+
+void redis_close(struct redis *r, void (*on_closed)(void *arg), void *arg)
+{
+	if (r && r->state != REDIS_STATE_CLOSED)
+		start_close(r, on_closed, arg, false);
+}
+
+void redis_drain_and_close(struct redis *r, void (*on_closed)(void *arg), void *arg)
+{
+	if (r && r->state != REDIS_STATE_CLOSED)
+		start_close(r, on_closed, arg, true);
 }

@@ -250,7 +250,9 @@ static void on_drained(void *arg)
 		s->env.alerts = NULL;
 	}
 	if (s->env.redis) {
-		redis_close(s->env.redis, closed_dep, s);
+		/* Presence removals and rate notes queued by the sockets'
+		 * closes must land: they are what the other instances see. */
+		redis_drain_and_close(s->env.redis, closed_dep, s);
 		s->env.redis = NULL;
 	}
 	if (s->env.pubsub) {

@@ -87,5 +87,11 @@ const char *redis_state_name(enum redis_state s);
  * frees r once libuv has closed its handles; on_closed(arg) runs after that.
  * on_state is not called for CLOSED: on_closed is the notification. */
 void redis_close(struct redis *r, void (*on_closed)(void *arg), void *arg);
+/* The same, except that commands already sent or queued still reach Redis:
+ * the connection stays open until their replies are in (or the command
+ * timeout passes, or it fails). Callers' callbacks get NULL all the same;
+ * the point is that fire-and-forget writes made just before a shutdown
+ * land. No new command is accepted meanwhile. */
+void redis_drain_and_close(struct redis *r, void (*on_closed)(void *arg), void *arg);
 
 #endif

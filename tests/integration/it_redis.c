@@ -553,6 +553,59 @@ static void test_close_in_message(struct client *sub, int port)
 	free(pub);
 }
 
+/* redis_drain_and_close() right after queueing: what was queued still lands,
+ * callers get NULL, nothing new is accepted. Then against a frozen server:
+ * the close waits no longer than the command timeout. */
+static void test_drain_and_close(int port)
+{
+	enum { N = 100 };
+	struct client *check = client_new("it-check", port, NULL, 0, false);
+	struct client *c = client_new("it-drain", port, NULL, 0, false);
+	run_until(is_ready, check, 5000);
+	run_until(is_ready, c, 5000);
+	struct call k;
+	roundtrip(check, &k, "DEL %s", "it:drained", NULL);
+
+	in_api = true;
+	for (int i = 0; i < N; i++)
+		CHECK(redis_command(c->r, NULL, NULL, "RPUSH it:drained %d", i) == 0, "RPUSH");
+	in_api = false;
+	struct call last, after;
+	CHECK(command(c, &last, "RPUSH %s %s", "it:drained", "last") == 0, "RPUSH last");
+	in_api = true;
+	redis_drain_and_close(c->r, on_closed, c);
+	in_api = false;
+	CHECK(command(c, &after, "PING", NULL, NULL) == -ENOTCONN, "command after the close");
+	run_until(is_closed, c, 3000);
+	CHECK(last.calls == 1 && last.got_null, "the caller's callback: %d calls, null %d",
+	      last.calls, last.got_null);
+	roundtrip(check, &k, "LLEN %s", "it:drained", NULL);
+	CHECK(k.integer == N + 1, "%lld of %d queued commands landed", k.integer, N + 1);
+	free(c);
+
+	c = client_new("it-drain-frozen", port, NULL, 0, false);
+	run_until(is_ready, c, 5000);
+	kill(children[0], SIGSTOP);
+	CHECK(command(c, &last, "PING", NULL, NULL) == 0, "PING");
+	uint64_t t0 = now_ms();
+	in_api = true;
+	redis_drain_and_close(c->r, on_closed, c);
+	in_api = false;
+	run_until(is_closed, c, 3000);
+	uint64_t took = now_ms() - t0;
+	kill(children[0], SIGCONT);
+	CHECK(last.calls == 1 && last.got_null, "frozen: the caller got NULL once");
+	CHECK(took >= 250 && took < 2000, "frozen: closed after %llu ms (command timeout 300)",
+	      (unsigned long long)took);
+	free(c);
+
+	in_api = true;
+	redis_close(check->r, on_closed, check);
+	in_api = false;
+	run_until(is_closed, check, 3000);
+	free(check);
+}
+
 static void test_auth(void)
 {
 	int port = free_port();
@@ -645,6 +698,8 @@ int main(void)
 	printf("redis_close from callbacks\n");
 	test_close_in_reply(cmd);
 	test_close_in_message(sub, port);
+	printf("redis_drain_and_close\n");
+	test_drain_and_close(port);
 	printf("AUTH and SELECT\n");
 	test_auth();
 

@@ -7,7 +7,7 @@ import WebSocket from 'ws';
 
 import {
 	makeConfig, startDaemon, waitReady, stop, gentoken, epollFds, sanitizerReport, signJwt,
-	decodeJwt,
+	decodeJwt, redisCommand, waitFor,
 } from './lib/harness.mjs';
 
 for (const sig of ['SIGTERM', 'SIGINT']) {
@@ -26,11 +26,15 @@ for (const sig of ['SIGTERM', 'SIGINT']) {
 	});
 }
 
-test('SIGTERM with an open WebSocket: the client gets close 1001, exit 0', async (t) => {
+// The stop also takes the user's presence with it: a key left behind would
+// tell the other instances for another 90 s that the user is still here.
+test('SIGTERM with an open WebSocket: close 1001, presence removed, exit 0', async (t) => {
 	const cfg = await makeConfig({ shutdown_grace_s: 5 });
 	const d = startDaemon(cfg, { t });
 	await waitReady(d);
 	const tok = await gentoken(cfg.path, 'sig-user');
+	const online = `${cfg.config.redis.prefix}online:sig-user`;
+	const rport = cfg.config.redis.port;
 	const ws = new WebSocket(`${d.wsUrl}/ws?token=${tok}`);
 	t.after(() => ws.terminate());
 	await new Promise((resolve, reject) => {
@@ -38,10 +42,13 @@ test('SIGTERM with an open WebSocket: the client gets close 1001, exit 0', async
 		ws.once('error', reject);
 		ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
 	});
+	await waitFor(async () => (await redisCommand(rport, ['EXISTS', online])) === 1,
+		{ timeout: 5000, what: `${online} to exist` });
 	const closed = new Promise((resolve) => ws.once('close', (code) => resolve(code)));
 	const r = await stop(d, 'SIGTERM', 20000);
 	assert.equal(r.code, 0, `exit ${r.code}\n${d.log()}`);
 	assert.equal(await closed, 1001);
+	assert.equal(await redisCommand(rport, ['EXISTS', online]), 0, 'presence outlived the stop');
 });
 
 test('SIGHUP does not stop the daemon', async (t) => {
