@@ -419,3 +419,29 @@ void hub_each_user(const struct hub *h, void (*fn)(const char *user, void *arg),
 
 	dict_each(h->users, each_user_cb, &ctx);
 }
+
+struct each_conn_ctx {
+	int (*fn)(void *sink, void *arg);
+	void *arg;
+};
+
+static int each_conn_cb(const char *name, void *value, void *arg)
+{
+	const struct each_conn_ctx *ctx = arg;
+	const struct hub_user *u = value;
+
+	(void)name;
+	for (const struct hub_conn *c = u->conns; c; c = c->next) {
+		int rc = ctx->fn(c->sink, ctx->arg);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int hub_each_conn(const struct hub *h, int (*fn)(void *sink, void *arg), void *arg)
+{
+	struct each_conn_ctx ctx = {fn, arg};
+
+	return dict_each(h->users, each_conn_cb, &ctx);
+}

@@ -105,5 +105,8 @@ size_t hub_total_users(const struct hub *h);
 /* Calls fn for every user with at least one connection (for presence
  * refresh). fn must not attach or detach. */
 void hub_each_user(const struct hub *h, void (*fn)(const char *user, void *arg), void *arg);
+/* Calls fn with the sink of every connection, until fn returns non-zero
+ * (returned). fn must not attach or detach. */
+int hub_each_conn(const struct hub *h, int (*fn)(void *sink, void *arg), void *arg);
 
 #endif

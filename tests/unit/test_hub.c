@@ -472,6 +472,49 @@ static void test_each_user(void **state)
 	hub_free(h);
 }
 
+/* Every connection's sink once, several per user; a non-zero return stops
+ * the walk and comes back (the graceful stop closes a batch at a time). */
+struct conn_walk {
+	int visits[5];
+	int budget;
+};
+
+static int each_conn_cb(void *sink, void *arg)
+{
+	struct conn_walk *w = arg;
+	w->visits[*(int *)sink]++;
+	return --w->budget == 0 ? 7 : 0;
+}
+
+static void test_each_conn(void **state)
+{
+	struct hub *h = hub_new(&stub_ops, HEADROOM, 8);
+	int ids[5] = {0, 1, 2, 3, 4};
+	struct hub_conn *c[5];
+	struct conn_walk w = {{0}, -1};
+
+	(void)state;
+	assert_int_equal(hub_each_conn(h, each_conn_cb, &w), 0);
+	c[0] = hub_attach(h, "a", 0, &ids[0]);
+	c[1] = hub_attach(h, "a", 0, &ids[1]);
+	c[2] = hub_attach(h, "b", ROLE_ADMIN, &ids[2]);
+	c[3] = hub_attach(h, "c", 0, &ids[3]);
+	c[4] = hub_attach(h, "c", 0, &ids[4]);
+	hub_detach(h, c[3]);
+	assert_int_equal(hub_each_conn(h, each_conn_cb, &w), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(w.visits[i], i == 3 ? 0 : 1);
+
+	memset(&w, 0, sizeof w);
+	w.budget = 2;
+	assert_int_equal(hub_each_conn(h, each_conn_cb, &w), 7);
+	assert_int_equal(w.visits[0] + w.visits[1] + w.visits[2] + w.visits[3] + w.visits[4], 2);
+	for (int i = 0; i < 5; i++)
+		if (i != 3)
+			hub_detach(h, c[i]);
+	hub_free(h);
+}
+
 /* Many users and devices, detached in a scrambled order: the counts stay
  * right at every step and nothing leaks. */
 static void test_many_conns(void **state)
@@ -641,6 +684,7 @@ int main(void)
 	    cmocka_unit_test(test_send_to_role),
 	    cmocka_unit_test(test_set_roles),
 	    cmocka_unit_test(test_each_user),
+	    cmocka_unit_test(test_each_conn),
 	    cmocka_unit_test(test_many_conns),
 	    cmocka_unit_test(test_free_with_attached),
 	    cmocka_unit_test(test_user_hold),
