@@ -52,6 +52,38 @@ sa_ensure_chromium() {
 	[ -x /usr/bin/chromium ] || sa_apt_install chromium
 }
 
+# What the tests need (scripts/test.sh, scripts/soak.sh): the build and test
+# packages, node, the node clients (npm ci only when the lock file changed:
+# it wipes node_modules) and, with --browser, Chromium (--no-browser: not).
+# Nothing with SA_NO_INSTALL set.
+sa_install_test_deps() { # --browser | --no-browser
+	[ -z "${SA_NO_INSTALL:-}" ] || return 0
+	# shellcheck disable=SC2086
+	sa_apt_install $SA_BUILD_PKGS $SA_TEST_PKGS
+	sa_ensure_node
+	[ "$1" != --browser ] || sa_ensure_chromium
+	local stamp=tests/node_modules/.sa-lock.sha256 lock_sum
+	lock_sum=$(sha256sum tests/package-lock.json 2>/dev/null | cut -d' ' -f1 || true)
+	if [ ! -s "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ] || [ -z "$lock_sum" ]; then
+		if [ -f tests/package-lock.json ]; then
+			(cd tests && npm ci --no-audit --no-fund)
+		else
+			(cd tests && npm install --no-audit --no-fund)
+		fi
+		sha256sum tests/package-lock.json | cut -d' ' -f1 >"$stamp"
+	fi
+}
+
+# sa_sanitizer_env ROOT: the sanitizers must make a test fail, not just print.
+sa_sanitizer_env() {
+	local root=$1
+	export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}
+	export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+	if [ -f "$root/tests/lsan.supp" ]; then
+		export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp:print_suppressions=0}
+	fi
+}
+
 # Prints a TCP port on 127.0.0.1 that nothing listens on right now.
 sa_free_port() {
 	python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])' 2>/dev/null ||

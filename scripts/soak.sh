@@ -62,18 +62,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [ -z "${SA_NO_INSTALL:-}" ]; then
-	# shellcheck disable=SC2086
-	sa_apt_install $SA_BUILD_PKGS $SA_TEST_PKGS
-	sa_ensure_node
-	[ -d tests/node_modules/ws ] || (cd tests && npm ci --no-audit --no-fund)
-fi
-
-export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-if [ -f "$root/tests/lsan.supp" ]; then
-	export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp:print_suppressions=0}
-fi
+sa_install_test_deps --no-browser
+sa_sanitizer_env "$root"
 
 summary=()
 status=0

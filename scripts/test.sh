@@ -37,30 +37,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-if [ -z "${SA_NO_INSTALL:-}" ]; then
-	# shellcheck disable=SC2086
-	sa_apt_install $SA_BUILD_PKGS $SA_TEST_PKGS
-	sa_ensure_node
-	sa_ensure_chromium
-	# npm ci wipes node_modules: only when the lock file changed.
-	stamp=tests/node_modules/.sa-lock.sha256
-	lock_sum=$(sha256sum tests/package-lock.json 2>/dev/null | cut -d' ' -f1 || true)
-	if [ ! -s "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ] || [ -z "$lock_sum" ]; then
-		if [ -f tests/package-lock.json ]; then
-			(cd tests && npm ci --no-audit --no-fund)
-		else
-			(cd tests && npm install --no-audit --no-fund)
-		fi
-		sha256sum tests/package-lock.json | cut -d' ' -f1 >"$stamp"
-	fi
-fi
-
-# The sanitizers must make a test fail, not just print.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
-if [ -f "$root/tests/lsan.supp" ]; then
-	export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp:print_suppressions=0}
-fi
+sa_install_test_deps --browser
+sa_sanitizer_env "$root"
 
 status=0
 
