@@ -279,10 +279,13 @@ static const char *close_reason_text(uint16_t code)
  * lws's wait for the close acknowledgement), and lws inserts by walking that
  * list from its head: closing 19,000 sockets at once spent 12 s in
  * lws_dll2_add_sorted, far past any shutdown grace. With at most
- * STOP_INFLIGHT closes under way, the list stays short.
+ * STOP_INFLIGHT closes under way, the list stays short. A peer that never
+ * acknowledges holds its place for lws's 5 s, so STOP_TRICKLE closes a tick
+ * start regardless: silent peers cannot hold back the others.
  */
 #define STOP_BATCH    256
 #define STOP_INFLIGHT 1024
+#define STOP_TRICKLE  16
 #define STOP_TICK_MS  1
 #define STOP_IDLE_MS  100 /* once every socket is closing: sockets opened late */
 
@@ -933,10 +936,11 @@ static int close_going_away(void *sink, void *arg)
 static void on_stop_tick(uv_timer_t *t)
 {
 	struct http_env *env = t->data;
-	if (stop_.closing >= STOP_INFLIGHT)
-		return;
-	size_t room = STOP_INFLIGHT - stop_.closing;
-	size_t budget = room < STOP_BATCH ? room : STOP_BATCH;
+	size_t budget = stop_.closing < STOP_INFLIGHT ? STOP_INFLIGHT - stop_.closing : 0;
+	if (budget > STOP_BATCH)
+		budget = STOP_BATCH;
+	if (budget < STOP_TRICKLE)
+		budget = STOP_TRICKLE;
 	size_t want = budget;
 	/* Every established socket is in the hub (or already closing). */
 	hub_each_conn(env->hub, close_going_away, &budget);

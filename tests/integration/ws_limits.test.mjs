@@ -275,3 +275,51 @@ describe(`SIGTERM with ${SIGTERM_CLIENTS} clients`, () => {
 			assert.equal(r.code, 0, `exit ${r.code} signal ${r.signal}\n${d.log().slice(-3000)}`);
 		});
 });
+
+// A peer that takes the close frame but never answers it keeps its close
+// under way for lws's 5 s. The stop closes a batch at a time (1,024 under
+// way at most), so more silent peers than that must not hold back the
+// others: every socket gets its 1001 within the grace, answered or not.
+describe('SIGTERM with 1,500 peers that never answer the close', () => {
+	test('each of them is sent close 1001 before the grace runs out', async (t) => {
+		const N = 1500;
+		const grace = 3;
+		const cfg = await makeConfig({ shutdown_grace_s: grace });
+		const d = startDaemon(cfg, { t });
+		await waitReady(d);
+		const keep = tracked(t);
+		const socks = [];
+		for (let i = 0; i < N; i += 100) {
+			const batch = [];
+			for (let j = i; j < Math.min(N, i + 100); j++) {
+				const tok = signJwt({ sub: `silent-${j}`, exp: nowS() + 600 }, cfg.secret);
+				batch.push(wsRawConnect(d.port, `/ws?token=${tok}`));
+			}
+			for (const c of await Promise.all(batch)) {
+				assert.equal(c.status, 101);
+				socks.push(keep(c.sock));
+			}
+		}
+		await waitFor(async () => (await metricValue(d.url, GAUGE)) === N,
+			{ timeout: 20000, what: `${N} sockets open` });
+		// Nobody reads until the daemon is gone: what it sent waits in the
+		// sockets' receive buffers.
+		const r = await stop(d, 'SIGTERM', (grace + 10) * 1000);
+		assert.equal(r.killed, false, 'had to be SIGKILLed');
+		const got = await Promise.all(socks.map((sock) => new Promise((resolve) => {
+			const parts = [];
+			sock.on('data', (b) => parts.push(b));
+			sock.on('error', () => {});
+			sock.on('close', () => resolve(Buffer.concat(parts)));
+			sock.resume();
+		})));
+		let closed1001 = 0;
+		for (const buf of got) {
+			const close = wsParseFrames(buf).frames.find((f) => f.opcode === 8);
+			if (close && close.payload.length >= 2 && close.payload.readUInt16BE(0) === 1001)
+				closed1001++;
+		}
+		assert.equal(closed1001, N, `${closed1001} of ${N} silent peers were sent close 1001`);
+		assert.equal(sanitizerReport(d.log()), null);
+	});
+});
