@@ -65,6 +65,7 @@ struct ws_session {
 	struct wheel_node heartbeat; /* next look at the peer's silence */
 	int64_t last_rx;	     /* second of the last frame from the peer */
 	bool ping_due;		     /* send a protocol ping at WRITEABLE */
+	bool tls;		     /* lws_is_ssl(wsi), asked once, not per message */
 	int64_t exp;		     /* token exp, seconds */
 	struct buf rx;		     /* fragments of a message being received */
 	/* Frames that go out before anything queued in the hub: hello, then a
@@ -523,6 +524,7 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 
 	memset(s, 0, sizeof *s);
 	s->wsi = wsi;
+	s->tls = lws_is_ssl(wsi) != 0;
 	if (pending_claims.wsi == wsi) {
 		claims = pending_claims.claims;
 		has_since = pending_claims.has_since;
@@ -855,8 +857,7 @@ static bool can_write_now(const struct ws_session *s, const struct http_env *env
 	 * a client that sends without reading must fill its queue and be
 	 * closed 4008, not be served by lws while it stops reading from it. */
 	return !(s->in_rx || s->replaying || s->pre_pos < s->npre || s->close_code ||
-		 env->shutting_down || !s->conn || lws_is_ssl(s->wsi) ||
-		 lws_partial_buffered(s->wsi));
+		 env->shutting_down || !s->conn || s->tls || lws_partial_buffered(s->wsi));
 }
 
 /* Writes one live message now (can_write_now() was true); false if the
