@@ -32,8 +32,9 @@ int ws_confirm_upgrade(struct lws *wsi, struct http_env *env);
 /* Hub callbacks: wire them into hub_new(). */
 extern const struct hub_sink_ops ws_sink_ops;
 
-/* Starts closing every socket with 1001 and refuses new ones; drained(arg)
- * runs once no socket is left (at once if there is none). */
+/* Starts closing every socket with 1001, a batch at a time (see ws.c), and
+ * refuses new ones; drained(arg) runs once no socket is left (at once if
+ * there is none). */
 void ws_shutdown(struct http_env *env, void (*drained)(void *arg), void *arg);
 
 #endif
