@@ -597,6 +597,29 @@ static void test_drain_and_close(int port)
 	CHECK(last.calls == 1 && last.got_null, "frozen: the caller got NULL once");
 	CHECK(took >= 250 && took < 2000, "frozen: closed after %llu ms (command timeout 300)",
 	      (unsigned long long)took);
+	CHECK(file_contains(logpath, "it-drain-frozen: closing without the last replies "
+				     "(replies still missing"),
+	      "frozen: no log line for the timeout");
+	free(c);
+
+	/* The server dies while the close waits: the close ends on the spot. */
+	c = client_new("it-drain-killed", port, NULL, 0, false);
+	run_until(is_ready, c, 5000);
+	kill(children[0], SIGSTOP);
+	CHECK(command(c, &last, "PING", NULL, NULL) == 0, "PING");
+	in_api = true;
+	redis_drain_and_close(c->r, on_closed, c);
+	in_api = false;
+	run_for(50);
+	CHECK(!c->closed, "killed: closed before the server went");
+	stop_redis(0);
+	run_until(is_closed, c, 3000);
+	CHECK(last.calls == 1 && last.got_null, "killed: the caller got NULL once");
+	CHECK(file_contains(logpath, "it-drain-killed: closing without the last replies"),
+	      "killed: no log line for the lost connection");
+	CHECK(!file_contains(logpath, "it-drain-killed: closing without the last replies "
+				      "(replies still missing"),
+	      "killed: waited for the timeout instead of noticing the loss");
 	free(c);
 
 	in_api = true;
