@@ -399,7 +399,8 @@ jq -n --argjson quick "$quick" --argjson n "$N" --arg date "$(date -u +%FT%TZ)" 
 	--slurpfile fl "$run/floor.json" --slurpfile rs "$run/sa_connect_rs256.json" \
 	--slurpfile r1 "$run/sa_fanout_redis.json" --slurpfile s3 "$run/sa3_fanout.json" \
 	--slurpfile r3 "$run/sa3_fanout_redis.json" \
-	--slurpfile st <(cat "$run/sa_stop.json" 2>/dev/null || echo '{}') '
+	--slurpfile st <(cat "$run/sa_stop.json" 2>/dev/null || echo '{}') \
+	--argjson grace "$(jq .shutdown_grace_s "$run/stockalertd.json")" '
 def r(x): if x == null then null else ((x * 100 | round) / 100) end;
 def ratio(a; b): if a == null or b == null or b == 0 then null else r(a / b) end;
 def row(m; s; c; f; t; met):
@@ -449,8 +450,8 @@ def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(
 		row("alerts lost in the storm"; $sf.storm_lost; null; null; "0"; $sf.storm_lost == 0),
 		row("graceful stop with N sockets (SIGTERM to exit), s";
 			(if $sp.stop_ms == null then null else $sp.stop_ms / 1000 end); null; null;
-			"within shutdown_grace_s (5)";
-			$sp.stop_ms != null and $sp.stop_ms < 5000 and ($sp.grace_expired | not))
+			"within shutdown_grace_s (\($grace))";
+			$sp.stop_ms != null and $sp.stop_ms < $grace * 1000 and ($sp.grace_expired | not))
 	]
 }' >"$root/build/bench.json"
 

@@ -1203,12 +1203,11 @@ static void on_timer_closed(uv_handle_t *h)
 
 /* Hands every caller's callback in the FIFO over to r->failed (they get
  * NULL before on_closed, as with any close) and leaves the entries behind
- * without one, to be matched with their replies. */
+ * without one, to be matched with their replies. r->failed is empty: a
+ * client is closed once. */
 static void hand_over_callers(struct redis *r)
 {
 	struct pending **tail = &r->failed;
-	while (*tail)
-		tail = &(*tail)->next;
 	for (struct pending *p = r->head; p; p = p->next) {
 		if (p->kind != PENDING_USER || !p->cb)
 			continue;

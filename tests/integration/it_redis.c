@@ -553,6 +553,23 @@ static void test_close_in_message(struct client *sub, int port)
 	free(pub);
 }
 
+static void drain_and_close(struct client *c)
+{
+	in_api = true;
+	redis_drain_and_close(c->r, on_closed, c);
+	in_api = false;
+}
+
+/* A fresh client on port whose PING (into *k) hangs in a SIGSTOPped Redis. */
+static struct client *client_with_hung_ping(const char *label, int port, struct call *k)
+{
+	struct client *c = client_new(label, port, NULL, 0, false);
+	run_until(is_ready, c, 5000);
+	kill(children[0], SIGSTOP);
+	CHECK(command(c, k, "PING", NULL, NULL) == 0, "%s: PING", label);
+	return c;
+}
+
 /* redis_drain_and_close() right after queueing: what was queued still lands,
  * callers get NULL, nothing new is accepted. Then against a frozen server:
  * the close waits no longer than the command timeout. */
@@ -572,9 +589,7 @@ static void test_drain_and_close(int port)
 	in_api = false;
 	struct call last, after;
 	CHECK(command(c, &last, "RPUSH %s %s", "it:drained", "last") == 0, "RPUSH last");
-	in_api = true;
-	redis_drain_and_close(c->r, on_closed, c);
-	in_api = false;
+	drain_and_close(c);
 	CHECK(command(c, &after, "PING", NULL, NULL) == -ENOTCONN, "command after the close");
 	run_until(is_closed, c, 3000);
 	CHECK(last.calls == 1 && last.got_null, "the caller's callback: %d calls, null %d",
@@ -583,14 +598,9 @@ static void test_drain_and_close(int port)
 	CHECK(k.integer == N + 1, "%lld of %d queued commands landed", k.integer, N + 1);
 	free(c);
 
-	c = client_new("it-drain-frozen", port, NULL, 0, false);
-	run_until(is_ready, c, 5000);
-	kill(children[0], SIGSTOP);
-	CHECK(command(c, &last, "PING", NULL, NULL) == 0, "PING");
+	c = client_with_hung_ping("it-drain-frozen", port, &last);
 	uint64_t t0 = now_ms();
-	in_api = true;
-	redis_drain_and_close(c->r, on_closed, c);
-	in_api = false;
+	drain_and_close(c);
 	run_until(is_closed, c, 3000);
 	uint64_t took = now_ms() - t0;
 	kill(children[0], SIGCONT);
@@ -603,13 +613,8 @@ static void test_drain_and_close(int port)
 	free(c);
 
 	/* The server dies while the close waits: the close ends on the spot. */
-	c = client_new("it-drain-killed", port, NULL, 0, false);
-	run_until(is_ready, c, 5000);
-	kill(children[0], SIGSTOP);
-	CHECK(command(c, &last, "PING", NULL, NULL) == 0, "PING");
-	in_api = true;
-	redis_drain_and_close(c->r, on_closed, c);
-	in_api = false;
+	c = client_with_hung_ping("it-drain-killed", port, &last);
+	drain_and_close(c);
 	run_for(50);
 	CHECK(!c->closed, "killed: closed before the server went");
 	stop_redis(0);
