@@ -194,16 +194,12 @@ static json_t *entry_json(const struct entry *e)
 	json_object_set_new(o, "key", json_string(e->key));
 	json_object_set_new(o, "type", json_string(type_names[e->type]));
 	switch (e->type) {
-	case T_INT:
-		json_object_set_new(o, "default", json_integer(e->def_int));
-		json_object_set_new(o, "min", json_integer(e->min));
-		json_object_set_new(o, "max", json_integer(e->max));
-		break;
+	case T_INT: json_object_set_new(o, "default", json_integer(e->def_int)); break;
 	case T_DOUBLE:
 		json_object_set_new(o, "default", json_real(e->def_double));
 		json_object_set_new(o, "min", json_real(e->dmin));
 		json_object_set_new(o, "max", json_real(e->dmax));
-		break;
+		return o;
 	case T_ENUM: {
 		const char *p = e->choices, *bar;
 
@@ -214,24 +210,23 @@ static json_t *entry_json(const struct entry *e)
 			json_array_append_new(v, json_stringn(p, (size_t)(bar - p)));
 		json_array_append_new(v, json_string(p));
 		json_object_set_new(o, "choices", v);
-		break;
+		return o;
 	}
 	case T_STRING:
 	case T_NSTRING:
 		json_object_set_new(o, "default",
 				    e->def_str ? json_string(e->def_str) : json_null());
-		json_object_set_new(o, "min", json_integer(e->min));
-		json_object_set_new(o, "max", json_integer(e->max));
 		break;
 	case T_STRARR:
 		v = json_array();
 		for (size_t i = 0; e->def_arr[i]; i++)
 			json_array_append_new(v, json_string(e->def_arr[i]));
 		json_object_set_new(o, "default", v);
-		json_object_set_new(o, "min", json_integer(e->min));
-		json_object_set_new(o, "max", json_integer(e->max));
 		break;
 	}
+	/* ->min and ->max: the value, the length or the entry count. */
+	json_object_set_new(o, "min", json_integer(e->min));
+	json_object_set_new(o, "max", json_integer(e->max));
 	return o;
 }
 
