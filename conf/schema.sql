@@ -8,7 +8,7 @@
 -- SQL: never put a semicolon inside a string or a comment.
 
 -- Written directly by the shop's catalog sync: these columns are a contract
--- (SPEC section 7), do not rename or retype them.
+-- (conf/README.md, Redis and MySQL layout), do not rename or retype them.
 CREATE TABLE IF NOT EXISTS products (
 	id BIGINT NOT NULL PRIMARY KEY,
 	sku VARCHAR(64) NOT NULL,

@@ -26,7 +26,7 @@
 #define HISTORY_PAGE 500
 
 /*
- * Fair release (SPEC §6): the next wave of a product's cycle. The cycle's
+ * Fair release (conf/README.md, Fair release): the next wave of a product's cycle. The cycle's
  * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
  * first alert's fields); the schedule is the sorted set <prefix>fair:due, so
  * exactly one instance runs each wave and a crash loses nothing. The first

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -178,6 +179,72 @@ const char *config_alg_name(enum auth_alg alg)
 	if ((unsigned)alg < sizeof alg_names / sizeof alg_names[0])
 		return alg_names[alg];
 	return "?";
+}
+
+static const char *const type_names[] = {
+    [T_STRING] = "string", [T_NSTRING] = "string|null", [T_INT] = "integer",
+    [T_DOUBLE] = "number", [T_ENUM] = "enum",		[T_STRARR] = "array",
+};
+
+/* One entry as JSON: what conf/stockalertd.json must document about it. */
+static json_t *entry_json(const struct entry *e)
+{
+	json_t *o = json_object(), *v;
+
+	json_object_set_new(o, "key", json_string(e->key));
+	json_object_set_new(o, "type", json_string(type_names[e->type]));
+	switch (e->type) {
+	case T_INT: json_object_set_new(o, "default", json_integer(e->def_int)); break;
+	case T_DOUBLE:
+		json_object_set_new(o, "default", json_real(e->def_double));
+		json_object_set_new(o, "min", json_real(e->dmin));
+		json_object_set_new(o, "max", json_real(e->dmax));
+		return o;
+	case T_ENUM: {
+		const char *p = e->choices, *bar;
+
+		json_object_set_new(o, "default", json_string(e->def_str));
+		v = json_array();
+		/* ->choices is the error message's "a|b|c". */
+		for (; (bar = strchr(p, '|')); p = bar + 1)
+			json_array_append_new(v, json_stringn(p, (size_t)(bar - p)));
+		json_array_append_new(v, json_string(p));
+		json_object_set_new(o, "choices", v);
+		return o;
+	}
+	case T_STRING:
+	case T_NSTRING:
+		json_object_set_new(o, "default",
+				    e->def_str ? json_string(e->def_str) : json_null());
+		break;
+	case T_STRARR:
+		v = json_array();
+		for (size_t i = 0; e->def_arr[i]; i++)
+			json_array_append_new(v, json_string(e->def_arr[i]));
+		json_object_set_new(o, "default", v);
+		break;
+	}
+	/* ->min and ->max: the value, the length or the entry count. */
+	json_object_set_new(o, "min", json_integer(e->min));
+	json_object_set_new(o, "max", json_integer(e->max));
+	return o;
+}
+
+int config_write_keys(FILE *out)
+{
+	fputs("[\n", out);
+	for (size_t i = 0; i < N_ENTRIES; i++) {
+		json_t *o = entry_json(&table[i]);
+		char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+		json_decref(o);
+		if (!line)
+			return -1;
+		fprintf(out, "%s%s\n", line, i + 1 < N_ENTRIES ? "," : "");
+		free(line);
+	}
+	fputs("]\n", out);
+	return ferror(out) ? -1 : 0;
 }
 
 static void *field(struct config *cfg, const struct entry *e)

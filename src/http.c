@@ -285,7 +285,7 @@ static void handle_readyz(struct http_req *r, struct http_env *env)
 	 * so: alerts may miss subscribers until it is done. */
 	if (env->subs && subs_rebuilding(env->subs))
 		json_object_set_new(j, "index", json_string("rebuilding"));
-	/* The durable input's backlog, when it has one: the body keeps SPEC's
+	/* The durable input's backlog, when it has one: the body keeps its documented
 	 * exact shape while there is nothing to say. */
 	struct stream_stats st = {0};
 	if (env->stream)

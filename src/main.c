@@ -25,6 +25,8 @@ static void usage(FILE *out)
 		"                                      validate the configuration; exit 0 or 1\n"
 		"       stockalertd gentoken --sub ID [--roles a,b] [--ttl S] -c FILE\n"
 		"                                      print a token signed with auth.secret_file\n"
+		"       stockalertd --config-keys       print every configuration key, its type,\n"
+		"                                      default and bounds (JSON)\n"
 		"       stockalertd --version | --help\n"
 		"\n"
 		"Exit codes: 0 clean stop, 1 bad configuration or arguments, 2 could not start.\n"
@@ -130,6 +132,9 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "gentoken") == 0)
 		return cmd_gentoken(argc - 1, argv + 1);
+	/* The table conf/stockalertd.json documents, for tests and tools. */
+	if (argc == 2 && strcmp(argv[1], "--config-keys") == 0)
+		return config_write_keys(stdout) == 0 && fflush(stdout) == 0 ? 0 : 1;
 
 	while ((c = getopt_long(argc, argv, "c:hv", opts, NULL)) != -1) {
 		switch (c) {

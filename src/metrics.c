@@ -59,7 +59,7 @@ static const char *const dep_names[METRICS_DEP_COUNT] = {
 
 enum { STATUS_MIN = 100, STATUS_MAX = 599 };
 
-/* The close codes the daemon sends (SPEC §5), each with a slot. */
+/* The close codes the daemon sends (README.md, Close codes), each with a slot. */
 static const int ws_close_codes[] = {1000, 1001, 1008, 1009, 1011, 4001, 4008, 4029};
 #define WS_CLOSE_SLOTS (sizeof ws_close_codes / sizeof ws_close_codes[0])
 

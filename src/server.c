@@ -124,7 +124,7 @@ static void on_store_state(struct store *st, enum store_state state, void *arg)
 
 	/* A server that is down may come up later; one that refuses our
 	 * credentials at start will not, and an operator must hear it: exit 2
-	 * (SPEC §1). After a first success we keep retrying whatever happens,
+	 * (conf/README.md, Exit codes). After a first success we keep retrying whatever happens,
 	 * as a running service should. */
 	unsigned e = store_last_connect_error(st);
 	if (state == STORE_STATE_DISCONNECTED && !s->ever_ready[METRICS_DEP_MYSQL] &&

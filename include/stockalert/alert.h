@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_ALERT_H
 #define STOCKALERT_ALERT_H
 /*
- * One alert (SPEC §5): its id, its JSON frame, and its record in the history
+ * One alert (README.md, WebSocket protocol): its id, its JSON frame, and its record in the history
  * stream <prefix>alerts. Pure: no I/O (the pipeline is alerts.c).
  *
  * An alert id is the id of its history stream entry, "<ms>-<seq>". Clients

@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_ALERTS_H
 #define STOCKALERT_ALERTS_H
 /*
- * The alert pipeline (SPEC §5, §6): inventory event -> exactly-once
+ * The alert pipeline (conf/README.md, Inventory events): inventory event -> exactly-once
  * classification and history in Redis -> local recipients from the roster ->
  * per-user rate limit -> the hub.
  *

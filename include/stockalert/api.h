@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_API_H
 #define STOCKALERT_API_H
 /*
- * The REST API of SPEC §4 (JSON in, JSON out), on top of the HTTP module:
+ * The REST API (README.md, HTTP API; JSON in, JSON out), on top of the HTTP module:
  * products, the caller's subscriptions. Each handler authenticates the
  * bearer token, validates its input with errors naming the field, and
  * answers after its MySQL/Redis round trips through an http_async handle.

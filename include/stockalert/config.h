@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_CONFIG_H
 #define STOCKALERT_CONFIG_H
 /*
- * The daemon's configuration: the JSON keys of SPEC §2. Loading is driven by
+ * The daemon's configuration: the JSON keys of conf/stockalertd.json. Loading is driven by
  * one table (key, type, bounds, default) in config.c; an unknown key, a wrong
  * type or an out-of-range value is an error naming the key. Keys whose name
  * starts with "//" are comments and ignored, so the sample file can document
@@ -10,6 +10,7 @@
  * Strings are owned by the struct; NULL means JSON null / not set.
  */
 #include <stddef.h>
+#include <stdio.h>
 
 enum auth_alg { AUTH_ALG_HS256, AUTH_ALG_RS256, AUTH_ALG_ES256 };
 
@@ -112,6 +113,16 @@ char *config_read_secret(const char *path, char *err, size_t errlen);
 int config_check_files(const struct config *cfg, char *err, size_t errlen);
 
 const char *config_alg_name(enum auth_alg alg);
+
+/*
+ * Writes the table of keys to out as a JSON array, one object per key:
+ * {"key", "type", "default", "min", "max"} (min/max: the value for integer and
+ * number keys, the length for strings, the entry count for arrays) and
+ * "choices" instead of bounds for enums. It is what `stockalertd
+ * --config-keys` prints, and what the test of conf/stockalertd.json reads.
+ * Returns 0, or -1 when writing failed.
+ */
+int config_write_keys(FILE *out);
 
 void config_free(struct config *cfg);
 

@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_EVENTS_H
 #define STOCKALERT_EVENTS_H
 /*
- * Inventory events (SPEC §6): parsing and validation of what producers
+ * Inventory events (conf/README.md, Inventory events): parsing and validation of what producers
  * publish, and the classification of a stock change. Pure functions.
  */
 #include <stdbool.h>

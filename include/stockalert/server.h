@@ -11,7 +11,7 @@
 
 #include "stockalert/config.h"
 
-/* Process exit codes of SPEC §1. */
+/* Process exit codes (conf/README.md, Exit codes). */
 enum server_exit { SERVER_EXIT_OK = 0, SERVER_EXIT_CONFIG = 1, SERVER_EXIT_START = 2 };
 
 struct server;

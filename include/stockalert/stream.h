@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_STREAM_H
 #define STOCKALERT_STREAM_H
 /*
- * Durable input (SPEC §6): inventory events that producers XADD to
+ * Durable input (conf/README.md, Inventory events): inventory events that producers XADD to
  * <prefix>inventory:stream, read as consumer group "stockalert" on a Redis
  * connection of their own (XREADGROUP blocks). Each entry goes through the
  * alert pipeline and is acknowledged once processed; entries left pending by

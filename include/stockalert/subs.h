@@ -2,7 +2,7 @@
 #define STOCKALERT_SUBS_H
 /*
  * Subscriptions: MySQL is the durable truth, Redis the live index
- * (SPEC §7): <prefix>user:{user}:subs (set of product ids),
+ * (conf/README.md, Redis and MySQL layout): <prefix>user:{user}:subs (set of product ids),
  * <prefix>product:{product}:subs (sorted set of users by subscription time,
  * ms) and <prefix>sub:{user}:{product} (hash: kinds, threshold, created, v).
  *

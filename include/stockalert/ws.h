@@ -1,7 +1,7 @@
 #ifndef STOCKALERT_WS_H
 #define STOCKALERT_WS_H
 /*
- * The WebSocket endpoint /ws (SPEC §5): authentication before the upgrade
+ * The WebSocket endpoint /ws (README.md, WebSocket protocol): authentication before the upgrade
  * completes, one session per socket registered in the hub, client frames,
  * heartbeat, token expiry and the write side of the hub's queues.
  *

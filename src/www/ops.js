@@ -1,4 +1,4 @@
-// The operations page: a live feed of every sold_out and low_stock alert (SPEC §6: users
+// The operations page: a live feed of every sold_out and low_stock alert (users
 // with role admin receive them all), for an admin token.
 import { StockAlertClient, decodeJwtPayload, tokenFromLocation } from './stockalert.js';
 import { bindConnectionStatus, el, kindText, showSignedOut, showToast, timeText } from './ui.js';

@@ -1,5 +1,5 @@
 /*
- * stockalert.js — browser client for stockalertd (SPEC §4–§5). No dependencies, ES module.
+ * stockalert.js — browser client for stockalertd's API (README.md). No dependencies, ES module.
  *
  *   import { StockAlertClient, tokenFromLocation } from '/stockalert.js';
  *

@@ -1,11 +1,11 @@
 // Abuse of the public surface (issue 9): raw WebSocket protocol violations
 // after a valid handshake, malformed upgrades, slow and huge requests, and
-// hostile HTTP bodies. Every case checks the close code or status the SPEC
-// (§4, §5) asks for, and that a healthy client on the same daemon keeps
+// hostile HTTP bodies. Every case checks the close code or status README.md
+// (HTTP API, WebSocket protocol) promises, and that a healthy client on the same daemon keeps
 // getting pongs; the daemon must stay up and stop without a sanitizer report.
 //
 // Where lws 4.1.6 itself decides (frame parsing, header limits) the tests
-// assert what it does as long as the SPEC allows it. Known deviations run as
+// assert what it does as long as the documented contract allows it. Known deviations run as
 // `todo` tests: they report without failing the suite, and the strict
 // expectation is there to switch on once the daemon handles them.
 import { describe, test, before, after, afterEach } from 'node:test';
@@ -424,7 +424,7 @@ describe('abuse', () => {
 				`${JSON.stringify(line)}: ${r.response.slice(0, 200)}`);
 			assert.equal(r.how, 'closed', `${JSON.stringify(line)}: still open after ${r.ms} ms`);
 		}
-		// Known methods the routes do not take: 405 with the SPEC body.
+		// Known methods the routes do not take: 405 with the JSON error body.
 		for (const [m, p] of [['PATCH', '/healthz'], ['DELETE', '/metrics'],
 			['OPTIONS', '/api/me/subscriptions']]) {
 			const r = await apiCall(d.url, m, p, { token: kit.token(user()) });
@@ -498,7 +498,7 @@ describe('abuse', () => {
 		}
 	});
 
-	test('bad JSON → 400 with a SPEC error body, nothing written', async () => {
+	test('bad JSON → 400 with a JSON error body, nothing written', async () => {
 		const bodies = {
 			'trailing junk': Buffer.from('{"kinds":["low_stock"]} x'),
 			'raw NUL': Buffer.from('{"kinds":["low\u0000_stock"]}'),

@@ -1,4 +1,4 @@
-// The alert pipeline on one instance (SPEC §5 "alert", resume; §6): every
+// The alert pipeline on one instance (the "alert" frame, resume, inventory events): every
 // classification edge, per-subscription thresholds and kinds, subscription
 // changes while connected, the admin view, POST /api/inventory/events,
 // resume with ?since= and GET /api/me/alerts, and the per-user rate limit

@@ -1,5 +1,5 @@
-// The alert pipeline across two instances sharing Redis and MySQL (SPEC §6
-// "every behaviour above holds across instances"): classification from the
+// The alert pipeline across two instances sharing Redis and MySQL (every
+// behaviour holds across instances): classification from the
 // shared stock state, identical on both; events for one product applied in
 // the order they were published; one alert per connection however often an
 // event is published; one rate limit per user.

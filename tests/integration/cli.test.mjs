@@ -1,4 +1,4 @@
-// The command line of SPEC §1: --version, --help, --check-config, config
+// The command line (conf/README.md): --version, --help, --check-config, config
 // errors naming the key (exit 1), a busy port (exit 2), gentoken.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

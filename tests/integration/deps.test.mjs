@@ -1,4 +1,4 @@
-// Dependencies coming and going (SPEC §1, §4): a missing Redis or MySQL is
+// Dependencies coming and going (conf/README.md, Health): a missing Redis or MySQL is
 // not fatal, /readyz says which one is down, and the daemon recovers on its
 // own when it comes back. Each test uses its own private servers so it can
 // kill them without disturbing the other tests.
@@ -91,7 +91,7 @@ test('started with Redis and MySQL both absent: runs, 503, then 200 once they st
 	});
 
 test('MySQL refusing the credentials is reported, not ignored', async (t) => {
-	// A wrong password: the daemon either exits 2 (SPEC: "dependency refused
+	// A wrong password: the daemon either exits 2 (exit codes: "dependency refused
 	// credentials") or stays up reporting mysql down; never "ready".
 	const cfg = await makeConfig({});
 	fs.writeFileSync(cfg.config.mysql.password_file, 'definitely-wrong\n');

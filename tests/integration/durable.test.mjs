@@ -1,4 +1,4 @@
-// Durable input (SPEC §6): <prefix>inventory:stream read as consumer group
+// Durable input (conf/README.md, Inventory events): <prefix>inventory:stream read as consumer group
 // `stockalert`. Entries written while no instance runs (before any instance
 // ever ran, and after every instance stopped) are processed exactly once when
 // one starts; malformed entries move to <prefix>inventory:dead with their

@@ -1,4 +1,4 @@
-// Fair release (SPEC §6, alerts.fair_release_factor F / fair_release_interval_s I): a
+// Fair release (conf/README.md; alerts.fair_release_factor F / fair_release_interval_s I): a
 // back_in_stock with stock S reaches the ceil(F×S) earliest subscribers (by subscription
 // time) at once, the next ceil(F×stock) every I seconds while the stock stays above 0; a
 // sold_out stops the waves, a later back_in_stock continues after the users already reached
@@ -31,7 +31,7 @@ const OVERRIDES = {
 const range = (a, b) => Array.from({ length: b - a }, (_, k) => a + k);
 
 // Subscribes users to pid one by one, each strictly later (in ms) than the previous one, so
-// the subscription order is the order of `users`; checks the scores of SPEC §7 say so.
+// the subscription order is the order of `users`; checks the product:{id}:subs scores say so.
 async function subscribeInOrder(kit, users, pid, inst = () => 0) {
 	const key = `${kit.prefix}product:${pid}:subs`;
 	for (const [k, u] of users.entries()) {
@@ -341,7 +341,7 @@ describe('fair release, one instance (F=2, I=1 s)', () => {
 		// Z is online when the back_in_stock is published (its wave, 3, is 2 I away), gets
 		// an alert of another product meanwhile, leaves, and resumes after that alert once
 		// its wave came. The wave's alert has the older id of the back_in_stock event; the
-		// user must get it all the same (SPEC §5: resume replays what the user would have
+		// user must get it all the same (resume replays what the user would have
 		// received; nothing is lost).
 		const zu = range(0, 6).map((k) => `z${k}-${randomId(3)}`);
 		await subscribeInOrder(kit, zu, R);

@@ -1,4 +1,4 @@
-// The ops endpoints and the HTTP error contract of SPEC §4, against one
+// The ops endpoints and the HTTP error contract (README.md, HTTP API), against one
 // daemon talking to the fixture's Redis and MariaDB.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -90,7 +90,7 @@ describe('HTTP against the fixture servers', () => {
 		assert.equal(await count('404'), before404 + 3);
 	});
 
-	test('unknown path: 404 with a SPEC error body', async () => {
+	test('unknown path: 404 with a JSON error body', async () => {
 		await expectError(await fetch(`${d.url}/definitely/not/here`), 404);
 		await expectError(await fetch(`${d.url}/api/nope`), 404);
 	});

@@ -1,4 +1,4 @@
-// Process behaviour (SPEC §1): graceful stop on SIGTERM/SIGINT within
+// Process behaviour (conf/README.md, Signals): graceful stop on SIGTERM/SIGINT within
 // shutdown_grace_s, one epoll loop, SIGHUP survives, no token in the log.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

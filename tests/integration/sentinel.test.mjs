@@ -1,4 +1,4 @@
-// Redis Sentinel (SPEC §2 redis.sentinel): the daemon finds the master through
+// Redis Sentinel (config redis.sentinel): the daemon finds the master through
 // the sentinels, refuses a replica a sentinel wrongly names, and follows a
 // real failover (primary killed -9, replica promoted by three sentinels)
 // without dropping a WebSocket client.

@@ -1,4 +1,4 @@
-// Subscriptions (SPEC §4, §5, §7) against the fixture's Redis and a fresh
+// Subscriptions (REST, WebSocket, the Redis index) against the fixture's Redis and a fresh
 // MySQL database: REST and WebSocket subscribe/list/unsubscribe checked in
 // both stores, every validation error, the per-user limit, the product
 // endpoint, and 200 concurrent writes through two instances.

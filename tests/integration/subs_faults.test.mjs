@@ -1,4 +1,4 @@
-// Subscriptions when a store misbehaves (SPEC §4 503, §7 rebuild): Redis
+// Subscriptions when a store misbehaves (503, and the index rebuilt from MySQL): Redis
 // flushed, MySQL killed, Redis killed, Redis refusing writes. Each test has
 // its own private server(s) so it can break them without touching anyone
 // else, and its own MySQL database.

@@ -1,4 +1,4 @@
-// Native TLS (SPEC §2 `tls.cert_file` / `tls.key_file`, served by lws): a
+// Native TLS (config `tls.cert_file` / `tls.key_file`, served by lws): a
 // self-signed certificate made at test time, https:// ops endpoints, a
 // wss:// client that gets its hello and a live alert, plain HTTP on the TLS
 // port refused cleanly, and the config errors around the two files.

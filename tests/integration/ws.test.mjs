@@ -1,4 +1,4 @@
-// The WebSocket endpoint /ws of SPEC §3 and §5: authentication before the
+// The WebSocket endpoint /ws (README.md, WebSocket protocol): authentication before the
 // upgrade (HS256, RS256, ES256, iss/aud, origin), the hello/ping/refresh
 // protocol, token expiry, bad frames, per-user and global connection limits,
 // presence in Redis.

@@ -1,4 +1,4 @@
-// /ws under pressure (SPEC §1, §5): heartbeat and idle drop, send queue
+// /ws under pressure (README.md, WebSocket protocol): heartbeat and idle drop, send queue
 // overflow (4008) for pipelining and slow-reading clients with bounded
 // memory, and SIGTERM with a couple of hundred clients (close 1001, exit 0).
 import { describe, test, before, after } from 'node:test';

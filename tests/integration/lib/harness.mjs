@@ -676,7 +676,7 @@ function decodeChunked(b) {
 	}
 }
 
-// Asserts-free check of the SPEC §4 error shape; returns the parsed body or
+// Asserts-free check of the error shape (README.md, HTTP API); returns the parsed body or
 // throws describing what is wrong.
 export function parseErrorBody(text) {
 	let j;
@@ -1012,7 +1012,7 @@ export async function redisScanKeys(port, pattern) {
 	return [...keys].sort();
 }
 
-// The live subscription index of SPEC §7 under prefix, canonical:
+// The live subscription index (conf/README.md, Redis and MySQL layout) under prefix, canonical:
 // { users: { user: [product ids as strings, sorted] },
 //   products: { product: { user: score } } }.
 export async function subsIndexFromRedis(port, prefix) {
