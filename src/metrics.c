@@ -99,6 +99,16 @@ void metrics_gauge_add(enum metrics_gauge g, int64_t delta)
 	m.gauges[g] += delta;
 }
 
+int64_t metrics_gauge(enum metrics_gauge g)
+{
+	return m.gauges[g];
+}
+
+int metrics_dep_is_up(enum metrics_dep d)
+{
+	return m.dep_up[d];
+}
+
 void metrics_http_response(int status)
 {
 	if (status >= STATUS_MIN && status <= STATUS_MAX)

@@ -17,6 +17,7 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/notify.h"
 #include "stockalert/presence.h"
 #include "stockalert/redis.h"
 #include "stockalert/store.h"
@@ -66,6 +67,10 @@ struct server {
 	int exit_code;
 	int open_deps; /* redis, pubsub, store still closing */
 	bool ever_ready[METRICS_DEP_COUNT];
+	/* The first attempt to reach each of Redis and MySQL has ended
+	 * (either way): until both have, the service manager waits. */
+	bool tried_redis, tried_mysql;
+	struct notify *notify;
 	struct channel_sub {
 		struct server *s;
 		size_t route; /* index in channel_routes */
@@ -83,9 +88,39 @@ static void dep_state(struct server *s, enum metrics_dep d, bool ready)
 	s->ever_ready[d] = true;
 }
 
+/* "N sockets; redis up, ..., mysql down": what systemctl status shows. */
+static void server_status(char *buf, size_t size, void *arg)
+{
+	(void)arg;
+	int n =
+	    snprintf(buf, size, "%lld sockets", (long long)metrics_gauge(METRICS_WS_CONNECTIONS));
+	for (int d = 0; d < METRICS_DEP_COUNT && n >= 0 && (size_t)n < size; d++)
+		n += snprintf(buf + n, size - (size_t)n, "%s %s %s", d == 0 ? ";" : ",",
+			      metrics_dep_name((enum metrics_dep)d),
+			      metrics_dep_is_up((enum metrics_dep)d) ? "up" : "down");
+}
+
+/*
+ * Ready for the service manager once the port listens (it does before the
+ * dependencies are created) and the first attempt to reach Redis and MySQL
+ * has ended, whether or not it succeeded: a late Redis must not fail the
+ * start, /readyz keeps the instance out of the balancer meanwhile, and the
+ * status line names what is down.
+ */
+static void maybe_ready(struct server *s)
+{
+	if (!s->tried_redis || !s->tried_mysql || s->stopping || !s->notify)
+		return;
+	notify_ready(s->notify);
+}
+
 static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 {
 	struct server *s = arg;
+	if (r == s->env.redis && st != REDIS_STATE_CONNECTING && !s->tried_redis) {
+		s->tried_redis = true;
+		maybe_ready(s);
+	}
 	dep_state(s,
 		  r == s->env.pubsub	   ? METRICS_DEP_REDIS_PUBSUB
 		  : r == s->env.streamconn ? METRICS_DEP_REDIS_STREAM
@@ -121,6 +156,10 @@ static void on_store_state(struct store *st, enum store_state state, void *arg)
 {
 	struct server *s = arg;
 	dep_state(s, METRICS_DEP_MYSQL, state == STORE_STATE_READY);
+	if (state != STORE_STATE_CONNECTING && !s->tried_mysql) {
+		s->tried_mysql = true;
+		maybe_ready(s);
+	}
 
 	/* A server that is down may come up later; one that refuses our
 	 * credentials at start will not, and an operator must hear it: exit 2
@@ -200,6 +239,7 @@ static void begin_stop(struct server *s, int signum)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	notify_stopping(s->notify);
 	/* The grace timer is the hard stop: whatever is still closing when it
 	 * fires is abandoned. Unreferenced, so a clean close ends the loop
 	 * without waiting for it. */
@@ -232,6 +272,8 @@ static void on_drained(void *arg)
 	close_handle((uv_handle_t *)&s->sig_hup);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
+	notify_close(s->notify);
+	s->notify = NULL;
 	ws_fini();
 	if (s->env.presence) {
 		presence_close(s->env.presence);
@@ -281,8 +323,11 @@ static void reload(struct server *s)
 {
 	char err[512];
 	struct config *fresh;
+	bool owe_ready = notify_reloading(s->notify);
 	if (config_load(s->config_path, &fresh, err, sizeof err) != 0) {
 		log_error(MOD, "SIGHUP: keeping the running configuration: %s", err);
+		if (owe_ready)
+			notify_ready(s->notify);
 		return;
 	}
 	log_setup((enum log_level)fresh->log.level, (enum log_format)fresh->log.format);
@@ -291,6 +336,8 @@ static void reload(struct server *s)
 	log_info(MOD, "SIGHUP: reloaded log settings from %s (other keys need a restart)",
 		 s->config_path);
 	config_free(fresh);
+	if (owe_ready)
+		notify_ready(s->notify);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -496,6 +543,9 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	if (create_lws(s, exit_code) != 0)
 		goto err_loop;
 	ws_init(&s->env, &s->loop);
+	/* Before the dependencies, whose first state changes may make us
+	 * ready. */
+	s->notify = notify_new(&s->loop, server_status, s);
 	create_deps(s);
 	*exit_code = SERVER_EXIT_OK;
 	return s;

@@ -46,6 +46,9 @@ void metrics_inc(enum metrics_counter c);
 void metrics_add(enum metrics_counter c, uint64_t n);
 void metrics_gauge_set(enum metrics_gauge g, int64_t v);
 void metrics_gauge_add(enum metrics_gauge g, int64_t delta);
+int64_t metrics_gauge(enum metrics_gauge g);
+/* 1 while the dependency is up (what stockalert_dependency_up says). */
+int metrics_dep_is_up(enum metrics_dep d);
 /* Counts one HTTP response with its status code (100..599). */
 void metrics_http_response(int status);
 /* Counts a close the server initiated, by its close code (1000..4999). */
