@@ -14,6 +14,7 @@
 #include "stockalert/alerts.h"
 #include "stockalert/auth.h"
 #include "stockalert/http.h"
+#include "stockalert/listener.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -71,6 +72,7 @@ struct server {
 	 * (either way): until both have, the service manager waits. */
 	bool tried_redis, tried_mysql;
 	struct notify *notify;
+	struct listener *listener; /* socket activation only */
 	struct channel_sub {
 		struct server *s;
 		size_t route; /* index in channel_routes */
@@ -240,6 +242,10 @@ static void begin_stop(struct server *s, int signum)
 		return;
 	s->stopping = true;
 	notify_stopping(s->notify);
+	/* What arrives from now on waits in the activated socket's backlog
+	 * for the next instance rather than being refused by this one. */
+	listener_close(s->listener);
+	s->listener = NULL;
 	/* The grace timer is the hard stop: whatever is still closing when it
 	 * fires is abandoned. Unreferenced, so a clean close ends the loop
 	 * without waiting for it. */
@@ -387,10 +393,18 @@ static int create_lws(struct server *s, int *exit_code)
 		return -1;
 	}
 
+	char err[256];
+	int activated = listener_activated_fd(err, sizeof err);
+	if (activated == -2) {
+		log_error(MOD, "socket activation: %s", err);
+		*exit_code = SERVER_EXIT_START;
+		return -1;
+	}
 	struct lws_context_creation_info vinfo;
 	memset(&vinfo, 0, sizeof vinfo);
 	vinfo.vhost_name = "stockalertd";
-	vinfo.port = cfg->listen.port;
+	/* Activated: lws serves what listener.c accepts and binds nothing. */
+	vinfo.port = activated >= 0 ? CONTEXT_PORT_NO_LISTEN_SERVER : cfg->listen.port;
 	vinfo.iface = cfg->listen.host;
 	s->protocols[0] = (struct lws_protocols){
 	    .name = "http",
@@ -433,6 +447,16 @@ static int create_lws(struct server *s, int *exit_code)
 			  cfg->listen.host, cfg->listen.port);
 		*exit_code = SERVER_EXIT_START;
 		return -1;
+	}
+	if (activated >= 0) {
+		char addr[64];
+		s->listener = listener_new(&s->loop, activated, s->vhost);
+		listener_address(s->listener, addr, sizeof addr);
+		log_info(MOD,
+			 "serving %s://%s on the socket from the service manager "
+			 "(listen.host and listen.port unused; fd limit %u)",
+			 cfg->tls.cert_file ? "https" : "http", addr, lws_fds);
+		return 0;
 	}
 	log_info(MOD, "listening on %s://%s:%d (fd limit %u)",
 		 cfg->tls.cert_file ? "https" : "http", cfg->listen.host,
