@@ -929,7 +929,8 @@ static void on_product_info(const struct product_info *p, void *arg)
 			      k_start,	      a->instance, pid,	     stock,
 			      prev,	      fallback,	   thr,	     j->name ? j->name : "",
 			      j->ev.event_id, ts,	   minid,    ttl,
-			      a->prefix,      factor,	   interval, now, stock_ttl};
+			      a->prefix,      factor,	   interval, now,
+			      stock_ttl};
 	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
 					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
 		on_processed(NULL, NULL, j);

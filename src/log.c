@@ -191,8 +191,8 @@ static void emit(enum log_level level, const char *module, const char *msg, size
 #define SWEEP_MS    1000
 
 struct site {
-	const void *key; /* the call site's format string; NULL = free */
-	char module[32]; /* a copy: a client's name may be gone by the summary */
+	const void *key;  /* the call site's format string; NULL = free */
+	char module[32];  /* a copy: a client's name may be gone by the summary */
 	const char *what; /* for the summary: the format string */
 	enum log_level level;
 	int64_t window_start;
@@ -212,7 +212,8 @@ static void summarize(struct site *st)
 			 (unsigned long long)st->suppressed, LOG_WINDOW_MS / 1000, st->what);
 	st->suppressed = 0;
 	if (n > 0)
-		emit(st->level, st->module, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
+		emit(st->level, st->module, msg,
+		     (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
 }
 
 /* Ends the windows that are over, writing their summaries (all of them

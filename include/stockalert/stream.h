@@ -28,9 +28,9 @@
 struct stream;
 
 struct stream_stats {
-	int64_t lag;	 /* entries not yet delivered to the group (-1 unknown) */
-	int64_t pending; /* delivered, not yet acknowledged */
-	int64_t dead;	 /* entries in the dead-letter stream */
+	int64_t lag;	   /* entries not yet delivered to the group (-1 unknown) */
+	int64_t pending;   /* delivered, not yet acknowledged */
+	int64_t dead;	   /* entries in the dead-letter stream */
 	const char *error; /* Redis's last refusal while not working, else NULL;
 			      valid until the next loop turn */
 };

@@ -474,7 +474,8 @@ static void test_id_key(void **state)
 	for (size_t a = 0; a < n; a++)
 		for (size_t b = 0; b < n; b++) {
 			if (strcmp(rec[a], set[b]) == 0)
-				fail_msg("%s of \"%s\" is the set of \"%s\"", rec[a], ids[a], ids[b]);
+				fail_msg("%s of \"%s\" is the set of \"%s\"", rec[a], ids[a],
+					 ids[b]);
 			if (a != b && strcmp(rec[a], rec[b]) == 0)
 				fail_msg("\"%s\" and \"%s\" share %s", ids[a], ids[b], rec[a]);
 		}

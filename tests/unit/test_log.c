@@ -51,12 +51,12 @@ static void test_escape_text(void **state)
 	/* UTF-8 is kept; C1 controls and broken UTF-8 are not */
 	expect_text("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa6", 14,
 		    "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x93\xa6");
-	expect_text("\xc2\x9b" "31m", 5, "\\xc2\\x9b31m");
-	expect_text("\x9b" "31m", 4, "\\x9b31m");
+	expect_text("\302\23331m", 5, "\\xc2\\x9b31m"); /* octal: "\x9b31" is one escape */
+	expect_text("\23331m", 4, "\\x9b31m");
 	expect_text("\xff\xfe", 2, "\\xff\\xfe");
-	expect_text("\xc3", 1, "\\xc3");			  /* truncated */
-	expect_text("\xe0\x80\xaf", 3, "\\xe0\\x80\\xaf");	  /* overlong */
-	expect_text("\xed\xa0\x80", 3, "\\xed\\xa0\\x80");	  /* surrogate */
+	expect_text("\xc3", 1, "\\xc3");			    /* truncated */
+	expect_text("\xe0\x80\xaf", 3, "\\xe0\\x80\\xaf");	    /* overlong */
+	expect_text("\xed\xa0\x80", 3, "\\xed\\xa0\\x80");	    /* surrogate */
 	expect_text("\xf4\x90\x80\x80", 4, "\\xf4\\x90\\x80\\x80"); /* > U+10FFFF */
 }
 
