@@ -41,6 +41,7 @@ struct stream {
 	/* Redis refuses to serve the stream: error holds its last answer,
 	 * logged once per change, and readiness says so. */
 	bool failing;
+	bool recreating; /* NOGROUP seen, no read served since */
 	char error[160];
 	struct backoff backoff;
 	stream_health_fn on_health;
@@ -213,13 +214,23 @@ static void on_read(struct redis *r, redisReply *reply, void *arg)
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
-		/* NOGROUP: the stream or the group was deleted; the retry
-		 * creates them again. */
-		if (strstr(reply->str, "NOGROUP"))
+		bool nogroup = strstr(reply->str, "NOGROUP") != NULL;
+		if (nogroup)
 			s->group_ok = false;
+		/* The stream or the group is gone (a Redis that restarted
+		 * empty, a failover to a node that never had it): create them
+		 * again at once, the first time. A group that keeps vanishing
+		 * goes through the backoff like any other refusal. */
+		if (nogroup && !s->recreating) {
+			s->recreating = true;
+			log_warn(MOD, "%s: consumer group missing; creating it again", s->key);
+			stream_ready(s);
+			return;
+		}
 		input_failed(s, "XREADGROUP", reply->str);
 		return;
 	}
+	s->recreating = false;
 	input_working(s);
 	/* [[key, [entries...]]], or nil when BLOCK timed out. */
 	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
@@ -253,6 +264,9 @@ static void on_group(struct redis *r, redisReply *reply, void *arg)
 	if (reply && (reply->type == REDIS_REPLY_STATUS ||
 		      (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "BUSYGROUP")))) {
 		s->group_ok = true;
+		/* Redis serves the stream again: no need to wait for the
+		 * first read, which may block for BLOCK_MS. */
+		input_working(s);
 		read_more(s);
 	} else if (reply && reply->type == REDIS_REPLY_ERROR && !s->closing) {
 		input_failed(s, "XGROUP CREATE", reply->str);
