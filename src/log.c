@@ -119,7 +119,7 @@ void log_escape(struct buf *out, const char *s, size_t n, bool json)
 			put_hex(out, c, json);
 			len = 1;
 		}
-		i += len ? len : 1;
+		i += len;
 	}
 	buf_append(out, p + i - run, run);
 }
