@@ -83,7 +83,8 @@
  *       delivered-by set, history start marker
  * ARGV: instance, product, stock, prev ("" = from the shared state),
  *       fallback prev ("" = unknown), default threshold, name, event id, ts,
- *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms
+ *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms,
+ *       stock state ttl s
  * Returns {kind, alert id, prev, first, mine, ts, name}: the outcome the
  * first instance decided, the same for everyone.
  */
@@ -93,7 +94,7 @@ static const char process_lua[] = FAIR_WAVE_LUA
     "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
     "  local prev = ARGV[4]\n"
     "  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
-    "  redis.call('SET', KEYS[2], ARGV[3])\n"
+    "  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[16])\n"
     "  local kind, id = 'none', ''\n"
     "  if prev ~= '' then\n"
     "    local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])\n"
@@ -888,11 +889,13 @@ static void on_product_info(const struct product_info *p, void *arg)
 	struct alerts *a = j->a;
 	char k_event[256], k_stock[128], k_stream[96], k_thr[128], k_inst[272], k_start[112];
 	char pid[24], stock[24], prev[24], fallback[24], thr[16], ts[24], minid[32], ttl[16];
-	char factor[32], interval[24], now[24];
+	char factor[32], interval[24], now[24], stock_ttl[16];
 
 	j->name = p->name ? mem_strdup(p->name) : NULL;
 	j->threshold = p->threshold;
-	key(k_event, sizeof k_event, a, "event:%s", j->ev.event_id);
+	char idk[EVENTS_ID_KEY_MAX + 1];
+	events_id_key(j->ev.event_id, idk, sizeof idk);
+	key(k_event, sizeof k_event, a, "event:%s", idk);
 	key(k_stock, sizeof k_stock, a, "stock:%" PRId64, j->ev.product_id);
 	key(k_stream, sizeof k_stream, a, "alerts");
 	key(k_thr, sizeof k_thr, a, "product:%" PRId64 ":thr", j->ev.product_id);
@@ -919,13 +922,15 @@ static void on_product_info(const struct product_info *p, void *arg)
 	snprintf(factor, sizeof factor, "%.6f", a->cfg->alerts.fair_release_factor);
 	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
 	snprintf(now, sizeof now, "%" PRId64, now_ms());
+	snprintf(stock_ttl, sizeof stock_ttl, "%d", a->cfg->alerts.stock_ttl_s);
 
 	const char *argv[] = {"EVAL",	      process_lua, "6",	     k_event,
 			      k_stock,	      k_stream,	   k_thr,    k_inst,
 			      k_start,	      a->instance, pid,	     stock,
 			      prev,	      fallback,	   thr,	     j->name ? j->name : "",
 			      j->ev.event_id, ts,	   minid,    ttl,
-			      a->prefix,      factor,	   interval, now};
+			      a->prefix,      factor,	   interval, now,
+			      stock_ttl};
 	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
 					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
 		on_processed(NULL, NULL, j);
@@ -1078,8 +1083,9 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 		note_seen(a, c->al.id, c->al.order);
 		/* Claim it for this instance; whoever delivered it live already
 		 * holds the claim, so nothing is delivered twice. */
-		char k_inst[300];
-		key(k_inst, sizeof k_inst, a, "event:%s:i", c->event_id);
+		char k_inst[300], idk[EVENTS_ID_KEY_MAX + 1];
+		events_id_key(c->event_id, idk, sizeof idk);
+		key(k_inst, sizeof k_inst, a, "event:%s:i", idk);
 		a->inflight++;
 		if (redis_command(a->env->redis, on_catchup_mark, c, "SADD %s %s", k_inst,
 				  a->instance) != 0)

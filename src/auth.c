@@ -502,7 +502,14 @@ out:
 	return r;
 }
 
-/* An integer NumericDate; *present says whether it was there at all. */
+int64_t auth_clamp_time(int64_t t)
+{
+	return t < 0 ? 0 : t > AUTH_TIME_MAX ? AUTH_TIME_MAX : t;
+}
+
+/* An integer NumericDate, clamped (auth_clamp_time) here, where it is read,
+ * so no sum downstream (exp + leeway in the expiry schedule) can overflow;
+ * *present says whether it was there at all. */
 static enum auth_result int_claim(json_t *payload, const char *name, int64_t *out, int *present)
 {
 	json_t *v = json_object_get(payload, name);
@@ -512,7 +519,7 @@ static enum auth_result int_claim(json_t *payload, const char *name, int64_t *ou
 		return AUTH_OK;
 	if (!json_is_integer(v))
 		return AUTH_ERR_CLAIMS;
-	*out = (int64_t)json_integer_value(v);
+	*out = auth_clamp_time((int64_t)json_integer_value(v));
 	return AUTH_OK;
 }
 
@@ -532,11 +539,10 @@ static enum auth_result check_times(const struct auth *a, json_t *payload, int64
 	/* A token that never expires cannot be revoked. */
 	if (!has_exp)
 		return AUTH_ERR_EXPIRED;
-	/* RFC 7519 4.1.4: valid only before exp. Written so that no exp/nbf
-	 * a token can carry overflows. */
-	if (exp <= INT64_MAX - a->leeway && now >= exp + a->leeway)
+	/* RFC 7519 4.1.4: valid only before exp. Both are clamped. */
+	if (now >= exp + a->leeway)
 		return AUTH_ERR_EXPIRED;
-	if (has_nbf && nbf >= INT64_MIN + a->leeway && nbf - a->leeway > now)
+	if (has_nbf && nbf - a->leeway > now)
 		return AUTH_ERR_NOT_YET_VALID;
 	*exp_out = exp;
 	return AUTH_OK;

@@ -152,6 +152,7 @@ static const struct entry table[] = {
     E_INT("alerts.history_s", alerts.history_s, 86400, 60, 2592000),
     E_DBL("alerts.fair_release_factor", alerts.fair_release_factor, 0.0, 0.0, 1000.0),
     E_INT("alerts.fair_release_interval_s", alerts.fair_release_interval_s, 30, 1, 86400),
+    E_INT("alerts.stock_ttl_s", alerts.stock_ttl_s, 2592000, 86400, 31536000),
 
     E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
 

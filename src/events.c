@@ -70,6 +70,15 @@ err:
 	return -1;
 }
 
+void events_id_key(const char *id, char *out, size_t outlen)
+{
+	size_t n = strlen(id);
+	if (n >= 2 && strcmp(id + n - 2, ":i") == 0)
+		snprintf(out, outlen, "{%s}", id);
+	else
+		snprintf(out, outlen, "%s", id);
+}
+
 int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv_event *ev,
 		 char *err, size_t errlen)
 {

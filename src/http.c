@@ -290,12 +290,16 @@ static void handle_readyz(struct http_req *r, struct http_env *env)
 	struct stream_stats st = {0};
 	if (env->stream)
 		stream_stats(env->stream, &st);
-	if (st.lag > 0 || st.pending > 0 || st.dead > 0) {
-		json_object_set_new(j, "stream",
-				    json_pack("{s:I,s:I,s:I}", "lag", (json_int_t)st.lag, "pending",
-					      (json_int_t)st.pending, "dead", (json_int_t)st.dead));
+	if (st.lag > 0 || st.pending > 0 || st.dead > 0 || st.error) {
+		json_t *sj = json_pack("{s:I,s:I,s:I}", "lag", (json_int_t)st.lag, "pending",
+				       (json_int_t)st.pending, "dead", (json_int_t)st.dead);
+		/* Redis refuses the reader: no event on the stream would be
+		 * processed, so this instance is not ready. */
+		if (st.error)
+			json_object_set_new(sj, "error", json_string(st.error));
+		json_object_set_new(j, "stream", sj);
 	}
-	http_reply_json(r, redis_up && mysql_up ? 200 : 503, j);
+	http_reply_json(r, redis_up && mysql_up && !st.error ? 200 : 503, j);
 }
 
 static void handle_metrics(struct http_req *r, struct http_env *env)

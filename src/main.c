@@ -181,5 +181,7 @@ int main(int argc, char **argv)
 		return code;
 	code = server_run(s);
 	server_free(s);
+	/* The last window's "lines suppressed" count is still owed. */
+	log_flush();
 	return code;
 }

@@ -172,7 +172,8 @@ void metrics_render(struct buf *out)
 			   (unsigned long long)m.ws_close[i]);
 
 	header(out, "stockalert_dependency_up", "gauge",
-	       "1 while the connection to a dependency is ready.");
+	       "1 while the connection to a dependency is ready (redis_stream: and Redis "
+	       "serves the stream reader).");
 	for (int d = 0; d < METRICS_DEP_COUNT; d++)
 		buf_printf(out, "stockalert_dependency_up{dep=\"%s\"} %d\n", dep_names[d],
 			   m.dep_up[d]);

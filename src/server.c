@@ -116,6 +116,14 @@ static void maybe_ready(struct server *s)
 	notify_ready(s->notify);
 }
 
+/* The stream input counts as up only when Redis also serves it: a
+ * connection to a node that refuses XREADGROUP is no input at all. */
+static void on_stream_health(bool working, void *arg)
+{
+	struct server *s = arg;
+	metrics_dep_up(METRICS_DEP_REDIS_STREAM, working && redis_is_ready(s->env.streamconn));
+}
+
 static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 {
 	struct server *s = arg;
@@ -127,7 +135,8 @@ static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 		  r == s->env.pubsub	   ? METRICS_DEP_REDIS_PUBSUB
 		  : r == s->env.streamconn ? METRICS_DEP_REDIS_STREAM
 					   : METRICS_DEP_REDIS,
-		  st == REDIS_STATE_READY);
+		  st == REDIS_STATE_READY &&
+		      (r != s->env.streamconn || !s->env.stream || stream_working(s->env.stream)));
 	if (r == s->env.streamconn && st == REDIS_STATE_READY && s->env.stream)
 		stream_ready(s->env.stream);
 	/* One connection back means the server is back: the others need not
@@ -509,7 +518,7 @@ static void create_deps(struct server *s)
 	s->env.presence = presence_new(&s->loop, s->env.redis, s->env.hub, cfg->redis.prefix,
 				       alerts_instance(s->env.alerts));
 	s->env.stream = stream_new(&s->loop, s->env.streamconn, s->env.alerts, cfg->redis.prefix,
-				   alerts_instance(s->env.alerts));
+				   alerts_instance(s->env.alerts), on_stream_health, s);
 	s->open_deps = 4;
 	redis_start(s->env.redis);
 	redis_start(s->env.pubsub);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stockalert/backoff.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -17,6 +18,11 @@
 #define BLOCK_MS	1000
 /* How often pending entries are claimed and the counters refreshed. */
 #define HOUSEKEEPING_MS 5000
+/* Retry delays after a Redis error: the bounds redis.c reconnects with, so
+ * a stream Redis keeps refusing (a demoted primary, the key of the wrong
+ * type) costs what a Redis that is down costs. */
+#define RETRY_MIN_MS	100
+#define RETRY_MAX_MS	5000
 
 struct stream {
 	struct redis *conn;
@@ -25,11 +31,21 @@ struct stream {
 	char dead_key[128];
 	char consumer[64];
 	uv_timer_t timer;
-	bool reading; /* an XREADGROUP (or claim) is in flight */
+	uv_timer_t retry; /* armed while waiting out the backoff after an error */
+	int open_timers;  /* the struct is freed when both have closed */
+	bool reading;	  /* an XREADGROUP (or claim) is in flight */
 	bool group_ok;
 	bool closing;
 	int inflight; /* entries in the pipeline, replies outstanding */
 	struct stream_stats stats;
+	/* Redis refuses to serve the stream: error holds its last answer,
+	 * logged once per change, and readiness says so. */
+	bool failing;
+	bool recreating; /* NOGROUP seen, no read served since */
+	char error[160];
+	struct backoff backoff;
+	stream_health_fn on_health;
+	void *health_arg;
 };
 
 /* One stream entry on its way through the pipeline. */
@@ -43,14 +59,57 @@ static void read_more(struct stream *s);
 
 static void on_timer_closed(uv_handle_t *h)
 {
-	mem_free(h->data);
+	struct stream *s = h->data;
+	if (--s->open_timers == 0)
+		mem_free(s);
 }
 
 static void maybe_free(struct stream *s)
 {
 	if (s->closing && s->inflight == 0 && !s->reading &&
-	    !uv_is_closing((uv_handle_t *)&s->timer))
+	    !uv_is_closing((uv_handle_t *)&s->timer)) {
 		uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+		uv_close((uv_handle_t *)&s->retry, on_timer_closed);
+	}
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	stream_ready(t->data);
+}
+
+/*
+ * Redis answered a command the input depends on with an error. Whatever it
+ * is (a replica refusing writes, the key holding another type, the group
+ * gone), asking again at once would get the same answer thousands of times a
+ * second: wait with the reconnect's capped, jittered backoff instead. The
+ * warning is written when the error changes, not on every retry.
+ */
+static void input_failed(struct stream *s, const char *what, const char *error)
+{
+	char msg[sizeof s->error];
+	snprintf(msg, sizeof msg, "%s: %s", what, error);
+	uint32_t delay = backoff_next(&s->backoff);
+	if (!s->failing || strcmp(msg, s->error) != 0)
+		log_warn(MOD, "%s: input not working (%s); retrying with backoff", s->key, msg);
+	snprintf(s->error, sizeof s->error, "%s", msg);
+	bool was = s->failing;
+	s->failing = true;
+	if (!was && s->on_health)
+		s->on_health(false, s->health_arg);
+	uv_timer_start(&s->retry, on_retry, delay, 0);
+}
+
+static void input_working(struct stream *s)
+{
+	backoff_reset(&s->backoff);
+	if (!s->failing)
+		return;
+	s->failing = false;
+	s->error[0] = '\0';
+	log_info(MOD, "%s: input working again", s->key);
+	if (s->on_health)
+		s->on_health(true, s->health_arg);
 }
 
 static void on_acked(struct redis *r, redisReply *reply, void *arg)
@@ -155,12 +214,24 @@ static void on_read(struct redis *r, redisReply *reply, void *arg)
 		return;
 	}
 	if (reply->type == REDIS_REPLY_ERROR) {
-		if (strstr(reply->str, "NOGROUP"))
+		bool nogroup = strstr(reply->str, "NOGROUP") != NULL;
+		if (nogroup)
 			s->group_ok = false;
-		log_warn(MOD, "XREADGROUP: %s", reply->str);
-		stream_ready(s);
+		/* The stream or the group is gone (a Redis that restarted
+		 * empty, a failover to a node that never had it): create them
+		 * again at once, the first time. A group that keeps vanishing
+		 * goes through the backoff like any other refusal. */
+		if (nogroup && !s->recreating) {
+			s->recreating = true;
+			log_warn(MOD, "%s: consumer group missing; creating it again", s->key);
+			stream_ready(s);
+			return;
+		}
+		input_failed(s, "XREADGROUP", reply->str);
 		return;
 	}
+	s->recreating = false;
+	input_working(s);
 	/* [[key, [entries...]]], or nil when BLOCK timed out. */
 	if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1 &&
 	    reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2) {
@@ -193,9 +264,12 @@ static void on_group(struct redis *r, redisReply *reply, void *arg)
 	if (reply && (reply->type == REDIS_REPLY_STATUS ||
 		      (reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "BUSYGROUP")))) {
 		s->group_ok = true;
+		/* Redis serves the stream again: no need to wait for the
+		 * first read, which may block for BLOCK_MS. */
+		input_working(s);
 		read_more(s);
-	} else if (reply && reply->type == REDIS_REPLY_ERROR) {
-		log_warn(MOD, "XGROUP CREATE %s: %s", s->key, reply->str);
+	} else if (reply && reply->type == REDIS_REPLY_ERROR && !s->closing) {
+		input_failed(s, "XGROUP CREATE", reply->str);
 	}
 	maybe_free(s);
 }
@@ -204,6 +278,8 @@ void stream_ready(struct stream *s)
 {
 	if (s->closing || !redis_is_ready(s->conn))
 		return;
+	/* Called early (the connection came back): this is the retry. */
+	uv_timer_stop(&s->retry);
 	if (s->group_ok) {
 		read_more(s);
 		return;
@@ -348,7 +424,8 @@ static void on_timer(uv_timer_t *t)
 	char idle[24];
 	if (s->closing || !redis_is_ready(s->conn))
 		return;
-	if (!s->group_ok || !s->reading)
+	/* Not while an error's backoff runs: the retry timer restarts. */
+	if ((!s->group_ok || !s->reading) && !uv_is_active((uv_handle_t *)&s->retry))
 		stream_ready(s);
 	if (!s->group_ok)
 		return;
@@ -364,7 +441,8 @@ static void on_timer(uv_timer_t *t)
 }
 
 struct stream *stream_new(uv_loop_t *loop, struct redis *conn, struct alerts *alerts,
-			  const char *prefix, const char *consumer)
+			  const char *prefix, const char *consumer, stream_health_fn on_health,
+			  void *arg)
 {
 	struct stream *s = mem_calloc(1, sizeof *s);
 	s->conn = conn;
@@ -374,8 +452,15 @@ struct stream *stream_new(uv_loop_t *loop, struct redis *conn, struct alerts *al
 	snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
 	s->stats.lag = -1;
 	metrics_gauge_set(METRICS_STREAM_LAG, -1);
+	s->on_health = on_health;
+	s->health_arg = arg;
+	backoff_init(&s->backoff, RETRY_MIN_MS, RETRY_MAX_MS,
+		     (uint64_t)uv_hrtime() ^ (uint64_t)(uintptr_t)s);
 	uv_timer_init(loop, &s->timer);
+	uv_timer_init(loop, &s->retry);
 	s->timer.data = s;
+	s->retry.data = s;
+	s->open_timers = 2;
 	uv_timer_start(&s->timer, on_timer, HOUSEKEEPING_MS, HOUSEKEEPING_MS);
 	return s;
 }
@@ -383,11 +468,18 @@ struct stream *stream_new(uv_loop_t *loop, struct redis *conn, struct alerts *al
 void stream_stats(const struct stream *s, struct stream_stats *out)
 {
 	*out = s->stats;
+	out->error = s->failing ? s->error : NULL;
+}
+
+bool stream_working(const struct stream *s)
+{
+	return !s->failing;
 }
 
 void stream_close(struct stream *s)
 {
 	s->closing = true;
 	uv_timer_stop(&s->timer);
+	uv_timer_stop(&s->retry);
 	maybe_free(s);
 }

@@ -10,7 +10,10 @@
  *                                 prev), written once by whichever instance
  *                                 ran the event first; TTL history_s
  *   <prefix>event:{event_id}:i    set of instances that delivered it
- *   <prefix>stock:{product_id}    the shared stock state (last level seen)
+ *                                 ({event_id} is events_id_key()'s form, so
+ *                                 no id's keys meet another id's)
+ *   <prefix>stock:{product_id}    the shared stock state (last level seen);
+ *                                 TTL stock_ttl_s from the last event
  *   <prefix>alerts                stream of every alert, trimmed to
  *                                 history_s; entry ids are the alert ids
  *   <prefix>alerts:start          id of the stream's first entry ever

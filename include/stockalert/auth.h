@@ -28,9 +28,14 @@ enum auth_result {
 	AUTH_ERR_CLAIMS	  /* a claim of the wrong type (roles, ...) */
 };
 
+/* 3000-01-01T00:00:00Z: every time claim is clamped to [0, AUTH_TIME_MAX]
+ * where it is read, so a far-future exp means "a long time" and adding the
+ * leeway to it cannot overflow. */
+#define AUTH_TIME_MAX 32503680000LL
+
 struct auth_claims {
 	char sub[AUTH_SUB_MAX + 1];
-	int64_t exp;	/* seconds since the epoch */
+	int64_t exp;	/* seconds since the epoch, <= AUTH_TIME_MAX */
 	unsigned roles; /* enum auth_role bits */
 };
 
@@ -51,6 +56,9 @@ const char *auth_result_str(enum auth_result r);
  * (free with mem_free) or NULL with err filled. */
 char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s, int64_t now,
 		char *err, size_t errlen);
+
+/* t limited to [0, AUTH_TIME_MAX]. */
+int64_t auth_clamp_time(int64_t t);
 
 /* 1 when sub is 1-64 characters of [A-Za-z0-9_.:-]. */
 int auth_valid_sub(const char *sub);

@@ -68,6 +68,7 @@ struct config_alerts {
 	int history_s;
 	double fair_release_factor; /* 0 = everyone at once */
 	int fair_release_interval_s;
+	int stock_ttl_s; /* a product's shared stock level outlives its last event by this */
 };
 
 struct config_log {

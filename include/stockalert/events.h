@@ -34,6 +34,17 @@ struct inv_event {
 int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv_event *ev,
 		 char *err, size_t errlen);
 
+/*
+ * The form of event id in Redis key names (alerts.h): the id itself, or
+ * "{id}" when the id ends in ":i", the suffix of an event's delivered-by
+ * set. So the keys of one id never meet another's: "event:order-7:i" is
+ * only ever order-7's set, and "order-7:i"'s record is "event:{order-7:i}".
+ * Ids cannot hold braces, so the two forms never meet either; every other
+ * id keeps the key it always had. out holds EVENTS_ID_KEY_MAX + 1 bytes.
+ */
+#define EVENTS_ID_KEY_MAX (EVENTS_ID_MAX + 2)
+void events_id_key(const char *id, char *out, size_t outlen);
+
 /* Encodes ev as the canonical event JSON; returns a malloc'd string
  * (free with mem_free). */
 char *events_encode(const struct inv_event *ev);

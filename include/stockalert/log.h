@@ -3,9 +3,25 @@
 /*
  * One line per event on stderr, text or JSON. The level is checked before
  * anything is formatted, so disabled debug lines cost a compare.
+ *
+ * A line never holds a raw control character: messages carry what clients
+ * and producers sent (a payload with "\n2026-... error main: ..." would
+ * forge a line, "\x1b[2J" would drive the operator's terminal), so every
+ * message is escaped here, in both formats (log_escape).
+ *
+ * Repeated lines are rate limited per call site (its format string): at
+ * most LOG_BURST lines per LOG_WINDOW_MS; the others are counted, and once
+ * the window is over one line says how many were suppressed. A flood of
+ * bad input costs a few lines, not a full disk.
  */
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "stockalert/buf.h"
+
+#define LOG_BURST     10
+#define LOG_WINDOW_MS 10000
 
 enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
@@ -23,6 +39,23 @@ void log_route_lws(void);
 
 void log_write(enum log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Writes any pending "N similar lines suppressed" lines now (at exit). */
+void log_flush(void);
+
+/*
+ * Appends the n bytes of s to out with every byte that could break a line or
+ * drive a terminal escaped: backslash as \\, \n \r \t, other C0 controls,
+ * DEL, C1 controls (U+0080-U+009F) and bytes that are not UTF-8 as \xNN.
+ * With json, the result is also valid inside a JSON string (quotes and the
+ * backslashes escaped): a JSON reader decodes it to the text form.
+ */
+void log_escape(struct buf *out, const char *s, size_t n, bool json);
+
+/* For tests: lines go to sink instead of stderr, and the rate limit reads
+ * the time (ms, any origin) from clock. NULL restores the default. */
+void log_set_sink(void (*sink)(const char *line, size_t len, void *arg), void *arg);
+void log_set_clock(int64_t (*clock)(void));
 
 /* Writes into out a form of a bearer token that is safe to log:
  * its first 6 characters, an ellipsis and its length. */

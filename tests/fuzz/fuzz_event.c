@@ -3,13 +3,20 @@
  * producer publishes must be refused cleanly or accepted within the
  * contract, and what is accepted must survive encode -> parse unchanged,
  * since the stream and the dead-letter list carry the re-encoded form.
+ * An accepted id's key form (events_id_key) is the id or "{id}", never one
+ * that ends in ":i"; and the bytes as a log line carries them (log_escape)
+ * hold no control character, in JSON decode to the text form.
  */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "stockalert/buf.h"
 #include "stockalert/events.h"
+#include "stockalert/log.h"
 #include "stockalert/mem.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -54,6 +61,19 @@ static void check(const char *json, size_t size, bool allow_missing_id)
 	if (ev.has_ts && ev.ts_ms < 0)
 		__builtin_trap();
 
+	if (ev.event_id[0]) {
+		char k[EVENTS_ID_KEY_MAX + 1];
+		size_t n = strlen(ev.event_id);
+		events_id_key(ev.event_id, k, sizeof k);
+		size_t kn = strlen(k);
+		bool braced = kn == n + 2 && k[0] == '{' && k[kn - 1] == '}' &&
+			      memcmp(k + 1, ev.event_id, n) == 0;
+		if (!braced && strcmp(k, ev.event_id) != 0)
+			__builtin_trap();
+		if (kn >= 2 && strcmp(k + kn - 2, ":i") == 0)
+			__builtin_trap();
+	}
+
 	text = events_encode(&ev);
 	if (!text)
 		__builtin_trap();
@@ -67,8 +87,34 @@ static void check(const char *json, size_t size, bool allow_missing_id)
 	mem_free(text);
 }
 
+static void check_log(const char *bytes, size_t size)
+{
+	struct buf text, json;
+	buf_init(&text);
+	buf_init(&json);
+	log_escape(&text, bytes, size, false);
+	log_escape(&json, bytes, size, true);
+	for (size_t i = 0; i < text.len; i++)
+		if ((unsigned char)text.data[i] < 0x20 || text.data[i] == 0x7f)
+			__builtin_trap();
+	buf_puts(&text, "");
+	char *doc = mem_alloc(json.len + 3);
+	doc[0] = '"';
+	memcpy(doc + 1, json.data ? json.data : "", json.len);
+	doc[json.len + 1] = '"';
+	doc[json.len + 2] = '\0';
+	json_t *v = json_loads(doc, JSON_DECODE_ANY, NULL);
+	if (!v || strcmp(json_string_value(v), text.data) != 0)
+		__builtin_trap();
+	json_decref(v);
+	mem_free(doc);
+	buf_free(&text);
+	buf_free(&json);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	check_log((const char *)data, size);
 	check((const char *)data, size, false);
 	check((const char *)data, size, true);
 	return 0;

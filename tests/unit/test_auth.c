@@ -657,6 +657,14 @@ static void test_exp_nbf(void **state)
 	assert_int_equal(
 	    verify_hs_payload(cfg_hs(3600), "{\"sub\":\"u\",\"exp\":9223372036854775807}", &c),
 	    AUTH_OK);
+	/* ... and come out clamped, so exp + leeway cannot overflow later
+	 * (the session's expiry schedule adds it) */
+	assert_int_equal(c.exp, AUTH_TIME_MAX);
+	assert_true(c.exp + 3600 > NOW);
+	assert_int_equal(
+	    verify_hs_payload(cfg_hs(3600), "{\"sub\":\"u\",\"exp\":9223372036854775000}", &c),
+	    AUTH_OK);
+	assert_int_equal(c.exp, AUTH_TIME_MAX);
 	assert_int_equal(
 	    verify_hs_payload(cfg_hs(3600), "{\"sub\":\"u\",\"exp\":-9223372036854775807}", &c),
 	    AUTH_ERR_EXPIRED);
@@ -679,6 +687,18 @@ static void test_exp_nbf(void **state)
 	snprintf(p, sizeof p, "{\"sub\":\"u\",\"exp\":%lld,\"nbf\":-9223372036854775807}",
 		 (long long)(NOW + 600));
 	assert_int_equal(verify_hs_payload(cfg_hs(3600), p, &c), AUTH_OK);
+}
+
+static void test_clamp_time(void **state)
+{
+	(void)state;
+	assert_int_equal(auth_clamp_time(0), 0);
+	assert_int_equal(auth_clamp_time(NOW), NOW);
+	assert_int_equal(auth_clamp_time(AUTH_TIME_MAX), AUTH_TIME_MAX);
+	assert_int_equal(auth_clamp_time(AUTH_TIME_MAX + 1), AUTH_TIME_MAX);
+	assert_int_equal(auth_clamp_time(INT64_MAX), AUTH_TIME_MAX);
+	assert_int_equal(auth_clamp_time(-1), 0);
+	assert_int_equal(auth_clamp_time(INT64_MIN), 0);
 }
 
 /* ---- iss / aud ---- */
@@ -1058,6 +1078,7 @@ int main(void)
 	    cmocka_unit_test(test_rs256_key_confusion),
 	    cmocka_unit_test(test_es256),
 	    cmocka_unit_test(test_exp_nbf),
+	    cmocka_unit_test(test_clamp_time),
 	    cmocka_unit_test(test_iss_aud),
 	    cmocka_unit_test(test_subject),
 	    cmocka_unit_test(test_roles),

@@ -104,6 +104,7 @@ static void assert_defaults(const struct config *c)
 	assert_int_equal(c->alerts.history_s, 86400);
 	assert_true(c->alerts.fair_release_factor == 0.0);
 	assert_int_equal(c->alerts.fair_release_interval_s, 30);
+	assert_int_equal(c->alerts.stock_ttl_s, 2592000);
 	assert_int_equal(c->subscriptions_max_per_user, 200);
 	assert_string_equal(c->static_dir, "share/stockalert/www");
 	assert_int_equal(c->shutdown_grace_s, 10);
@@ -154,7 +155,8 @@ static void test_full_file(void **state)
 	    "  \"max_message_bytes\": 64, \"send_queue_max\": 65536,"
 	    "  \"max_connections\": 1000000, \"max_connections_per_user\": 1000},"
 	    " \"alerts\": {\"max_per_window\": 10000, \"window_s\": 1, \"history_s\": 60,"
-	    "  \"fair_release_factor\": 0.5, \"fair_release_interval_s\": 86400},"
+	    "  \"fair_release_factor\": 0.5, \"fair_release_interval_s\": 86400,"
+	    "  \"stock_ttl_s\": 31536000},"
 	    " \"subscriptions\": {\"max_per_user\": 100000},"
 	    " \"static_dir\": \"/srv/www\", \"shutdown_grace_s\": 300,"
 	    " \"log\": {\"level\": \"debug\", \"format\": \"json\"}}";
@@ -204,6 +206,7 @@ static void test_full_file(void **state)
 	assert_int_equal(c->alerts.history_s, 60);
 	assert_true(c->alerts.fair_release_factor == 0.5);
 	assert_int_equal(c->alerts.fair_release_interval_s, 86400);
+	assert_int_equal(c->alerts.stock_ttl_s, 31536000);
 	assert_int_equal(c->subscriptions_max_per_user, 100000);
 	assert_string_equal(c->static_dir, "/srv/www");
 	assert_int_equal(c->shutdown_grace_s, 300);

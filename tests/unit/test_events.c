@@ -430,6 +430,65 @@ static void test_classify_property(void **state)
 	}
 }
 
+/* The key form of ids: the record of one id ("event:" + form) and the
+ * delivered-by set of another ("event:" + form + ":i") never share a name. */
+static void test_id_key(void **state)
+{
+	(void)state;
+	char k[EVENTS_ID_KEY_MAX + 1];
+	events_id_key("order-7", k, sizeof k);
+	assert_string_equal(k, "order-7");
+	events_id_key("order-7:i", k, sizeof k);
+	assert_string_equal(k, "{order-7:i}");
+	events_id_key("a:i:i", k, sizeof k);
+	assert_string_equal(k, "{a:i:i}");
+	events_id_key(":i", k, sizeof k);
+	assert_string_equal(k, "{:i}");
+	events_id_key("i", k, sizeof k);
+	assert_string_equal(k, "i");
+	events_id_key("x:I", k, sizeof k);
+	assert_string_equal(k, "x:I");
+	events_id_key("x:ii", k, sizeof k);
+	assert_string_equal(k, "x:ii");
+
+	/* Exhaustively over short ids of the characters that matter: no
+	 * record key equals any set key, and the form is one-to-one. */
+	static const char alphabet[] = "a:i{}";
+	char ids[400][8], rec[400][EVENTS_ID_KEY_MAX + 16], set[400][EVENTS_ID_KEY_MAX + 16];
+	size_t n = 0;
+	for (size_t len = 1; len <= 3; len++) {
+		size_t total = 1;
+		for (size_t d = 0; d < len; d++)
+			total *= 3; /* ids never hold braces: only "a:i" */
+		for (size_t x = 0; x < total; x++) {
+			size_t v = x;
+			for (size_t d = 0; d < len; d++, v /= 3)
+				ids[n][d] = alphabet[v % 3];
+			ids[n][len] = '\0';
+			events_id_key(ids[n], k, sizeof k);
+			snprintf(rec[n], sizeof rec[n], "event:%s", k);
+			snprintf(set[n], sizeof set[n], "event:%s:i", k);
+			n++;
+		}
+	}
+	for (size_t a = 0; a < n; a++)
+		for (size_t b = 0; b < n; b++) {
+			if (strcmp(rec[a], set[b]) == 0)
+				fail_msg("%s of \"%s\" is the set of \"%s\"", rec[a], ids[a],
+					 ids[b]);
+			if (a != b && strcmp(rec[a], rec[b]) == 0)
+				fail_msg("\"%s\" and \"%s\" share %s", ids[a], ids[b], rec[a]);
+		}
+
+	/* The longest id fits. */
+	char longest[EVENTS_ID_MAX + 1];
+	memset(longest, 'x', EVENTS_ID_MAX);
+	memcpy(longest + EVENTS_ID_MAX - 2, ":i", 2);
+	longest[EVENTS_ID_MAX] = '\0';
+	events_id_key(longest, k, sizeof k);
+	assert_int_equal(strlen(k), EVENTS_ID_KEY_MAX);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -448,6 +507,7 @@ int main(void)
 	    cmocka_unit_test(test_encode_roundtrip),
 	    cmocka_unit_test(test_classify_table),
 	    cmocka_unit_test(test_classify_property),
+	    cmocka_unit_test(test_id_key),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
