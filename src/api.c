@@ -59,7 +59,7 @@ static int path_id(struct http_req *r, const char *prefix, int64_t *id)
 {
 	const char *p = http_req_path(r) + strlen(prefix);
 	if (subs_parse_id(p, strlen(p), id) != 0) {
-		http_reply_error(r, 400, "bad_request", "product_id: expected a positive integer");
+		http_reply_error(r, 400, "bad_request", SUBS_PRODUCT_ID_EXPECTED);
 		return -1;
 	}
 	return 0;

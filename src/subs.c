@@ -50,9 +50,16 @@ static const char apply_lua[] =
     "  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'active', '0')\n"
     "  redis.call('PEXPIRE', KEYS[3], ARGV[8])\n"
     "end\n"
-    "redis.call('PUBLISH', ARGV[9], cjson.encode({user = ARGV[1],"
-    " product_id = tonumber(ARGV[2]), active = ARGV[4] == '1', kinds = ARGV[5],"
-    " threshold = tonumber(ARGV[6]), created = tonumber(ARGV[7])}))\n"
+    /* The numbers go into the notice as the decimal text C wrote, never
+     * through tonumber and cjson: cjson prints numbers with 14 significant
+     * digits, so product 123456789012345 came out as 1.2345678901234e+14
+     * and every instance ignored the notice. alerts_on_subs_change() reads
+     * it. */
+    "local thr = ARGV[6] == '' and 'null' or ARGV[6]\n"
+    "redis.call('PUBLISH', ARGV[9], '{\"user\":' .. cjson.encode(ARGV[1]) .."
+    " ',\"product_id\":' .. ARGV[2] .. ',\"active\":' .."
+    " (ARGV[4] == '1' and 'true' or 'false') .. ',\"kinds\":' .. cjson.encode(ARGV[5]) .."
+    " ',\"threshold\":' .. thr .. ',\"created\":' .. ARGV[7] .. '}')\n"
     "return 1\n";
 
 static const char *const kind_names[] = {"back_in_stock", "low_stock", "sold_out"};
@@ -149,19 +156,23 @@ void subs_kinds_to_csv(unsigned kinds, char *out, size_t outlen)
 	}
 }
 
+bool subs_product_id_valid(long long id)
+{
+	return id >= 1 && id <= SUBS_PRODUCT_ID_MAX;
+}
+
 int subs_parse_id(const char *p, size_t len, int64_t *out)
 {
 	int64_t v = 0;
-	if (len == 0 || len > 19 || p[0] == '0')
+	if (len == 0 || len > 16 || p[0] == '0')
 		return -1;
 	for (size_t i = 0; i < len; i++) {
 		if (p[i] < '0' || p[i] > '9')
 			return -1;
-		int d = p[i] - '0';
-		if (v > (INT64_MAX - d) / 10)
-			return -1;
-		v = v * 10 + d;
+		v = v * 10 + (p[i] - '0'); /* 16 digits cannot overflow */
 	}
+	if (!subs_product_id_valid(v))
+		return -1;
 	*out = v;
 	return 0;
 }

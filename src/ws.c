@@ -692,8 +692,8 @@ static void handle_subscribe(struct ws_session *s, struct http_env *env, json_t 
 			     bool subscribe)
 {
 	json_t *pid = json_object_get(msg, "product_id");
-	if (!json_is_integer(pid) || json_integer_value(pid) <= 0) {
-		send_error(s, env, "bad_message", "product_id: expected a positive integer");
+	if (!json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
+		send_error(s, env, "bad_message", SUBS_PRODUCT_ID_EXPECTED);
 		return;
 	}
 	struct ws_pending *p = mem_calloc(1, sizeof *p);

@@ -85,7 +85,21 @@ void subs_kinds_to_csv(unsigned kinds, char *out, size_t outlen);
 int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshold, char *err,
 		    size_t errlen);
 
-/* Strict decimal id in 1..2^63-1 (no sign, no spaces, no leading zeros). */
+/*
+ * Product ids are 1..2^53-1 everywhere (REST paths, WebSocket frames,
+ * inventory events, the subscription change notice): the largest range
+ * every encoder on the way carries exactly (JavaScript clients, and
+ * Redis's Lua, whose numbers are doubles).
+ */
+#define SUBS_PRODUCT_ID_MAX	 9007199254740991LL
+/* What a refused id is told (test_subs checks it names the bound). */
+#define SUBS_PRODUCT_ID_EXPECTED "product_id: expected an integer from 1 to 9007199254740991"
+
+/* True for an id in 1..SUBS_PRODUCT_ID_MAX. */
+bool subs_product_id_valid(long long id);
+
+/* Strict decimal product id in 1..SUBS_PRODUCT_ID_MAX (no sign, no spaces,
+ * no leading zeros). */
 int subs_parse_id(const char *s, size_t len, int64_t *out);
 
 #endif
