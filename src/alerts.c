@@ -1759,7 +1759,7 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 	a->env = env;
 	a->cfg = env->cfg;
 	a->roster = roster_new();
-	a->catalog = catalog_new(loop, env->store);
+	a->catalog = catalog_new(loop, env->store, (size_t)env->cfg->catalog_max_entries);
 	a->held = dict_new();
 	a->loading = dict_new();
 	snprintf(a->prefix, sizeof a->prefix, "%s", env->cfg->redis.prefix);

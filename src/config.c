@@ -154,6 +154,8 @@ static const struct entry table[] = {
 
     E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
 
+    E_INT("catalog.max_entries", catalog_max_entries, 10000, 16, 10000000),
+
     E_STR("static_dir", static_dir, "share/stockalert/www", PATH_LEN_MAX, 0),
     E_INT("shutdown_grace_s", shutdown_grace_s, 10, 0, 300),
 

@@ -4,7 +4,8 @@
  * What the alert pipeline needs to know of a product (name, default
  * low-stock threshold, last stock MySQL has), cached from MySQL's
  * `products` table. Entries are refreshed after CATALOG_TTL_MS; a stale
- * entry is still used while MySQL is down, so alerts keep flowing.
+ * entry is still used while MySQL is down, so alerts keep flowing. Lookups
+ * go ahead of queued writes (store_query_urgent).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,7 +32,9 @@ struct catalog;
 /* p is valid only during the call. */
 typedef void (*catalog_fn)(const struct product_info *p, void *arg);
 
-struct catalog *catalog_new(uv_loop_t *loop, struct store *store);
+/* Keeps at most max_entries products (the least recently used go first;
+ * one being looked up stays until its answer). */
+struct catalog *catalog_new(uv_loop_t *loop, struct store *store, size_t max_entries);
 /* Frees the catalog; pending lookups are answered first (as unknown). */
 void catalog_close(struct catalog *c);
 

@@ -85,6 +85,7 @@ struct config {
 	struct config_ws ws;
 	struct config_alerts alerts;
 	int subscriptions_max_per_user;
+	int catalog_max_entries; /* products cached */
 	char *static_dir;
 	int shutdown_grace_s;
 	struct config_log log;
