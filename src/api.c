@@ -184,6 +184,11 @@ static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *
 		    r, 409, "limit_reached",
 		    "subscriptions.max_per_user reached: unsubscribe from something first");
 		break;
+	case SUBS_BUSY:
+		http_reply_error(r, 429, "too_many_requests",
+				 "subscriptions.max_inflight_per_user changes under way: wait for "
+				 "their answers");
+		break;
 	case SUBS_UNAVAILABLE:
 	default: reply_unavailable(r, "the subscription store is unavailable; retry"); break;
 	}

@@ -145,6 +145,7 @@ static const struct entry table[] = {
     E_INT("ws.send_queue_max", ws.send_queue_max, 256, 1, 65536),
     E_INT("ws.max_connections", ws.max_connections, 100000, 1, 1000000),
     E_INT("ws.max_connections_per_user", ws.max_connections_per_user, 8, 1, 1000),
+    E_INT("ws.max_inflight_per_socket", ws.max_inflight_per_socket, 8, 1, 1000),
 
     E_INT("alerts.max_per_window", alerts.max_per_window, 5, 1, 10000),
     E_INT("alerts.window_s", alerts.window_s, 60, 1, 86400),
@@ -153,6 +154,7 @@ static const struct entry table[] = {
     E_INT("alerts.fair_release_interval_s", alerts.fair_release_interval_s, 30, 1, 86400),
 
     E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
+    E_INT("subscriptions.max_inflight_per_user", subscriptions_max_inflight_per_user, 16, 1, 10000),
 
     E_INT("catalog.max_entries", catalog_max_entries, 10000, 16, 10000000),
 

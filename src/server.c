@@ -432,8 +432,9 @@ static void create_deps(struct server *s)
 	/* XREADGROUP blocks up to 1 s: the timeout must leave room for it. */
 	ro.command_timeout_ms = 5000;
 	s->env.streamconn = redis_new(&s->loop, &ro, on_redis_state, s);
-	s->env.subs = subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
-			       cfg->subscriptions_max_per_user);
+	s->env.subs =
+	    subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
+		     cfg->subscriptions_max_per_user, cfg->subscriptions_max_inflight_per_user);
 	s->env.alerts = alerts_new(&s->loop, &s->env);
 	/* One id per daemon, for presence, delivery claims and the stream
 	 * consumer alike. */

@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stockalert/dict.h"
 #include "stockalert/errbuf.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
+#include "stockalert/metrics.h"
 
 #define MOD		"subs"
 /* Rows per rebuild batch: large enough to finish 1M subscriptions in
@@ -21,13 +23,17 @@
 /* A deleted subscription's hash stays as a tombstone this long, so a late,
  * older update cannot resurrect it. */
 #define TOMBSTONE_MS	86400000
+/* User ids kept per operation (longer ones are cut: the JWT layer allows
+ * no longer). */
+#define USER_MAX	64
 /* Times a write that InnoDB chose as a deadlock victim is run again. */
 #define WRITE_RETRIES	5
 
 /*
  * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}, product:{p}:thr
  * ARGV: user, product, version, active, kinds, threshold ("" = product's),
- *       created_ms, tombstone ttl ms, change channel
+ *       created_ms, tombstone ttl ms, change channel; the numbers are
+ *       decimal integers written by redis_apply()
  * Applies the change when its version is newer than the stored one, and
  * tells every instance (their rosters of connected users follow it).
  * Returns 1 if applied, 0 if Redis already had this or a newer version.
@@ -69,6 +75,8 @@ struct subs {
 	struct store *store;
 	char *prefix;
 	int max_per_user;
+	int max_inflight_per_user;
+	struct dict *user_ops; /* user -> struct user_inflight, while > 0 */
 	uv_timer_t marker_timer;
 	bool rebuilding;
 	bool closing;
@@ -93,10 +101,14 @@ struct row_state {
 
 enum op_kind { OP_PUT, OP_DELETE };
 
+struct user_inflight {
+	int n; /* the user's operations under way */
+};
+
 struct op {
 	struct subs *s;
 	enum op_kind kind;
-	char user[65];
+	char user[USER_MAX + 1];
 	char *user_sql; /* escaped */
 	int64_t product;
 	unsigned kinds;
@@ -270,6 +282,9 @@ static void op_finish(struct op *op, enum subs_status st)
 	    .threshold = op->after.threshold,
 	    .created_ms = op->after.created_ms,
 	};
+	struct user_inflight *u = dict_get(s->user_ops, op->user);
+	if (u && --u->n == 0)
+		mem_free(dict_del(s->user_ops, op->user));
 	if (op->done)
 		op->done(st, st == SUBS_CREATED || st == SUBS_UPDATED ? &e : NULL, op->arg);
 	mem_free(op->user_sql);
@@ -569,6 +584,22 @@ static void on_before_row(struct store *st, const struct store_result *res, cons
 static void op_start(struct subs *s, enum op_kind kind, const char *user, int64_t product,
 		     unsigned kinds, int threshold, subs_done_fn done, void *arg)
 {
+	/* One user's burst must not fill the one MySQL connection's queue
+	 * that every other user's writes wait in. */
+	char key[USER_MAX + 1]; /* cut as op->user is: op_finish() finds it */
+	snprintf(key, sizeof key, "%s", user);
+	struct user_inflight *u = dict_get(s->user_ops, key);
+	if (u && u->n >= s->max_inflight_per_user) {
+		metrics_inc(METRICS_SUBS_CHANGES_REFUSED);
+		done(SUBS_BUSY, NULL, arg);
+		return;
+	}
+	if (!u) {
+		u = mem_calloc(1, sizeof *u);
+		dict_set(s->user_ops, key, u);
+	}
+	u->n++;
+
 	struct op *op = mem_calloc(1, sizeof *op);
 	size_t ulen = strlen(user);
 
@@ -753,13 +784,15 @@ bool subs_rebuilding(const struct subs *s)
 }
 
 struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store, const char *prefix,
-		      int max_per_user)
+		      int max_per_user, int max_inflight_per_user)
 {
 	struct subs *s = mem_calloc(1, sizeof *s);
 	s->redis = redis;
 	s->store = store;
 	s->prefix = mem_strdup(prefix);
 	s->max_per_user = max_per_user;
+	s->max_inflight_per_user = max_inflight_per_user;
+	s->user_ops = dict_new();
 	uv_timer_init(loop, &s->marker_timer);
 	s->marker_timer.data = s;
 	uv_timer_start(&s->marker_timer, on_marker_timer, MARKER_CHECK_MS, MARKER_CHECK_MS);
@@ -769,6 +802,7 @@ struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store,
 static void on_timer_closed(uv_handle_t *h)
 {
 	struct subs *s = h->data;
+	dict_free(s->user_ops); /* empty: every operation has finished */
 	mem_free(s->cursor_user);
 	mem_free(s->prefix);
 	mem_free(s);

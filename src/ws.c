@@ -66,6 +66,7 @@ struct ws_session {
 	int64_t last_rx;	     /* second of the last frame from the peer */
 	bool ping_due;		     /* send a protocol ping at WRITEABLE */
 	bool tls;		     /* lws_is_ssl(wsi), asked once, not per message */
+	uint16_t inflight;	     /* subscription changes awaiting their answer */
 	int64_t exp;		     /* token exp, seconds */
 	struct buf rx;		     /* fragments of a message being received */
 	/* Frames that go out before anything queued in the hub: hello, then a
@@ -295,14 +296,13 @@ static struct {
 	size_t closing; /* sockets with a close under way */
 } stop_;
 
-static void close_with(struct ws_session *s, uint16_t code)
+static void close_because(struct ws_session *s, uint16_t code, const char *reason)
 {
 	if (s->close_code)
 		return;
 	s->close_code = code;
 	stop_.closing++;
 	metrics_ws_close(code);
-	const char *reason = close_reason_text(code);
 	lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)reason,
 			 strlen(reason));
 	/*
@@ -318,6 +318,11 @@ static void close_with(struct ws_session *s, uint16_t code)
 	 * Redis reply), lws would not look at its timers again until its next
 	 * event: wake it. */
 	lws_cancel_service(lws_get_context(s->wsi));
+}
+
+static void close_with(struct ws_session *s, uint16_t code)
+{
+	close_because(s, code, close_reason_text(code));
 }
 
 /*
@@ -648,12 +653,53 @@ static void handle_refresh(struct ws_session *s, struct http_env *env, json_t *m
 	schedule_expiry(s, env);
 }
 
+/*
+ * A socket (ws.max_inflight_per_socket) or its user
+ * (subscriptions.max_inflight_per_user) has too many subscription changes
+ * under way: each starts MySQL work on the one connection every user's
+ * writes queue on, so a flood is refused, not queued. The client is told
+ * why, then closed with 4029 (back off, as for too many connections).
+ */
+static void refuse_flood(struct ws_session *s, const char *limit)
+{
+	char text[160];
+	if (s->close_code)
+		return;
+	log_info(MOD, "conn %s: %s subscription changes under way: closing 4029", s->conn_id,
+		 limit);
+	/* Written now, not queued: queued frames do not go out once the close
+	 * has begun. Not if the socket still owes earlier bytes, or has not
+	 * said hello yet: the close reason says it too. */
+	if (!s->replaying && s->pre_pos == s->npre && !lws_partial_buffered(s->wsi)) {
+		json_t *j = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "too_many_requests",
+				      "message",
+				      "too many subscription changes under way: wait for the "
+				      "answers before sending more");
+		char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		size_t len = body ? strlen(body) : 0;
+		json_decref(j);
+		if (len) {
+			unsigned char *b = mem_alloc(LWS_PRE + len);
+			memcpy(b + LWS_PRE, body, len);
+			(void)lws_write(s->wsi, b + LWS_PRE, len, LWS_WRITE_TEXT);
+			mem_free(b);
+		}
+		free(body);
+	}
+	snprintf(text, sizeof text, "too many subscription changes under way (%s)", limit);
+	close_because(s, CLOSE_TOO_MANY, text);
+}
+
 static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *arg)
 {
 	(void)e;
 	struct ws_pending *p = arg;
 	struct ws_session *s = p->ticket->s;
-	if (s && s->conn) {
+	if (s)
+		s->inflight--;
+	if (s && s->conn && st == SUBS_BUSY) {
+		refuse_flood(s, "subscriptions.max_inflight_per_user");
+	} else if (s && s->conn) {
 		struct http_env *env = env_of(s->wsi);
 		const char *code = NULL, *msg = NULL;
 		switch (st) {
@@ -696,6 +742,12 @@ static void handle_subscribe(struct ws_session *s, struct http_env *env, json_t 
 		send_error(s, env, "bad_message", SUBS_PRODUCT_ID_EXPECTED);
 		return;
 	}
+	if (s->inflight >= env->cfg->ws.max_inflight_per_socket) {
+		metrics_inc(METRICS_SUBS_CHANGES_REFUSED);
+		refuse_flood(s, "ws.max_inflight_per_socket");
+		return;
+	}
+	s->inflight++;
 	struct ws_pending *p = mem_calloc(1, sizeof *p);
 	p->ticket = ticket_of(s);
 	p->product = (int64_t)json_integer_value(pid);

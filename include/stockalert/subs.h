@@ -39,7 +39,8 @@ enum subs_status {
 	SUBS_NO_PRODUCT,     /* 404: unknown product */
 	SUBS_NOT_SUBSCRIBED, /* 404 on delete */
 	SUBS_OVER_LIMIT,     /* 409: subscriptions.max_per_user */
-	SUBS_UNAVAILABLE     /* 503: MySQL or Redis down or failed */
+	SUBS_UNAVAILABLE,    /* 503: MySQL or Redis down or failed */
+	SUBS_BUSY	     /* 429: the user has max_inflight_per_user under way */
 };
 
 /* One subscription as the API shows it. threshold < 0 means "the
@@ -56,8 +57,10 @@ struct subs;
 /* e is the subscription as stored after a successful put (NULL otherwise). */
 typedef void (*subs_done_fn)(enum subs_status st, const struct subs_entry *e, void *arg);
 
+/* max_inflight_per_user bounds the changes one user can have under way
+ * here; one more is answered SUBS_BUSY at once. */
 struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store, const char *prefix,
-		      int max_per_user);
+		      int max_per_user, int max_inflight_per_user);
 void subs_close(struct subs *s);
 
 void subs_put(struct subs *s, const char *user, int64_t product_id, unsigned kinds, int threshold,
