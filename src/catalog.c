@@ -23,6 +23,7 @@ struct entry {
 	char *name;
 	uint64_t loaded_ms; /* 0: never loaded */
 	bool loading;
+	unsigned answering; /* depth of answer() calls: not to be evicted */
 	/* Answered in arrival order: the events of a product must reach
 	 * Redis in the order they were published. */
 	struct waiter *waiters, *waiters_tail;
@@ -88,7 +89,7 @@ static void evict(struct catalog *c)
 
 	while (e && dict_size(c->entries) > c->max_entries) {
 		struct entry *newer = e->newer;
-		if (!e->loading && !e->waiters) {
+		if (!e->loading && !e->answering && !e->waiters) {
 			snprintf(key, sizeof key, "%" PRId64, e->info.id);
 			unlink_entry(c, e);
 			dict_del(c->entries, key);
@@ -121,6 +122,11 @@ static void maybe_free(struct catalog *c)
 	metrics_gauge_set(METRICS_CATALOG_ENTRIES, 0);
 }
 
+size_t catalog_size(const struct catalog *c)
+{
+	return dict_size(c->entries);
+}
+
 void catalog_close(struct catalog *c)
 {
 	c->closing = true;
@@ -131,12 +137,15 @@ static void answer(struct entry *e)
 {
 	struct waiter *w = e->waiters;
 	e->waiters = e->waiters_tail = NULL;
+	/* A waiter may look another product up, and that may evict. */
+	e->answering++;
 	while (w) {
 		struct waiter *next = w->next;
 		w->fn(&e->info, w->arg);
 		mem_free(w);
 		w = next;
 	}
+	e->answering--;
 }
 
 static void on_loaded(struct store *st, const struct store_result *res, const char *err, void *arg)
@@ -193,7 +202,9 @@ void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg)
 	}
 	make_newest(c, e);
 	if (e->loaded_ms && uv_now(c->loop) - e->loaded_ms < CATALOG_TTL_MS) {
+		e->answering++; /* as in answer() */
 		fn(&e->info, arg);
+		e->answering--;
 		return;
 	}
 	struct waiter *w = mem_alloc(sizeof *w);

@@ -8,6 +8,7 @@
  * go ahead of queued writes (store_query_urgent).
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -37,6 +38,9 @@ typedef void (*catalog_fn)(const struct product_info *p, void *arg);
 struct catalog *catalog_new(uv_loop_t *loop, struct store *store, size_t max_entries);
 /* Frees the catalog; pending lookups are answered first (as unknown). */
 void catalog_close(struct catalog *c);
+
+/* Products cached now. */
+size_t catalog_size(const struct catalog *c);
 
 /* Looks product id up; fn may run before this returns (fresh cache hit). */
 void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg);
