@@ -1362,7 +1362,8 @@ void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 	json_t *j = json_loadb(payload, len, 0, &jerr);
 	const char *user = json_string_value(json_object_get(j, "user"));
 	json_t *pid = json_object_get(j, "product_id");
-	if (!user || !json_is_integer(pid)) {
+	/* Written by subs.c's apply script. */
+	if (!user || !json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
 		log_warn(MOD, "bad subscription change notice ignored");
 		json_decref(j);
 		return;
@@ -1764,7 +1765,7 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 	a->env = env;
 	a->cfg = env->cfg;
 	a->roster = roster_new();
-	a->catalog = catalog_new(loop, env->store);
+	a->catalog = catalog_new(loop, env->store, (size_t)env->cfg->catalog_max_entries);
 	a->held = dict_new();
 	a->loading = dict_new();
 	snprintf(a->prefix, sizeof a->prefix, "%s", env->cfg->redis.prefix);

@@ -59,7 +59,7 @@ static int path_id(struct http_req *r, const char *prefix, int64_t *id)
 {
 	const char *p = http_req_path(r) + strlen(prefix);
 	if (subs_parse_id(p, strlen(p), id) != 0) {
-		http_reply_error(r, 400, "bad_request", "product_id: expected a positive integer");
+		http_reply_error(r, 400, "bad_request", SUBS_PRODUCT_ID_EXPECTED);
 		return -1;
 	}
 	return 0;
@@ -183,6 +183,11 @@ static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *
 		http_reply_error(
 		    r, 409, "limit_reached",
 		    "subscriptions.max_per_user reached: unsubscribe from something first");
+		break;
+	case SUBS_BUSY:
+		http_reply_error(r, 429, "too_many_requests",
+				 "subscriptions.max_inflight_per_user changes under way: wait for "
+				 "their answers");
 		break;
 	case SUBS_UNAVAILABLE:
 	default: reply_unavailable(r, "the subscription store is unavailable; retry"); break;

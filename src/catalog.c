@@ -8,6 +8,7 @@
 #include "stockalert/dict.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
+#include "stockalert/metrics.h"
 
 #define MOD "catalog"
 
@@ -22,27 +23,83 @@ struct entry {
 	char *name;
 	uint64_t loaded_ms; /* 0: never loaded */
 	bool loading;
+	unsigned answering; /* depth of answer() calls: not to be evicted */
 	/* Answered in arrival order: the events of a product must reach
 	 * Redis in the order they were published. */
 	struct waiter *waiters, *waiters_tail;
 	struct catalog *c;
+	struct entry *newer, *older; /* the recency list */
 };
 
 struct catalog {
 	uv_loop_t *loop;
 	struct store *store;
 	struct dict *entries; /* decimal id -> struct entry */
-	int loading;	      /* lookups in flight */
+	size_t max_entries;
+	/* Most recently used first: past max_entries, the least recently
+	 * used idle entry goes (events name any id, known or not). */
+	struct entry *newest, *oldest;
+	int loading; /* lookups in flight */
 	bool closing;
 };
 
-struct catalog *catalog_new(uv_loop_t *loop, struct store *store)
+struct catalog *catalog_new(uv_loop_t *loop, struct store *store, size_t max_entries)
 {
 	struct catalog *c = mem_calloc(1, sizeof *c);
 	c->loop = loop;
 	c->store = store;
 	c->entries = dict_new();
+	c->max_entries = max_entries ? max_entries : 1;
 	return c;
+}
+
+static void unlink_entry(struct catalog *c, struct entry *e)
+{
+	if (e->newer)
+		e->newer->older = e->older;
+	else
+		c->newest = e->older;
+	if (e->older)
+		e->older->newer = e->newer;
+	else
+		c->oldest = e->newer;
+	e->newer = e->older = NULL;
+}
+
+static void make_newest(struct catalog *c, struct entry *e)
+{
+	if (c->newest == e)
+		return;
+	if (e->newer || e->older || c->oldest == e)
+		unlink_entry(c, e);
+	e->older = c->newest;
+	if (c->newest)
+		c->newest->newer = e;
+	c->newest = e;
+	if (!c->oldest)
+		c->oldest = e;
+}
+
+/* An entry being loaded is held by its store callback and its waiters:
+ * it stays, and the cache is over its bound until the lookup ends. */
+static void evict(struct catalog *c)
+{
+	struct entry *e = c->oldest;
+	char key[24];
+
+	while (e && dict_size(c->entries) > c->max_entries) {
+		struct entry *newer = e->newer;
+		if (!e->loading && !e->answering && !e->waiters) {
+			snprintf(key, sizeof key, "%" PRId64, e->info.id);
+			unlink_entry(c, e);
+			dict_del(c->entries, key);
+			mem_free(e->name);
+			mem_free(e);
+			metrics_inc(METRICS_CATALOG_EVICTIONS);
+		}
+		e = newer;
+	}
+	metrics_gauge_set(METRICS_CATALOG_ENTRIES, (int64_t)dict_size(c->entries));
 }
 
 static int free_entry(const char *key, void *value, void *arg)
@@ -62,6 +119,12 @@ static void maybe_free(struct catalog *c)
 	dict_each(c->entries, free_entry, NULL);
 	dict_free(c->entries);
 	mem_free(c);
+	metrics_gauge_set(METRICS_CATALOG_ENTRIES, 0);
+}
+
+size_t catalog_size(const struct catalog *c)
+{
+	return dict_size(c->entries);
 }
 
 void catalog_close(struct catalog *c)
@@ -74,12 +137,15 @@ static void answer(struct entry *e)
 {
 	struct waiter *w = e->waiters;
 	e->waiters = e->waiters_tail = NULL;
+	/* A waiter may look another product up, and that may evict. */
+	e->answering++;
 	while (w) {
 		struct waiter *next = w->next;
 		w->fn(&e->info, w->arg);
 		mem_free(w);
 		w = next;
 	}
+	e->answering--;
 }
 
 static void on_loaded(struct store *st, const struct store_result *res, const char *err, void *arg)
@@ -117,6 +183,8 @@ static void on_loaded(struct store *st, const struct store_result *res, const ch
 		e->loaded_ms = uv_now(c->loop);
 	}
 	answer(e);
+	if (!c->closing)
+		evict(c);
 	maybe_free(c);
 }
 
@@ -132,8 +200,11 @@ void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg)
 		e->info.threshold = CATALOG_DEFAULT_THRESHOLD;
 		dict_set(c->entries, key, e);
 	}
+	make_newest(c, e);
 	if (e->loaded_ms && uv_now(c->loop) - e->loaded_ms < CATALOG_TTL_MS) {
+		e->answering++; /* as in answer() */
 		fn(&e->info, arg);
+		e->answering--;
 		return;
 	}
 	struct waiter *w = mem_alloc(sizeof *w);
@@ -149,9 +220,12 @@ void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg)
 		return;
 	snprintf(sql, sizeof sql,
 		 "SELECT name, low_stock_threshold, stock FROM products WHERE id = %" PRId64, id);
-	if (c->closing || store_query(c->store, sql, on_loaded, e) != 0) {
+	/* Urgent: an alert waits on it, and must not queue behind a burst of
+	 * subscription writes on the one MySQL connection. */
+	if (c->closing || store_query_urgent(c->store, sql, on_loaded, e) != 0) {
 		/* MySQL is not there: answer with what we have. */
 		answer(e);
+		evict(c);
 		return;
 	}
 	e->loading = true;

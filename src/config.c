@@ -146,6 +146,7 @@ static const struct entry table[] = {
     E_INT("ws.send_queue_max", ws.send_queue_max, 256, 1, 65536),
     E_INT("ws.max_connections", ws.max_connections, 100000, 1, 1000000),
     E_INT("ws.max_connections_per_user", ws.max_connections_per_user, 8, 1, 1000),
+    E_INT("ws.max_inflight_per_socket", ws.max_inflight_per_socket, 8, 1, 1000),
 
     E_INT("alerts.max_per_window", alerts.max_per_window, 5, 1, 10000),
     E_INT("alerts.window_s", alerts.window_s, 60, 1, 86400),
@@ -155,6 +156,9 @@ static const struct entry table[] = {
     E_INT("alerts.stock_ttl_s", alerts.stock_ttl_s, 2592000, 86400, 31536000),
 
     E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
+    E_INT("subscriptions.max_inflight_per_user", subscriptions_max_inflight_per_user, 16, 1, 10000),
+
+    E_INT("catalog.max_entries", catalog_max_entries, 10000, 16, 10000000),
 
     E_STR("static_dir", static_dir, "share/stockalert/www", PATH_LEN_MAX, 0),
     E_INT("shutdown_grace_s", shutdown_grace_s, 10, 0, 300),

@@ -115,7 +115,7 @@ int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv
 		snprintf(err, errlen, "product_id: required");
 		goto err;
 	}
-	if (parse_int(v, "product_id", 1, EVENTS_PRODUCT_ID_MAX, &ev->product_id, err, errlen) < 0)
+	if (parse_int(v, "product_id", 1, SUBS_PRODUCT_ID_MAX, &ev->product_id, err, errlen) < 0)
 		goto err;
 
 	v = json_object_get(root, "stock");

@@ -38,6 +38,12 @@ static const struct metric_desc counter_desc[METRICS_COUNTER_COUNT] = {
 			       "Subscribers released by the fair-release waves this instance ran."},
     [METRICS_FAIR_STOPPED] = {"stockalert_fair_cycles_stopped_total",
 			      "Fair-release cycles stopped because the product sold out."},
+    [METRICS_CATALOG_EVICTIONS] = {"stockalert_catalog_evictions_total",
+				   "Products dropped from the catalog cache to keep it within "
+				   "catalog.max_entries."},
+    [METRICS_SUBS_CHANGES_REFUSED] = {"stockalert_subscription_changes_refused_total",
+				      "Subscription changes refused because the socket or the user "
+				      "had too many under way."},
 };
 
 static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {
@@ -48,6 +54,9 @@ static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {
 				"Durable input entries read but not yet acknowledged."},
     [METRICS_STREAM_DEAD] = {"stockalert_stream_dead_letters",
 			     "Entries in the dead-letter stream."},
+    [METRICS_CATALOG_ENTRIES] = {"stockalert_catalog_entries",
+				 "Products in the catalog cache (at most catalog.max_entries, "
+				 "plus those being looked up)."},
 };
 
 static const char *const dep_names[METRICS_DEP_COUNT] = {

@@ -30,8 +30,10 @@
 /* File descriptors kept back from lws for Redis, MySQL, static files and
  * logs, so that at the limit lws stops accepting instead of us failing. */
 #define FD_RESERVE		      64
-/* Per-socket lws receive buffer (see create_lws). */
-#define WS_RX_BUFFER		      64
+/* Per-socket lws receive buffer (see create_lws): 125, the largest control
+ * frame payload, because lws 4.1.6 hands a ping's payload to its pong a
+ * buffer at a time: with 64, a 100-byte ping got two pongs (64 + 36). */
+#define WS_RX_BUFFER		      125
 /* Largest single send(): bigger than any frame we write but a replay. */
 #define WS_TX_PACKET		      65536
 /* MySQL's ER_ACCESS_DENIED_ERROR and ER_DBACCESS_DENIED_ERROR. */
@@ -428,8 +430,8 @@ static int create_lws(struct server *s, int *exit_code)
 		 * messages are small and rare (a ping is 15 bytes, a subscribe
 		 * about 70), longer ones are reassembled in ws.c up to
 		 * ws.max_message_bytes, so a small buffer keeps idle sockets
-		 * cheap: 128 -> 64 took 85 B off each idle socket (19,000 idle
-		 * sockets, bench.sh). */
+		 * cheap. It cannot go below 125: lws echoes a ping whole only
+		 * if it fits (see WS_RX_BUFFER). */
 	    .rx_buffer_size = WS_RX_BUFFER,
 	    /* Without it lws caps each send() at rx_buffer_size, splitting
 		 * every alert in two and buffering the rest. */
@@ -510,8 +512,9 @@ static void create_deps(struct server *s)
 	/* XREADGROUP blocks up to 1 s: the timeout must leave room for it. */
 	ro.command_timeout_ms = 5000;
 	s->env.streamconn = redis_new(&s->loop, &ro, on_redis_state, s);
-	s->env.subs = subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
-			       cfg->subscriptions_max_per_user);
+	s->env.subs =
+	    subs_new(&s->loop, s->env.redis, s->env.store, cfg->redis.prefix,
+		     cfg->subscriptions_max_per_user, cfg->subscriptions_max_inflight_per_user);
 	s->env.alerts = alerts_new(&s->loop, &s->env);
 	/* One id per daemon, for presence, delivery claims and the stream
 	 * consumer alike. */

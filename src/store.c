@@ -94,8 +94,9 @@ struct store {
 	struct job *cur; /* the job whose statement is on the wire */
 	struct job *head;
 	struct job *tail;
-	unsigned in_cb;	  /* depth of user callbacks on the stack */
-	char errbuf[512]; /* err handed to callbacks; outlives mysql_close */
+	struct job *urgent_tail; /* last queued urgent job; they run first */
+	unsigned in_cb;		 /* depth of user callbacks on the stack */
+	char errbuf[512];	 /* err handed to callbacks; outlives mysql_close */
 
 	bool closing;
 	unsigned handles; /* libuv handles not yet closed */
@@ -333,7 +334,7 @@ static void conn_lost(struct store *s, const char *why, const char *cur_err)
 	if (cur_err != s->errbuf)
 		snprintf(s->errbuf, sizeof(s->errbuf), "%s", cur_err);
 	s->cur = NULL;
-	s->head = s->tail = NULL;
+	s->head = s->tail = s->urgent_tail = NULL;
 	uv_timer_stop(&s->kick);
 	conn_drop(s, false);
 	retry_later(s, reason);
@@ -757,6 +758,8 @@ static void run_next(struct store *s)
 	s->head = j->next;
 	if (!s->head)
 		s->tail = NULL;
+	if (s->urgent_tail == j)
+		s->urgent_tail = NULL;
 	j->next = NULL;
 	job_run(s, j);
 }
@@ -766,7 +769,7 @@ static void on_kick(uv_timer_t *t)
 	run_next(t->data);
 }
 
-int store_query(struct store *s, const char *sql, store_result_fn cb, void *arg)
+static int enqueue(struct store *s, const char *sql, store_result_fn cb, void *arg, bool urgent)
 {
 	if (s->state != STORE_STATE_READY || s->closing)
 		return -ENOTCONN;
@@ -780,16 +783,34 @@ int store_query(struct store *s, const char *sql, store_result_fn cb, void *arg)
 	j->len = len;
 	j->cb = cb;
 	j->arg = arg;
-	if (s->tail)
-		s->tail->next = j;
+	/* Urgent jobs go after the urgent ones already queued (they keep
+	 * their order among themselves), before everything else. */
+	struct job **at;
+	if (urgent)
+		at = s->urgent_tail ? &s->urgent_tail->next : &s->head;
 	else
-		s->head = j;
-	s->tail = j;
+		at = s->tail ? &s->tail->next : &s->head;
+	j->next = *at;
+	*at = j;
+	if (!j->next)
+		s->tail = j;
+	if (urgent)
+		s->urgent_tail = j;
 	/* Never start (and so never fail) a statement on the caller's stack:
 	 * its callback would run before store_query returned. */
 	if (!s->cur)
 		uv_timer_start(&s->kick, on_kick, 0, 0);
 	return 0;
+}
+
+int store_query(struct store *s, const char *sql, store_result_fn cb, void *arg)
+{
+	return enqueue(s, sql, cb, arg, false);
+}
+
+int store_query_urgent(struct store *s, const char *sql, store_result_fn cb, void *arg)
+{
+	return enqueue(s, sql, cb, arg, true);
 }
 
 /* Same rules as mysql_real_escape_string with backslash escapes on; used
@@ -938,7 +959,7 @@ void store_close(struct store *s, void (*on_closed)(void *arg), void *arg)
 	s->on_closed = on_closed;
 	s->closed_arg = arg;
 	s->cur = NULL;
-	s->head = s->tail = NULL;
+	s->head = s->tail = s->urgent_tail = NULL;
 	conn_drop(s, idle);
 	if (s->gai_busy)
 		uv_cancel((uv_req_t *)&s->gai);

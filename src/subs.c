@@ -7,9 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stockalert/dict.h"
 #include "stockalert/errbuf.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
+#include "stockalert/metrics.h"
 
 #define MOD		"subs"
 /* Rows per rebuild batch: large enough to finish 1M subscriptions in
@@ -21,13 +23,17 @@
 /* A deleted subscription's hash stays as a tombstone this long, so a late,
  * older update cannot resurrect it. */
 #define TOMBSTONE_MS	86400000
+/* User ids kept per operation (longer ones are cut: the JWT layer allows
+ * no longer). */
+#define USER_MAX	64
 /* Times a write that InnoDB chose as a deadlock victim is run again. */
 #define WRITE_RETRIES	5
 
 /*
  * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}, product:{p}:thr
  * ARGV: user, product, version, active, kinds, threshold ("" = product's),
- *       created_ms, tombstone ttl ms, change channel
+ *       created_ms, tombstone ttl ms, change channel; the numbers are
+ *       decimal integers written by redis_apply()
  * Applies the change when its version is newer than the stored one, and
  * tells every instance (their rosters of connected users follow it).
  * Returns 1 if applied, 0 if Redis already had this or a newer version.
@@ -50,9 +56,16 @@ static const char apply_lua[] =
     "  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'active', '0')\n"
     "  redis.call('PEXPIRE', KEYS[3], ARGV[8])\n"
     "end\n"
-    "redis.call('PUBLISH', ARGV[9], cjson.encode({user = ARGV[1],"
-    " product_id = tonumber(ARGV[2]), active = ARGV[4] == '1', kinds = ARGV[5],"
-    " threshold = tonumber(ARGV[6]), created = tonumber(ARGV[7])}))\n"
+    /* The numbers go into the notice as the decimal text C wrote, never
+     * through tonumber and cjson: cjson prints numbers with 14 significant
+     * digits, so product 123456789012345 came out as 1.2345678901234e+14
+     * and every instance ignored the notice. alerts_on_subs_change() reads
+     * it. */
+    "local thr = ARGV[6] == '' and 'null' or ARGV[6]\n"
+    "redis.call('PUBLISH', ARGV[9], '{\"user\":' .. cjson.encode(ARGV[1]) .."
+    " ',\"product_id\":' .. ARGV[2] .. ',\"active\":' .."
+    " (ARGV[4] == '1' and 'true' or 'false') .. ',\"kinds\":' .. cjson.encode(ARGV[5]) .."
+    " ',\"threshold\":' .. thr .. ',\"created\":' .. ARGV[7] .. '}')\n"
     "return 1\n";
 
 static const char *const kind_names[] = {"back_in_stock", "low_stock", "sold_out"};
@@ -62,6 +75,8 @@ struct subs {
 	struct store *store;
 	char *prefix;
 	int max_per_user;
+	int max_inflight_per_user;
+	struct dict *user_ops; /* user -> struct user_inflight, while > 0 */
 	uv_timer_t marker_timer;
 	bool rebuilding;
 	bool closing;
@@ -86,10 +101,14 @@ struct row_state {
 
 enum op_kind { OP_PUT, OP_DELETE };
 
+struct user_inflight {
+	int n; /* the user's operations under way */
+};
+
 struct op {
 	struct subs *s;
 	enum op_kind kind;
-	char user[65];
+	char user[USER_MAX + 1];
 	char *user_sql; /* escaped */
 	int64_t product;
 	unsigned kinds;
@@ -149,19 +168,23 @@ void subs_kinds_to_csv(unsigned kinds, char *out, size_t outlen)
 	}
 }
 
+bool subs_product_id_valid(long long id)
+{
+	return id >= 1 && id <= SUBS_PRODUCT_ID_MAX;
+}
+
 int subs_parse_id(const char *p, size_t len, int64_t *out)
 {
 	int64_t v = 0;
-	if (len == 0 || len > 19 || p[0] == '0')
+	if (len == 0 || len > 16 || p[0] == '0')
 		return -1;
 	for (size_t i = 0; i < len; i++) {
 		if (p[i] < '0' || p[i] > '9')
 			return -1;
-		int d = p[i] - '0';
-		if (v > (INT64_MAX - d) / 10)
-			return -1;
-		v = v * 10 + d;
+		v = v * 10 + (p[i] - '0'); /* 16 digits cannot overflow */
 	}
+	if (!subs_product_id_valid(v))
+		return -1;
 	*out = v;
 	return 0;
 }
@@ -259,6 +282,9 @@ static void op_finish(struct op *op, enum subs_status st)
 	    .threshold = op->after.threshold,
 	    .created_ms = op->after.created_ms,
 	};
+	struct user_inflight *u = dict_get(s->user_ops, op->user);
+	if (u && --u->n == 0)
+		mem_free(dict_del(s->user_ops, op->user));
 	if (op->done)
 		op->done(st, st == SUBS_CREATED || st == SUBS_UPDATED ? &e : NULL, op->arg);
 	mem_free(op->user_sql);
@@ -558,6 +584,22 @@ static void on_before_row(struct store *st, const struct store_result *res, cons
 static void op_start(struct subs *s, enum op_kind kind, const char *user, int64_t product,
 		     unsigned kinds, int threshold, subs_done_fn done, void *arg)
 {
+	/* One user's burst must not fill the one MySQL connection's queue
+	 * that every other user's writes wait in. */
+	char key[USER_MAX + 1]; /* cut as op->user is: op_finish() finds it */
+	snprintf(key, sizeof key, "%s", user);
+	struct user_inflight *u = dict_get(s->user_ops, key);
+	if (u && u->n >= s->max_inflight_per_user) {
+		metrics_inc(METRICS_SUBS_CHANGES_REFUSED);
+		done(SUBS_BUSY, NULL, arg);
+		return;
+	}
+	if (!u) {
+		u = mem_calloc(1, sizeof *u);
+		dict_set(s->user_ops, key, u);
+	}
+	u->n++;
+
 	struct op *op = mem_calloc(1, sizeof *op);
 	size_t ulen = strlen(user);
 
@@ -742,13 +784,15 @@ bool subs_rebuilding(const struct subs *s)
 }
 
 struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store, const char *prefix,
-		      int max_per_user)
+		      int max_per_user, int max_inflight_per_user)
 {
 	struct subs *s = mem_calloc(1, sizeof *s);
 	s->redis = redis;
 	s->store = store;
 	s->prefix = mem_strdup(prefix);
 	s->max_per_user = max_per_user;
+	s->max_inflight_per_user = max_inflight_per_user;
+	s->user_ops = dict_new();
 	uv_timer_init(loop, &s->marker_timer);
 	s->marker_timer.data = s;
 	uv_timer_start(&s->marker_timer, on_marker_timer, MARKER_CHECK_MS, MARKER_CHECK_MS);
@@ -758,6 +802,7 @@ struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store,
 static void on_timer_closed(uv_handle_t *h)
 {
 	struct subs *s = h->data;
+	dict_free(s->user_ops); /* empty: every operation has finished */
 	mem_free(s->cursor_user);
 	mem_free(s->prefix);
 	mem_free(s);

@@ -57,6 +57,23 @@ struct ws_pending {
 	bool subscribe;
 };
 
+/*
+ * Frames that go out before anything queued in the hub: hello, then a
+ * resume's replay (live alerts queue in the hub meanwhile), and the resume
+ * point until the replay starts. Freed once sent: idle sockets hold none.
+ */
+struct ws_pre {
+	char *since;
+	uint32_t n, pos;
+	struct hub_msg *msg[];
+};
+
+/*
+ * One per socket, allocated by lws: 136 bytes, which an idle socket keeps
+ * for its lifetime, so what only some sockets need for a while (the
+ * frames before the live ones, a message arriving in fragments) hangs off
+ * a pointer.
+ */
 struct ws_session {
 	struct lws *wsi;
 	struct ws_ticket *ticket;    /* lazily, for the first async operation */
@@ -64,23 +81,22 @@ struct ws_session {
 	struct wheel_node expiry;    /* token exp + leeway */
 	struct wheel_node heartbeat; /* next look at the peer's silence */
 	int64_t last_rx;	     /* second of the last frame from the peer */
-	bool ping_due;		     /* send a protocol ping at WRITEABLE */
-	bool tls;		     /* lws_is_ssl(wsi), asked once, not per message */
-	int64_t exp;		     /* token exp, seconds */
-	struct buf rx;		     /* fragments of a message being received */
-	/* Frames that go out before anything queued in the hub: hello, then a
-	 * resume's replay. Live alerts queue in the hub meanwhile. */
-	struct hub_msg **pre;
-	uint32_t npre, pre_pos;
-	bool replaying;	     /* hold all output until the replay is in */
-	bool in_rx;	     /* inside this socket's RECEIVE callback */
-	char *since;	     /* resume point, until the replay starts */
-	uint64_t floor;	     /* live alerts up to this order were replayed */
-	uint16_t close_code; /* non-zero: close at the next WRITEABLE */
+	struct buf *rx;		     /* fragments of a message being received */
+	struct ws_pre *pre;	     /* NULL once sent */
+	uint64_t floor;		     /* live alerts up to this order were replayed */
+	uint64_t conn_no;	     /* this instance's number for the connection */
+	uint16_t close_code;	     /* non-zero: close at the next WRITEABLE */
+	uint16_t inflight;	     /* subscription changes awaiting their answer */
 	uint8_t bad_frames;
-	bool counted; /* included in the open-socket gauge */
-	char conn_id[20];
+	bool ping_due : 1;  /* send a protocol ping at WRITEABLE */
+	bool tls : 1;	    /* lws_is_ssl(wsi), asked once, not per message */
+	bool replaying : 1; /* hold all output until the replay is in */
+	bool in_rx : 1;	    /* inside this socket's RECEIVE callback */
+	bool counted : 1;   /* included in the open-socket gauge */
 };
+
+/* conn_id as hello tells it: the instance's tag, then conn_no. */
+#define CONN_ID_LEN 26
 
 /*
  * The claims verified in ws_confirm_upgrade(), handed to the ESTABLISHED
@@ -228,10 +244,38 @@ static void send_json(struct ws_session *s, struct http_env *env, json_t *j)
 	hub_msg_unref(m);
 }
 
+/* Writes s's conn_id into out (CONN_ID_LEN bytes) and returns it. */
+static const char *conn_id(const struct ws_session *s, char *out)
+{
+	snprintf(out, CONN_ID_LEN, "%s-%llx", instance_tag, (unsigned long long)s->conn_no);
+	return out;
+}
+
+static void rx_free(struct ws_session *s)
+{
+	if (s->rx) {
+		buf_free(s->rx);
+		mem_free(s->rx);
+		s->rx = NULL;
+	}
+}
+
+static bool pre_pending(const struct ws_session *s)
+{
+	return s->pre && s->pre->pos < s->pre->n;
+}
+
 static void pre_add(struct ws_session *s, struct hub_msg *m)
 {
-	s->pre = mem_realloc(s->pre, (s->npre + 1) * sizeof *s->pre);
-	s->pre[s->npre++] = m;
+	uint32_t n = s->pre ? s->pre->n : 0;
+	struct ws_pre *p = mem_realloc(s->pre, sizeof *p + (n + 1) * sizeof p->msg[0]);
+	if (!s->pre) {
+		p->since = NULL;
+		p->pos = 0;
+	}
+	p->msg[n] = m;
+	p->n = n + 1;
+	s->pre = p;
 }
 
 static void pre_add_json(struct ws_session *s, struct http_env *env, json_t *j, uint64_t order)
@@ -248,11 +292,13 @@ static void pre_add_json(struct ws_session *s, struct http_env *env, json_t *j, 
 
 static void pre_free(struct ws_session *s)
 {
-	for (uint32_t i = s->pre_pos; i < s->npre; i++)
-		hub_msg_unref(s->pre[i]);
+	if (!s->pre)
+		return;
+	for (uint32_t i = s->pre->pos; i < s->pre->n; i++)
+		hub_msg_unref(s->pre->msg[i]);
+	mem_free(s->pre->since);
 	mem_free(s->pre);
 	s->pre = NULL;
-	s->npre = s->pre_pos = 0;
 }
 
 static void send_error(struct ws_session *s, struct http_env *env, const char *code,
@@ -295,14 +341,13 @@ static struct {
 	size_t closing; /* sockets with a close under way */
 } stop_;
 
-static void close_with(struct ws_session *s, uint16_t code)
+static void close_because(struct ws_session *s, uint16_t code, const char *reason)
 {
 	if (s->close_code)
 		return;
 	s->close_code = code;
 	stop_.closing++;
 	metrics_ws_close(code);
-	const char *reason = close_reason_text(code);
 	lws_close_reason(s->wsi, (enum lws_close_status)code, (unsigned char *)reason,
 			 strlen(reason));
 	/*
@@ -318,6 +363,11 @@ static void close_with(struct ws_session *s, uint16_t code)
 	 * Redis reply), lws would not look at its timers again until its next
 	 * event: wake it. */
 	lws_cancel_service(lws_get_context(s->wsi));
+}
+
+static void close_with(struct ws_session *s, uint16_t code)
+{
+	close_because(s, code, close_reason_text(code));
 }
 
 /*
@@ -339,16 +389,17 @@ static int64_t now_s(void)
 	return clock_.now;
 }
 
-static void schedule_expiry(struct ws_session *s, struct http_env *env)
+static void schedule_expiry(struct ws_session *s, struct http_env *env, int64_t exp)
 {
-	wheel_add(&clock_.expiry, &s->expiry, s->exp + env->cfg->auth.leeway_s);
+	wheel_add(&clock_.expiry, &s->expiry, exp + env->cfg->auth.leeway_s);
 }
 
 static void on_expired(struct wheel_node *n, void *arg)
 {
 	(void)arg;
 	struct ws_session *s = lws_container_of(n, struct ws_session, expiry);
-	log_debug(MOD, "conn %s: token expired", s->conn_id);
+	char id[CONN_ID_LEN];
+	log_debug(MOD, "conn %s: token expired", conn_id(s, id));
 	close_with(s, CLOSE_TOKEN_EXPIRED);
 }
 
@@ -364,7 +415,8 @@ static void on_heartbeat(struct wheel_node *n, void *arg)
 	if (s->close_code)
 		return;
 	if (silent >= ws->idle_timeout_s) {
-		log_debug(MOD, "conn %s: silent for %lld s: dropped", s->conn_id,
+		char id[CONN_ID_LEN];
+		log_debug(MOD, "conn %s: silent for %lld s: dropped", conn_id(s, id),
 			  (long long)silent);
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 		lws_cancel_service(lws_get_context(s->wsi));
@@ -480,9 +532,9 @@ static void on_user_ready(void *arg)
 	struct ws_session *s = t->s;
 	if (s && s->conn) {
 		struct http_env *env = env_of(s->wsi);
-		if (s->since) {
-			char *since = s->since;
-			s->since = NULL;
+		if (s->pre && s->pre->since) {
+			char *since = s->pre->since;
+			s->pre->since = NULL;
 			start_replay(s, env, since, hub_conn_roles(s->conn));
 			mem_free(since);
 		} else {
@@ -537,8 +589,9 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 	if (!instance_tag[0])
 		snprintf(instance_tag, sizeof instance_tag, "%08x",
 			 (unsigned)(((uint64_t)now_ms() * 2654435761u) ^ (uint64_t)getpid()));
-	snprintf(s->conn_id, sizeof s->conn_id, "%s-%llx", instance_tag,
-		 (unsigned long long)++conn_counter);
+	s->conn_no = ++conn_counter;
+	char id[CONN_ID_LEN];
+	conn_id(s, id);
 
 	metrics_inc(METRICS_WS_CONNECTIONS_OPENED);
 	metrics_gauge_add(METRICS_WS_CONNECTIONS, 1);
@@ -553,8 +606,7 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 	s->conn = hub_attach(env->hub, claims.sub, claims.roles, s);
 	if (hub_user_conns(env->hub, claims.sub) == 1 && env->presence)
 		presence_online(env->presence, claims.sub);
-	s->exp = claims.exp;
-	schedule_expiry(s, env);
+	schedule_expiry(s, env, claims.exp);
 	s->last_rx = now_s();
 	wheel_add(&clock_.heartbeat, &s->heartbeat, s->last_rx + env->cfg->ws.ping_interval_s);
 
@@ -562,10 +614,10 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 		alerts_user_online(env->alerts, claims.sub);
 	pre_add_json(s, env,
 		     json_pack("{s:s,s:s,s:s,s:i,s:I}", "type", "hello", "user_id", claims.sub,
-			       "conn_id", s->conn_id, "heartbeat_s", env->cfg->ws.ping_interval_s,
+			       "conn_id", id, "heartbeat_s", env->cfg->ws.ping_interval_s,
 			       "server_time", (json_int_t)now_ms()),
 		     0);
-	log_debug(MOD, "conn %s: user %s connected", s->conn_id, claims.sub);
+	log_debug(MOD, "conn %s: user %s connected", id, claims.sub);
 
 	if (!env->alerts) {
 		lws_callback_on_writable(wsi);
@@ -575,8 +627,8 @@ static void on_established(struct ws_session *s, struct lws *wsi, struct http_en
 	 * loaded here: a client that publishes right after hello must not
 	 * race the load. */
 	s->replaying = true;
-	if (has_since)
-		s->since = mem_strdup(since);
+	if (has_since && s->pre) /* s->pre holds hello */
+		s->pre->since = mem_strdup(since);
 	alerts_when_ready(env->alerts, claims.sub, on_user_ready, ticket_of(s));
 }
 
@@ -591,14 +643,12 @@ static void on_closed(struct ws_session *s, struct http_env *env)
 	wheel_del(&clock_.expiry, &s->expiry);
 	wheel_del(&clock_.heartbeat, &s->heartbeat);
 	pre_free(s);
-	mem_free(s->since);
-	s->since = NULL;
 	if (s->ticket) {
 		s->ticket->s = NULL;
 		ticket_unref(s->ticket);
 		s->ticket = NULL;
 	}
-	buf_free(&s->rx);
+	rx_free(s);
 	if (s->conn) {
 		char user[AUTH_SUB_MAX + 1];
 		snprintf(user, sizeof user, "%s", hub_conn_user(s->conn));
@@ -643,9 +693,46 @@ static void handle_refresh(struct ws_session *s, struct http_env *env, json_t *m
 		send_error(s, env, "bad_token", "refresh token is for another user");
 		return;
 	}
-	s->exp = claims.exp;
 	hub_conn_set_roles(s->conn, claims.roles);
-	schedule_expiry(s, env);
+	schedule_expiry(s, env, claims.exp);
+}
+
+/*
+ * A socket (ws.max_inflight_per_socket) or its user
+ * (subscriptions.max_inflight_per_user) has too many subscription changes
+ * under way: each starts MySQL work on the one connection every user's
+ * writes queue on, so a flood is refused, not queued. The client is told
+ * why, then closed with 4029 (back off, as for too many connections).
+ */
+static void refuse_flood(struct ws_session *s, const char *limit)
+{
+	char text[160];
+	if (s->close_code)
+		return;
+	char id[CONN_ID_LEN];
+	log_info(MOD, "conn %s: %s subscription changes under way: closing 4029", conn_id(s, id),
+		 limit);
+	/* Written now, not queued: queued frames do not go out once the close
+	 * has begun. Not if the socket still owes earlier bytes, or has not
+	 * said hello yet: the close reason says it too. */
+	if (!s->replaying && !pre_pending(s) && !lws_partial_buffered(s->wsi)) {
+		json_t *j = json_pack("{s:s,s:s,s:s}", "type", "error", "code", "too_many_requests",
+				      "message",
+				      "too many subscription changes under way: wait for the "
+				      "answers before sending more");
+		char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
+		size_t len = body ? strlen(body) : 0;
+		json_decref(j);
+		if (len) {
+			unsigned char *b = mem_alloc(LWS_PRE + len);
+			memcpy(b + LWS_PRE, body, len);
+			(void)lws_write(s->wsi, b + LWS_PRE, len, LWS_WRITE_TEXT);
+			mem_free(b);
+		}
+		free(body);
+	}
+	snprintf(text, sizeof text, "too many subscription changes under way (%s)", limit);
+	close_because(s, CLOSE_TOO_MANY, text);
 }
 
 static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *arg)
@@ -653,7 +740,11 @@ static void on_subs_done(enum subs_status st, const struct subs_entry *e, void *
 	(void)e;
 	struct ws_pending *p = arg;
 	struct ws_session *s = p->ticket->s;
-	if (s && s->conn) {
+	if (s)
+		s->inflight--;
+	if (s && s->conn && st == SUBS_BUSY) {
+		refuse_flood(s, "subscriptions.max_inflight_per_user");
+	} else if (s && s->conn) {
 		struct http_env *env = env_of(s->wsi);
 		const char *code = NULL, *msg = NULL;
 		switch (st) {
@@ -692,10 +783,16 @@ static void handle_subscribe(struct ws_session *s, struct http_env *env, json_t 
 			     bool subscribe)
 {
 	json_t *pid = json_object_get(msg, "product_id");
-	if (!json_is_integer(pid) || json_integer_value(pid) <= 0) {
-		send_error(s, env, "bad_message", "product_id: expected a positive integer");
+	if (!json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
+		send_error(s, env, "bad_message", SUBS_PRODUCT_ID_EXPECTED);
 		return;
 	}
+	if (s->inflight >= env->cfg->ws.max_inflight_per_socket) {
+		metrics_inc(METRICS_SUBS_CHANGES_REFUSED);
+		refuse_flood(s, "ws.max_inflight_per_socket");
+		return;
+	}
+	s->inflight++;
 	struct ws_pending *p = mem_calloc(1, sizeof *p);
 	p->ticket = ticket_of(s);
 	p->product = (int64_t)json_integer_value(pid);
@@ -749,22 +846,25 @@ static int on_receive(struct ws_session *s, struct http_env *env, const char *in
 		close_with(s, CLOSE_POLICY);
 		return 0;
 	}
-	if (s->rx.len + len > max) {
-		buf_free(&s->rx);
+	size_t have = s->rx ? s->rx->len : 0;
+	if (have + len > max) {
+		rx_free(s);
 		metrics_ws_close(CLOSE_TOO_BIG);
 		lws_close_reason(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
 				 (unsigned char *)"message too big", 15);
 		return -1;
 	}
-	if (final && s->rx.len == 0) {
+	if (final && have == 0) {
 		/* The common case: a whole message in one piece, no copy. */
 		handle_message(s, env, in, len);
 		return 0;
 	}
-	buf_append(&s->rx, in, len);
+	if (!s->rx)
+		s->rx = mem_calloc(1, sizeof *s->rx);
+	buf_append(s->rx, in, len);
 	if (final) {
-		handle_message(s, env, s->rx.data, s->rx.len);
-		buf_free(&s->rx);
+		handle_message(s, env, s->rx->data, s->rx->len);
+		rx_free(s);
 	}
 	return 0;
 }
@@ -783,16 +883,16 @@ static int on_writeable(struct ws_session *s)
 		s->ping_due = false;
 		if (lws_write(s->wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 0)
 			return -1;
-		if ((s->conn && hub_peek(s->conn)) || s->pre_pos < s->npre)
+		if ((s->conn && hub_peek(s->conn)) || pre_pending(s))
 			lws_callback_on_writable(s->wsi);
 		return 0;
 	}
 	if (!s->conn || s->replaying)
 		return 0;
 	struct hub_msg *m;
-	bool from_pre = s->pre_pos < s->npre;
+	bool from_pre = pre_pending(s);
 	if (from_pre) {
-		m = s->pre[s->pre_pos];
+		m = s->pre->msg[s->pre->pos];
 	} else {
 		/* Live alerts the replay already carried are skipped. */
 		while ((m = hub_peek(s->conn)) && m->order && m->order <= s->floor)
@@ -807,12 +907,12 @@ static int on_writeable(struct ws_session *s)
 		return -1;
 	if (from_pre) {
 		hub_msg_unref(m);
-		if (++s->pre_pos == s->npre)
+		if (++s->pre->pos == s->pre->n)
 			pre_free(s);
 	} else {
 		hub_pop(s->conn);
 	}
-	if (s->pre_pos < s->npre || hub_peek(s->conn))
+	if (pre_pending(s) || hub_peek(s->conn))
 		lws_callback_on_writable(s->wsi);
 	return 0;
 }
@@ -856,7 +956,7 @@ static bool can_write_now(const struct ws_session *s, const struct http_env *env
 	/* Replies to the client's own frames (pongs, acks) take the slow path:
 	 * a client that sends without reading must fill its queue and be
 	 * closed 4008, not be served by lws while it stops reading from it. */
-	return !(s->in_rx || s->replaying || s->pre_pos < s->npre || s->close_code ||
+	return !(s->in_rx || s->replaying || pre_pending(s) || s->close_code ||
 		 env->shutting_down || !s->conn || s->tls || lws_partial_buffered(s->wsi));
 }
 
@@ -916,7 +1016,8 @@ static void sink_wake(void *sink)
 static void sink_overflow(void *sink)
 {
 	struct ws_session *s = sink;
-	log_info(MOD, "conn %s: send queue overflow: closing 4008", s->conn_id);
+	char id[CONN_ID_LEN];
+	log_info(MOD, "conn %s: send queue overflow: closing 4008", conn_id(s, id));
 	close_with(s, CLOSE_TOO_SLOW);
 }
 

@@ -4,9 +4,11 @@
  * What the alert pipeline needs to know of a product (name, default
  * low-stock threshold, last stock MySQL has), cached from MySQL's
  * `products` table. Entries are refreshed after CATALOG_TTL_MS; a stale
- * entry is still used while MySQL is down, so alerts keep flowing.
+ * entry is still used while MySQL is down, so alerts keep flowing. Lookups
+ * go ahead of queued writes (store_query_urgent).
  */
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -31,9 +33,14 @@ struct catalog;
 /* p is valid only during the call. */
 typedef void (*catalog_fn)(const struct product_info *p, void *arg);
 
-struct catalog *catalog_new(uv_loop_t *loop, struct store *store);
+/* Keeps at most max_entries products (the least recently used go first;
+ * one being looked up stays until its answer). */
+struct catalog *catalog_new(uv_loop_t *loop, struct store *store, size_t max_entries);
 /* Frees the catalog; pending lookups are answered first (as unknown). */
 void catalog_close(struct catalog *c);
+
+/* Products cached now. */
+size_t catalog_size(const struct catalog *c);
 
 /* Looks product id up; fn may run before this returns (fresh cache hit). */
 void catalog_get(struct catalog *c, int64_t id, catalog_fn fn, void *arg);

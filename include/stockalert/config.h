@@ -60,6 +60,7 @@ struct config_ws {
 	int send_queue_max;
 	int max_connections;
 	int max_connections_per_user;
+	int max_inflight_per_socket; /* subscription changes under way per socket */
 };
 
 struct config_alerts {
@@ -87,6 +88,8 @@ struct config {
 	struct config_ws ws;
 	struct config_alerts alerts;
 	int subscriptions_max_per_user;
+	int subscriptions_max_inflight_per_user; /* changes under way per user */
+	int catalog_max_entries;		 /* products cached */
 	char *static_dir;
 	int shutdown_grace_s;
 	struct config_log log;

@@ -8,16 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define EVENTS_ID_MAX	      128
+#define EVENTS_ID_MAX	   128
 /* Stock levels outside this range are refused as malformed: no shop has
  * them, and they would overflow arithmetic downstream. */
-#define EVENTS_STOCK_LIMIT    1000000000LL
-/* Product ids stay exact in JavaScript clients. */
-#define EVENTS_PRODUCT_ID_MAX 9007199254740991LL
+#define EVENTS_STOCK_LIMIT 1000000000LL
 
 struct inv_event {
 	char event_id[EVENTS_ID_MAX + 1]; /* 1-128 chars of [A-Za-z0-9_.:-] */
-	int64_t product_id;		  /* 1..EVENTS_PRODUCT_ID_MAX */
+	int64_t product_id;		  /* 1..SUBS_PRODUCT_ID_MAX (subs.h) */
 	int64_t stock;			  /* |stock| <= EVENTS_STOCK_LIMIT */
 	bool has_prev;
 	int64_t prev_stock; /* valid when has_prev */

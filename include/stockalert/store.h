@@ -3,7 +3,8 @@
 /*
  * The MySQL/MariaDB store: one connection driven by MariaDB Connector/C's
  * non-blocking API (the _start and _cont calls) on a uv_poll_t and a uv_timer_t, so the
- * loop never blocks. Queries are queued and run one at a time in order.
+ * loop never blocks. Queries are queued and run one at a time in order
+ * (urgent ones first).
  * On connect the schema (conf/schema.sql, compiled in) is applied; lost
  * connections are re-established with backoff and jitter.
  */
@@ -47,6 +48,13 @@ void store_start(struct store *s);
 /* Queues one SQL statement. Returns 0 if queued, -ENOTCONN when not READY
  * (cb is not called). */
 int store_query(struct store *s, const char *sql, store_result_fn cb, void *arg);
+/*
+ * The same, for a short read that must not wait behind queued writes (an
+ * alert's catalog lookup behind a burst of subscription changes): it runs
+ * before every queued store_query() job, after the urgent ones queued
+ * before it, once the statement on the wire is done.
+ */
+int store_query_urgent(struct store *s, const char *sql, store_result_fn cb, void *arg);
 
 /* Escapes len bytes of from into to (size 2*len+1) for use inside '...'.
  * Returns the escaped length. */

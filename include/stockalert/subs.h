@@ -39,7 +39,8 @@ enum subs_status {
 	SUBS_NO_PRODUCT,     /* 404: unknown product */
 	SUBS_NOT_SUBSCRIBED, /* 404 on delete */
 	SUBS_OVER_LIMIT,     /* 409: subscriptions.max_per_user */
-	SUBS_UNAVAILABLE     /* 503: MySQL or Redis down or failed */
+	SUBS_UNAVAILABLE,    /* 503: MySQL or Redis down or failed */
+	SUBS_BUSY	     /* 429: the user has max_inflight_per_user under way */
 };
 
 /* One subscription as the API shows it. threshold < 0 means "the
@@ -56,8 +57,10 @@ struct subs;
 /* e is the subscription as stored after a successful put (NULL otherwise). */
 typedef void (*subs_done_fn)(enum subs_status st, const struct subs_entry *e, void *arg);
 
+/* max_inflight_per_user bounds the changes one user can have under way
+ * here; one more is answered SUBS_BUSY at once. */
 struct subs *subs_new(uv_loop_t *loop, struct redis *redis, struct store *store, const char *prefix,
-		      int max_per_user);
+		      int max_per_user, int max_inflight_per_user);
 void subs_close(struct subs *s);
 
 void subs_put(struct subs *s, const char *user, int64_t product_id, unsigned kinds, int threshold,
@@ -85,7 +88,21 @@ void subs_kinds_to_csv(unsigned kinds, char *out, size_t outlen);
 int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshold, char *err,
 		    size_t errlen);
 
-/* Strict decimal id in 1..2^63-1 (no sign, no spaces, no leading zeros). */
+/*
+ * Product ids are 1..2^53-1 everywhere (REST paths, WebSocket frames,
+ * inventory events, the subscription change notice): the largest range
+ * every encoder on the way carries exactly (JavaScript clients, and
+ * Redis's Lua, whose numbers are doubles).
+ */
+#define SUBS_PRODUCT_ID_MAX	 9007199254740991LL
+/* What a refused id is told (test_subs checks it names the bound). */
+#define SUBS_PRODUCT_ID_EXPECTED "product_id: expected an integer from 1 to 9007199254740991"
+
+/* True for an id in 1..SUBS_PRODUCT_ID_MAX. */
+bool subs_product_id_valid(long long id);
+
+/* Strict decimal product id in 1..SUBS_PRODUCT_ID_MAX (no sign, no spaces,
+ * no leading zeros). */
 int subs_parse_id(const char *s, size_t len, int64_t *out);
 
 #endif

@@ -18,6 +18,7 @@
 #include "stockalert/events.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
+#include "stockalert/subs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -51,7 +52,7 @@ static void check(const char *json, size_t size, bool allow_missing_id)
 	}
 	if (!id_ok(ev.event_id, allow_missing_id))
 		__builtin_trap();
-	if (ev.product_id < 1 || ev.product_id > EVENTS_PRODUCT_ID_MAX)
+	if (ev.product_id < 1 || ev.product_id > SUBS_PRODUCT_ID_MAX)
 		__builtin_trap();
 	if (ev.stock < -EVENTS_STOCK_LIMIT || ev.stock > EVENTS_STOCK_LIMIT)
 		__builtin_trap();

@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include "stockalert/subs.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Encodes a reply as ws.c's send_json does, and checks it is one line of JSON. */
@@ -50,13 +52,14 @@ static void on_subscribe(json_t *msg, bool subscribe)
 	json_t *pid = json_object_get(msg, "product_id");
 	int64_t product;
 
-	if (!json_is_integer(pid) || json_integer_value(pid) <= 0) {
+	if (!json_is_integer(pid) || json_integer_value(pid) <= 0 ||
+	    json_integer_value(pid) > SUBS_PRODUCT_ID_MAX) {
 		reply(json_pack("{s:s,s:s,s:s}", "type", "error", "code", "bad_message", "message",
-				"product_id: expected a positive integer"));
+				SUBS_PRODUCT_ID_EXPECTED));
 		return;
 	}
 	product = (int64_t)json_integer_value(pid);
-	if (product <= 0)
+	if (product <= 0 || product > SUBS_PRODUCT_ID_MAX)
 		__builtin_trap();
 	reply(json_pack("{s:s,s:I}", "type", subscribe ? "subscribed" : "unsubscribed",
 			"product_id", (json_int_t)product));

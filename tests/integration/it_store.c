@@ -379,6 +379,60 @@ static int t_fifo(void)
 	return close_store(s);
 }
 
+/* Statements answered, by their first column, in the order answered. */
+struct seen {
+	int n;
+	int val[32];
+};
+
+static void on_seen(struct store *s, const struct store_result *r, const char *err, void *arg)
+{
+	struct seen *sn = arg;
+
+	(void)s;
+	(void)err;
+	if (sn->n < 32)
+		sn->val[sn->n++] = r ? atoi(store_result_value(r, 0, 0)) : -1;
+}
+
+static bool seen_all(void *arg)
+{
+	return ((struct seen *)arg)->n == 14;
+}
+
+/* An urgent statement (a catalog lookup) overtakes the queued ones (a burst
+ * of subscription writes), waiting only for the one on the wire; urgent
+ * ones keep their order among themselves, and so do the others. */
+static int t_urgent_first(void)
+{
+	static const int want[14] = {0, 100, 101, 102, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+	struct store_options o = base;
+	struct seen sn = {0, {0}};
+	char stmt[48];
+	struct watch w;
+	struct store *s;
+
+	s = open_store(&o, &w);
+	CHECK(s, "not ready");
+	CHECK(store_query(s, "SELECT 0 FROM (SELECT SLEEP(0.2)) AS t", on_seen, &sn) == 0,
+	      "queue the slow one");
+	/* Let it reach the wire. */
+	for (int i = 0; i < 5; i++)
+		uv_run(loop, UV_RUN_NOWAIT);
+	for (int i = 1; i <= 10; i++) {
+		snprintf(stmt, sizeof(stmt), "SELECT %d", i);
+		CHECK(store_query(s, stmt, on_seen, &sn) == 0, "queue %d", i);
+		if (i == 5)
+			CHECK(store_query_urgent(s, "SELECT 100", on_seen, &sn) == 0, "urgent 100");
+	}
+	CHECK(store_query_urgent(s, "SELECT 101", on_seen, &sn) == 0, "urgent 101");
+	CHECK(store_query_urgent(s, "SELECT 102", on_seen, &sn) == 0, "urgent 102");
+	CHECK(wait_for(seen_all, &sn, 10000), "only %d of 14 answered", sn.n);
+	for (int i = 0; i < 14; i++)
+		CHECK(sn.val[i] == want[i], "answer %d was %d, expected %d", i, sn.val[i], want[i]);
+	return close_store(s);
+}
+
 static int t_timeout(void)
 {
 	struct store_options o = base;
@@ -889,6 +943,7 @@ int main(void)
 	    {"escape_roundtrip", t_escape_roundtrip},
 	    {"sql_error_keeps_connection", t_sql_error_keeps_connection},
 	    {"fifo", t_fifo},
+	    {"urgent_first", t_urgent_first},
 	    {"timeout", t_timeout},
 	    {"kill", t_kill},
 	    {"server_missing_then_up", t_server_missing_then_up},

@@ -393,7 +393,8 @@ describe('subscriptions', () => {
 	});
 
 	test('max_per_user holds against concurrent PUTs through two instances', async (t) => {
-		const shared = { mysql: { database: db }, subscriptions: { max_per_user: 3 },
+		const shared = { mysql: { database: db },
+			subscriptions: { max_per_user: 3, max_inflight_per_user: 1000 },
 			redis: { prefix }, auth: { secret_file: cfg.secretFile } };
 		const d1 = startDaemon(await makeConfig(shared), { t });
 		const d2 = startDaemon(await makeConfig(shared), { t });
@@ -426,7 +427,10 @@ describe('subscriptions', () => {
 	});
 
 	test('concurrent identical PUTs through two instances: one 201, the rest 200', async (t) => {
+		// 18 PUTs a round per instance for one user: over the default
+		// subscriptions.max_inflight_per_user, which this test is not about.
 		const shared = { mysql: { database: db }, redis: { prefix },
+			subscriptions: { max_inflight_per_user: 1000 },
 			auth: { secret_file: cfg.secretFile } };
 		const d1 = startDaemon(await makeConfig(shared), { t });
 		const d2 = startDaemon(await makeConfig(shared), { t });
@@ -456,8 +460,10 @@ describe('subscriptions', () => {
 	test('200 concurrent PUT/DELETE for one user through two instances: Redis = MySQL',
 		async (t) => {
 			// Two more instances sharing Redis (same prefix), MySQL and the
-			// secret, with room for every product under max_per_user.
-			const shared = { mysql: { database: db }, subscriptions: { max_per_user: 200 },
+			// secret, with room for every product under max_per_user, and
+			// for 100 changes of the one user under way on each.
+			const shared = { mysql: { database: db },
+				subscriptions: { max_per_user: 200, max_inflight_per_user: 1000 },
 				redis: { prefix }, auth: { secret_file: cfg.secretFile } };
 			const d1 = startDaemon(await makeConfig(shared), { t });
 			const d2 = startDaemon(await makeConfig(shared), { t });

@@ -99,6 +99,7 @@ static void assert_defaults(const struct config *c)
 	assert_int_equal(c->ws.send_queue_max, 256);
 	assert_int_equal(c->ws.max_connections, 100000);
 	assert_int_equal(c->ws.max_connections_per_user, 8);
+	assert_int_equal(c->ws.max_inflight_per_socket, 8);
 	assert_int_equal(c->alerts.max_per_window, 5);
 	assert_int_equal(c->alerts.window_s, 60);
 	assert_int_equal(c->alerts.history_s, 86400);
@@ -106,6 +107,8 @@ static void assert_defaults(const struct config *c)
 	assert_int_equal(c->alerts.fair_release_interval_s, 30);
 	assert_int_equal(c->alerts.stock_ttl_s, 2592000);
 	assert_int_equal(c->subscriptions_max_per_user, 200);
+	assert_int_equal(c->subscriptions_max_inflight_per_user, 16);
+	assert_int_equal(c->catalog_max_entries, 10000);
 	assert_string_equal(c->static_dir, "share/stockalert/www");
 	assert_int_equal(c->shutdown_grace_s, 10);
 	assert_int_equal(c->log.level, LOG_LEVEL_INFO);
@@ -153,11 +156,13 @@ static void test_full_file(void **state)
 	    "  \"password_file\": \"/pw\", \"database\": \"d\"},"
 	    " \"ws\": {\"ping_interval_s\": 1, \"idle_timeout_s\": 86400,"
 	    "  \"max_message_bytes\": 64, \"send_queue_max\": 65536,"
-	    "  \"max_connections\": 1000000, \"max_connections_per_user\": 1000},"
+	    "  \"max_connections\": 1000000, \"max_connections_per_user\": 1000,"
+	    "  \"max_inflight_per_socket\": 1000},"
 	    " \"alerts\": {\"max_per_window\": 10000, \"window_s\": 1, \"history_s\": 60,"
 	    "  \"fair_release_factor\": 0.5, \"fair_release_interval_s\": 86400,"
 	    "  \"stock_ttl_s\": 31536000},"
-	    " \"subscriptions\": {\"max_per_user\": 100000},"
+	    " \"subscriptions\": {\"max_per_user\": 100000, \"max_inflight_per_user\": 10000},"
+	    " \"catalog\": {\"max_entries\": 10000000},"
 	    " \"static_dir\": \"/srv/www\", \"shutdown_grace_s\": 300,"
 	    " \"log\": {\"level\": \"debug\", \"format\": \"json\"}}";
 	struct config *c = load(json);
@@ -208,6 +213,9 @@ static void test_full_file(void **state)
 	assert_int_equal(c->alerts.fair_release_interval_s, 86400);
 	assert_int_equal(c->alerts.stock_ttl_s, 31536000);
 	assert_int_equal(c->subscriptions_max_per_user, 100000);
+	assert_int_equal(c->ws.max_inflight_per_socket, 1000);
+	assert_int_equal(c->subscriptions_max_inflight_per_user, 10000);
+	assert_int_equal(c->catalog_max_entries, 10000000);
 	assert_string_equal(c->static_dir, "/srv/www");
 	assert_int_equal(c->shutdown_grace_s, 300);
 	assert_int_equal(c->log.level, LOG_LEVEL_DEBUG);
@@ -317,6 +325,12 @@ static void test_out_of_range(void **state)
 	       "alerts.fair_release_factor: must be");
 	refuse("{" MIN_AUTH ", \"subscriptions\": {\"max_per_user\": 0}}",
 	       "subscriptions.max_per_user: must be an integer between 1 and 100000");
+	refuse("{" MIN_AUTH ", \"subscriptions\": {\"max_inflight_per_user\": 0}}",
+	       "subscriptions.max_inflight_per_user: must be an integer between 1 and 10000");
+	refuse("{" MIN_AUTH ", \"ws\": {\"max_inflight_per_socket\": 1001}}",
+	       "ws.max_inflight_per_socket: must be an integer between 1 and 1000");
+	refuse("{" MIN_AUTH ", \"catalog\": {\"max_entries\": 15}}",
+	       "catalog.max_entries: must be an integer between 16 and 10000000");
 	refuse("{" MIN_AUTH ", \"shutdown_grace_s\": 301}",
 	       "shutdown_grace_s: must be an integer between 0 and 300");
 	refuse("{\"auth\": {\"secret_file\": \"s\", \"leeway_s\": 3601}}",

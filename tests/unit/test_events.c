@@ -12,6 +12,7 @@
 #include "stockalert/events.h"
 #include "stockalert/mem.h"
 #include "stockalert/subs.h"
+#include "stockalert/subs.h"
 
 static char err[256];
 
@@ -308,7 +309,7 @@ static void test_encode_roundtrip(void **state)
 
 	(void)state;
 	strcpy(ev.event_id, "shop-1:evt.42");
-	ev.product_id = EVENTS_PRODUCT_ID_MAX;
+	ev.product_id = SUBS_PRODUCT_ID_MAX;
 	ev.stock = -EVENTS_STOCK_LIMIT;
 	s = events_encode(&ev);
 	assert_non_null(s);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <stdio.h>
 
 #include <cmocka.h>
 
@@ -201,8 +202,11 @@ static void test_ids(void **state)
 	int64_t v = 0;
 	assert_int_equal(subs_parse_id("1", 1, &v), 0);
 	assert_int_equal(v, 1);
-	assert_int_equal(subs_parse_id("9223372036854775807", 19, &v), 0);
-	assert_int_equal(v, INT64_MAX);
+	/* 2^53-1: the largest id every encoder on the way carries exactly */
+	assert_int_equal(subs_parse_id("9007199254740991", 16, &v), 0);
+	assert_int_equal(v, SUBS_PRODUCT_ID_MAX);
+	assert_int_equal(subs_parse_id("123456789012345", 15, &v), 0);
+	assert_int_equal(v, 123456789012345LL);
 	assert_int_equal(subs_parse_id("1234567", 7, &v), 0);
 	assert_int_equal(v, 1234567);
 	/* len, not the terminator, bounds the id */
@@ -220,10 +224,30 @@ static void test_ids(void **state)
 	assert_id_refused("1e3");
 	assert_id_refused("0x10");
 	assert_id_refused("12/");
+	assert_id_refused("9007199254740992"); /* 2^53: a double cannot tell it from 2^53+1 */
+	assert_id_refused("9999999999999999");
+	assert_id_refused("9223372036854775807");
 	assert_id_refused("9223372036854775808");
 	assert_id_refused("18446744073709551616");
 	assert_id_refused("99999999999999999999");
 	assert_id_refused("12345678901234567890123");
+}
+
+static void test_product_id_bound(void **state)
+{
+	(void)state;
+	assert_true(subs_product_id_valid(1));
+	assert_true(subs_product_id_valid(SUBS_PRODUCT_ID_MAX));
+	assert_false(subs_product_id_valid(0));
+	assert_false(subs_product_id_valid(-1));
+	assert_false(subs_product_id_valid(SUBS_PRODUCT_ID_MAX + 1));
+	assert_false(subs_product_id_valid(INT64_MAX));
+	/* 2^53-1 is the bound because a double holds every integer up to it */
+	assert_true((long long)(double)SUBS_PRODUCT_ID_MAX == SUBS_PRODUCT_ID_MAX);
+	assert_true((double)(SUBS_PRODUCT_ID_MAX + 1) == (double)(SUBS_PRODUCT_ID_MAX + 2));
+	char max[32];
+	snprintf(max, sizeof max, " to %lld", SUBS_PRODUCT_ID_MAX);
+	assert_non_null(strstr(SUBS_PRODUCT_ID_EXPECTED, max));
 }
 
 static void test_kind_names(void **state)
@@ -304,6 +328,7 @@ int main(void)
 	    cmocka_unit_test(test_embedded_nul_is_refused),
 	    cmocka_unit_test(test_small_error_buffer_is_terminated),
 	    cmocka_unit_test(test_ids),
+	    cmocka_unit_test(test_product_id_bound),
 	    cmocka_unit_test(test_kind_names),
 	    cmocka_unit_test(test_csv_round_trip),
 	    cmocka_unit_test(test_csv_parse_tolerates_junk),
