@@ -5,6 +5,7 @@
 #
 #   scripts/package.sh              -> build-pkg/stockalert_<version>_amd64.deb
 #   SA_PKG_DIR=DIR scripts/package.sh   build in DIR instead
+#   SA_DEB_MAINTAINER='Name <address>'   the package's Maintainer field
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -24,6 +25,7 @@ ldflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
 
 sa_log "building $dir (Release, prefix /usr)"
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=/usr -DSA_TESTS=OFF \
+	${SA_DEB_MAINTAINER:+"-DSA_DEB_MAINTAINER=$SA_DEB_MAINTAINER"} \
 	-DCMAKE_C_FLAGS="$cppflags $cflags" -DCMAKE_EXE_LINKER_FLAGS="$ldflags" >/dev/null
 cmake --build "$dir" -j"$jobs" >/dev/null
 rm -f "$dir"/stockalert_*.deb
