@@ -128,7 +128,7 @@ echo "$control" | grep -q '^Package: stockalert$' || fail "Package field"
 depends=$(dpkg-deb -f "$deb" Depends)
 for d in libwebsockets-evlib-uv adduser libwebsockets17 libhiredis0.14 libmariadb3 libjansson4 \
 	libjwt0 libuv1 libssl3 libsystemd0 libc6; do
-	echo ", $depends," | grep -q "[ ,]$d[ ,(]" || fail "Depends lacks $d: $depends"
+	echo ", $depends," | grep -q "[ ,]${d}[ ,(]" || fail "Depends lacks $d: $depends"
 done
 [ "$(dpkg-deb -f "$deb" Recommends)" = "redis-server, mariadb-server" ] ||
 	fail "Recommends: $(dpkg-deb -f "$deb" Recommends)"
@@ -174,8 +174,9 @@ ok "files, owners, modes; the conffile has absolute paths"
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd stockalert) || fail "no stockalert user"
 [ "$uid" -lt 1000 ] || fail "stockalert uid $uid is not a system uid"
 [ "$(getent group stockalert | cut -d: -f3)" = "$gid" ] || fail "stockalert's group is not stockalert"
-[ "$home" = /nonexistent ] && [ "$shell" = /usr/sbin/nologin ] ||
+if [ "$home" != /nonexistent ] || [ "$shell" != /usr/sbin/nologin ]; then
 	fail "stockalert home $home shell $shell"
+fi
 ok "system user stockalert (uid $uid)"
 
 # The JWT secret: generated, 0640 root:stockalert, 48 random bytes in base64.
@@ -281,7 +282,7 @@ for f in $files; do
 	[ ! -e "$f" ] || fail "$f left after purge"
 done
 [ ! -e /var/lib/stockalert ] || fail "/var/lib/stockalert left after purge"
-[ ! -e "$wants" ] && [ ! -L "$wants" ] || fail "$wants left after purge"
+if [ -e "$wants" ] || [ -L "$wants" ]; then fail "$wants left after purge"; fi
 [ ! -e /etc/systemd/system/stockalertd.service ] || fail "a mask of the unit left after purge"
 ! getent passwd stockalert >/dev/null || fail "user stockalert left after purge"
 ! getent group stockalert >/dev/null || fail "group stockalert left after purge"
