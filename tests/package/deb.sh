@@ -211,7 +211,7 @@ if ! systemd-analyze security --offline=true --threshold=14 \
 	tail -n 3 "$work/security.out"
 	fail "systemd-analyze security: exposure above 1.4"
 fi
-ok "systemd-analyze verify $(echo $units); security $(grep -o 'level for [^:]*: [0-9.]* [A-Z]*' "$work/security.out")"
+ok "systemd-analyze verify ${units//$'\n'/ }; security $(grep -o 'level for [^:]*: [0-9.]* [A-Z]*' "$work/security.out")"
 
 # ---------------------------------------------------------- run it
 # The admin's part: point the config at the fixture's servers and write the
