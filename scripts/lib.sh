@@ -9,11 +9,14 @@
 sa_log() { printf '%s: %s\n' "${SA_LOG_TAG:-stockalert}" "$*" >&2; }
 sa_die() { sa_log "error: $*"; exit 1; }
 
-# Packages a fresh Debian 12 needs to build, test and run stockalert.
+# Packages a fresh Debian 12 needs to build, test and run stockalert. The
+# test packages' last line is for the package test (tests/package/deb.sh):
+# dpkg-shlibdeps and file for cpack, lintian, systemd-analyze.
 SA_BUILD_PKGS="cmake make pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev libsystemd-dev
 	redis-server mariadb-server curl"
-SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel cppcheck clang-format python3 openssl"
+SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel cppcheck clang-format python3 openssl
+	dpkg-dev file lintian systemd"
 
 # sa_apt_install PKG...: installs the packages that are not installed yet;
 # runs `apt-get update` at most once per invocation, and only if needed.

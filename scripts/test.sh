@@ -46,6 +46,7 @@ sa_log "building build-asan (Debug, ASan+UBSan)"
 cmake -S . -B "$asan_dir" -DCMAKE_BUILD_TYPE=Debug -DSA_SANITIZE=ON -DSA_TESTS=ON >/dev/null
 cmake --build "$asan_dir" -j"$jobs"
 
+[ "$(id -u)" -eq 0 ] || sa_log "not root: package.deb (the Debian package test) will be skipped"
 sa_log "running ctest in build-asan"
 if ! ctest --test-dir "$asan_dir" --output-on-failure -j"$jobs" "$@"; then
 	status=1
