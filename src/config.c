@@ -152,6 +152,10 @@ static const struct entry table[] = {
     E_DBL("alerts.fair_release_factor", alerts.fair_release_factor, 0.0, 0.0, 1000.0),
     E_INT("alerts.fair_release_interval_s", alerts.fair_release_interval_s, 30, 1, 86400),
 
+    /* Below lws's 10 s timeout_secs (server.c), which would close the
+     * connection with no answer at all. */
+    E_INT("http.request_timeout_ms", http.request_timeout_ms, 8000, 100, 9000),
+
     E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
 
     E_STR("static_dir", static_dir, "share/stockalert/www", PATH_LEN_MAX, 0),
@@ -178,6 +182,14 @@ const char *config_alg_name(enum auth_alg alg)
 	if ((unsigned)alg < sizeof alg_names / sizeof alg_names[0])
 		return alg_names[alg];
 	return "?";
+}
+
+bool config_origin_listed(const struct config *cfg, const char *origin)
+{
+	for (size_t i = 0; i < cfg->n_allowed_origins; i++)
+		if (strcmp(origin, cfg->allowed_origins[i]) == 0)
+			return true;
+	return false;
 }
 
 static void *field(struct config *cfg, const struct entry *e)

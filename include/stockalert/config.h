@@ -9,6 +9,7 @@
  *
  * Strings are owned by the struct; NULL means JSON null / not set.
  */
+#include <stdbool.h>
 #include <stddef.h>
 
 enum auth_alg { AUTH_ALG_HS256, AUTH_ALG_RS256, AUTH_ALG_ES256 };
@@ -69,6 +70,10 @@ struct config_alerts {
 	int fair_release_interval_s;
 };
 
+struct config_http {
+	int request_timeout_ms; /* a REST answer's deadline: 503 past it */
+};
+
 struct config_log {
 	int level;  /* enum log_level */
 	int format; /* enum log_format */
@@ -84,6 +89,7 @@ struct config {
 	struct config_mysql mysql;
 	struct config_ws ws;
 	struct config_alerts alerts;
+	struct config_http http;
 	int subscriptions_max_per_user;
 	char *static_dir;
 	int shutdown_grace_s;
@@ -112,6 +118,10 @@ char *config_read_secret(const char *path, char *err, size_t errlen);
 int config_check_files(const struct config *cfg, char *err, size_t errlen);
 
 const char *config_alg_name(enum auth_alg alg);
+
+/* Whether origin (an Origin header's value) is one of allowed_origins,
+ * exactly: the browsers /ws and the REST API's CORS answers accept. */
+bool config_origin_listed(const struct config *cfg, const char *origin);
 
 void config_free(struct config *cfg);
 
