@@ -155,6 +155,10 @@ static const struct entry table[] = {
     E_INT("alerts.fair_release_interval_s", alerts.fair_release_interval_s, 30, 1, 86400),
     E_INT("alerts.stock_ttl_s", alerts.stock_ttl_s, 2592000, 86400, 31536000),
 
+    /* Below lws's 10 s timeout_secs (server.c), which would close the
+     * connection with no answer at all. */
+    E_INT("http.request_timeout_ms", http.request_timeout_ms, 8000, 100, 9000),
+
     E_INT("subscriptions.max_per_user", subscriptions_max_per_user, 200, 1, 100000),
     E_INT("subscriptions.max_inflight_per_user", subscriptions_max_inflight_per_user, 16, 1, 10000),
 
@@ -250,6 +254,14 @@ int config_write_keys(FILE *out)
 	}
 	fputs("]\n", out);
 	return ferror(out) ? -1 : 0;
+}
+
+bool config_origin_listed(const struct config *cfg, const char *origin)
+{
+	for (size_t i = 0; i < cfg->n_allowed_origins; i++)
+		if (strcmp(origin, cfg->allowed_origins[i]) == 0)
+			return true;
+	return false;
 }
 
 static void *field(struct config *cfg, const struct entry *e)

@@ -1,6 +1,6 @@
 #include "stockalert/http.h"
 
-#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "stockalert/api.h"
 #include "stockalert/buf.h"
+#include "stockalert/hdrcheck.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -18,10 +20,16 @@
 #include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
-#define PATH_MAX_LEN 512
+#define PATH_MAX_LEN	512
 /* Body bytes written per WRITEABLE callback, so one big response cannot hog
  * the loop or a socket buffer. */
-#define WRITE_CHUNK  16384
+#define WRITE_CHUNK	16384
+/* Static files are read whole into the response: the page's assets are a
+ * few KiB; anything bigger than this is not ours to serve. */
+#define STATIC_FILE_MAX (4 * 1024 * 1024)
+#define ORIGIN_MAX	256
+/* How long a browser may cache a preflight answer. */
+#define CORS_MAX_AGE	"600"
 
 enum method_bit {
 	M_GET = 1u << LWSHUMETH_GET,
@@ -29,6 +37,8 @@ enum method_bit {
 	M_PUT = 1u << LWSHUMETH_PUT,
 	M_DELETE = 1u << LWSHUMETH_DELETE,
 };
+
+#define MOD "http"
 
 typedef void (*route_fn)(struct http_req *r, struct http_env *env);
 
@@ -40,7 +50,11 @@ struct route {
 
 struct http_req {
 	struct lws *wsi;
-	int method;
+	int method; /* LWSHUMETH_*; a HEAD runs as GET with head set */
+	bool head;  /* answer the headers of the GET, not its body */
+	/* An /api/ path: the answer varies with Origin (CORS). */
+	bool api;
+	char cors_origin[ORIGIN_MAX]; /* a listed Origin to allow, or "" */
 	char path[PATH_MAX_LEN];
 	const struct route *route;
 	struct buf body_in;
@@ -70,6 +84,10 @@ struct http_async *http_async_begin(struct http_req *r)
 		r->async->req = NULL;
 	a->req = r;
 	r->async = a;
+	/* The answer's deadline (LWS_CALLBACK_TIMER below): 503 before lws's
+	 * own timeout would close the connection with no answer at all. */
+	struct http_env *env = lws_context_user(lws_get_context(r->wsi));
+	lws_set_timer_usecs(r->wsi, (lws_usec_t)env->cfg->http.request_timeout_ms * 1000);
 	return a;
 }
 
@@ -208,13 +226,18 @@ static const struct route *route_find(const char *path)
 	return NULL;
 }
 
-static void allow_header(unsigned methods, struct buf *out)
+/* "name: GET, HEAD, ...\r\n" for a route's methods (HEAD wherever GET). */
+static void methods_header(const char *name, unsigned methods, struct buf *out)
 {
 	static const struct {
 		unsigned bit;
 		const char *name;
-	} names[] = {{M_GET, "GET"}, {M_POST, "POST"}, {M_PUT, "PUT"}, {M_DELETE, "DELETE"}};
-	buf_puts(out, "allow: ");
+	} names[] = {{M_GET, "GET"},
+		     {M_GET, "HEAD"},
+		     {M_POST, "POST"},
+		     {M_PUT, "PUT"},
+		     {M_DELETE, "DELETE"}};
+	buf_printf(out, "%s: ", name);
 	bool first = true;
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		if (!(methods & names[i].bit))
@@ -231,6 +254,7 @@ void http_reply(struct http_req *r, int status, const char *content_type, const 
 	if (r->replied)
 		return;
 	r->replied = true;
+	lws_set_timer_usecs(r->wsi, LWS_SET_TIMER_USEC_CANCEL);
 	r->status = status;
 	snprintf(r->content_type, sizeof r->content_type, "%s", content_type);
 	if (extra_headers)
@@ -312,6 +336,23 @@ static void handle_metrics(struct http_req *r, struct http_env *env)
 	buf_free(&out);
 }
 
+/* Reads the regular file at path (size bytes by stat) into out. */
+static int read_file(const char *path, off_t size, struct buf *out)
+{
+	if (size > STATIC_FILE_MAX)
+		return -1;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	buf_reserve(out, (size_t)size);
+	char chunk[16384];
+	ssize_t n;
+	while ((n = read(fd, chunk, sizeof chunk)) > 0 && out->len + (size_t)n <= STATIC_FILE_MAX)
+		buf_append(out, chunk, (size_t)n);
+	close(fd);
+	return n == 0 ? 0 : -1;
+}
+
 /* Serves a file below the static root. Returns the lws callback result. */
 static int serve_static(struct http_req *r, struct http_env *env)
 {
@@ -345,31 +386,68 @@ static int serve_static(struct http_req *r, struct http_env *env)
 		mime = n > 4 && strcmp(real + n - 4, ".mjs") == 0 ? "text/javascript"
 								  : "application/octet-stream";
 	}
-	static const char cache[] = "cache-control: no-cache\r\n";
-	r->replied = true;
-	metrics_http_response(200);
-	int n = lws_serve_http_file(r->wsi, real, mime, cache, (int)sizeof cache - 1);
-	if (n < 0)
-		return -1;
-	if (n > 0 && lws_http_transaction_completed(r->wsi))
-		return -1;
+	/* Read whole and sent like any other answer, not through
+	 * lws_serve_http_file(): lws 4.1.6 parses a request pipelined behind a
+	 * file while the file is still going out, and the transaction the file
+	 * completes then tears that request down (a 403 and a close). */
+	struct buf file;
+	buf_init(&file);
+	if (read_file(real, st.st_size, &file) != 0) {
+		buf_free(&file);
+		http_reply_error(r, 404, "not_found", "no such path");
+		return 0;
+	}
+	http_reply(r, 200, mime, file.data, file.len, "cache-control: no-cache\r\n");
+	buf_free(&file);
 	return 0;
 }
 
-static long long header_ll(struct lws *wsi, enum lws_token_indexes tok, bool *present)
+/* A known header's value: NULL if absent, "" if present and empty, and a
+ * value no rule accepts ("\x7f") if longer than buf. */
+static const char *header_value(struct lws *wsi, enum lws_token_indexes tok, char *buf, size_t len)
 {
-	char v[32];
-	*present = lws_hdr_total_length(wsi, tok) > 0;
-	if (!*present)
-		return 0;
-	if (lws_hdr_copy(wsi, v, sizeof v, tok) < 0)
-		return -1;
-	char *end;
-	errno = 0;
-	long long n = strtoll(v, &end, 10);
-	if (errno || end == v || *end || n < 0)
-		return -1;
-	return n;
+	/* lws_hdr_copy() says 0 for absent and empty alike; the first
+	 * fragment's copy says -1 only when absent (-2 when too long). */
+	if (lws_hdr_copy_fragment(wsi, buf, (int)len, tok, 0) == -1)
+		return NULL;
+	if (lws_hdr_copy(wsi, buf, (int)len, tok) < 0)
+		return "\x7f";
+	return buf;
+}
+
+static bool has_unknown_header(void *arg, const char *name, size_t len)
+{
+	return lws_hdr_custom_length(arg, name, (int)len) >= 0;
+}
+
+/* The CORS side of an /api/ request: remembers a listed Origin to allow. */
+static void cors_note(struct http_req *r, const struct config *cfg)
+{
+	char origin[ORIGIN_MAX];
+	r->api = true;
+	if (lws_hdr_copy(r->wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) > 0 &&
+	    config_origin_listed(cfg, origin))
+		memcpy(r->cors_origin, origin, sizeof origin);
+}
+
+/* OPTIONS on an /api/ route: a CORS preflight when it carries an Origin. */
+static void preflight(struct http_req *r)
+{
+	struct buf h;
+	if (lws_hdr_total_length(r->wsi, WSI_TOKEN_ORIGIN) > 0 && !r->cors_origin[0]) {
+		http_reply_error(r, 403, "origin_refused", "Origin not allowed");
+		return;
+	}
+	buf_init(&h);
+	methods_header("allow", r->route->methods, &h);
+	if (r->cors_origin[0]) {
+		methods_header("access-control-allow-methods", r->route->methods, &h);
+		/* What stockalert.js sends: a bearer token, and JSON bodies. */
+		buf_puts(&h, "access-control-allow-headers: Authorization, Content-Type\r\n"
+			     "access-control-max-age: " CORS_MAX_AGE "\r\n");
+	}
+	http_reply(r, 204, "application/json", NULL, 0, h.data);
+	buf_free(&h);
 }
 
 static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
@@ -383,6 +461,10 @@ static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
 	buf_init(&r->extra_headers);
 
 	r->method = lws_http_get_uri_and_method(wsi, &uri, &urilen);
+	if (r->method == LWSHUMETH_HEAD) {
+		r->head = true;
+		r->method = LWSHUMETH_GET;
+	}
 	if (r->method < 0 || urilen <= 0 || (size_t)urilen >= sizeof r->path) {
 		r->close_after = true;
 		http_reply_error(r, r->method < 0 ? 405 : 414, "bad_request",
@@ -392,19 +474,31 @@ static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
 	memcpy(r->path, uri, (size_t)urilen);
 	r->path[urilen] = '\0';
 
-	bool has_len, has_te = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0;
-	long long clen = header_ll(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, &has_len);
+	if (strncmp(r->path, "/api/", 5) == 0)
+		cors_note(r, env->cfg);
 
-	if (has_te) {
+	char cl[32], te[64];
+	struct hdrcheck_src framing = {
+	    .content_length = header_value(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof cl),
+	    .transfer_encoding = header_value(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, te, sizeof te),
+	    .has_unknown = has_unknown_header,
+	    .arg = wsi,
+	};
+	long long clen;
+	const char *why;
+	switch (hdrcheck_framing(&framing, &clen, &why)) {
+	case HDRCHECK_OK: break;
+	case HDRCHECK_CHUNKED:
 		/* lws 4.1 never completes a chunked request body. */
 		r->close_after = true;
-		http_reply_error(r, 411, "length_required",
-				 "chunked request bodies are not accepted; send Content-Length");
+		http_reply_error(r, 411, "length_required", why);
 		return 0;
-	}
-	if (has_len && clen < 0) {
+	case HDRCHECK_BAD:
+	default:
+		/* Where this request ends is in doubt, so whatever follows
+		 * it on the connection is not a request to run. */
 		r->close_after = true;
-		http_reply_error(r, 400, "bad_request", "invalid Content-Length");
+		http_reply_error(r, 400, "bad_request", why);
 		return 0;
 	}
 	if (clen > HTTP_BODY_MAX) {
@@ -421,10 +515,15 @@ static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
 		http_reply_error(r, 404, "not_found", "no such path");
 		return 0;
 	}
+	if (r->method == LWSHUMETH_OPTIONS && r->api) {
+		r->close_after = clen > 0;
+		preflight(r);
+		return 0;
+	}
 	if (!(r->route->methods & (1u << r->method))) {
 		struct buf allow;
 		buf_init(&allow);
-		allow_header(r->route->methods, &allow);
+		methods_header("allow", r->route->methods, &allow);
 		r->close_after = clen > 0;
 		http_reply_error(r, 405, "method_not_allowed", "method not allowed on this path");
 		buf_append(&r->extra_headers, allow.data, allow.len);
@@ -464,6 +563,23 @@ static int add_extra_headers(struct http_req *r, unsigned char **p, unsigned cha
 	return 0;
 }
 
+static int add_cors_headers(struct http_req *r, unsigned char **p, unsigned char *end)
+{
+	if (!r->api)
+		return 0;
+	/* Caches must not hand one origin's answer to another. */
+	if (lws_add_http_header_by_name(
+		r->wsi, (const unsigned char *)"vary:", (const unsigned char *)"Origin", 6, p, end))
+		return -1;
+	/* Bearer tokens only: no Access-Control-Allow-Credentials, ever. */
+	if (r->cors_origin[0] &&
+	    lws_add_http_header_by_name(
+		r->wsi, (const unsigned char *)"access-control-allow-origin:",
+		(const unsigned char *)r->cors_origin, (int)strlen(r->cors_origin), p, end))
+		return -1;
+	return 0;
+}
+
 static int on_writeable(struct http_req *r)
 {
 	unsigned char hdr[LWS_PRE + 2048];
@@ -481,10 +597,11 @@ static int on_writeable(struct http_req *r)
 		    (r->close_after &&
 		     lws_add_http_header_by_name(r->wsi, (const unsigned char *)"connection:",
 						 (const unsigned char *)"close", 5, &p, end)) ||
+		    add_cors_headers(r, &p, end) ||
 		    lws_finalize_write_http_header(r->wsi, start, &p, end))
 			return -1;
 		r->headers_sent = true;
-		if (r->body_out.len) {
+		if (r->body_out.len && !r->head) {
 			lws_callback_on_writable(r->wsi);
 			return 0;
 		}
@@ -559,9 +676,16 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		 * fallback) have nothing to talk to here: hang up. */
 		return -1;
 
-	case LWS_CALLBACK_HTTP_FILE_COMPLETION:
-		if (lws_http_transaction_completed(wsi))
-			return -1;
+	case LWS_CALLBACK_TIMER:
+		/* The deadline set by http_async_begin(): the backend has not
+		 * answered. Its late answer finds the handle detached. */
+		if (r && r->async && !r->replied) {
+			async_detach(r);
+			log_warn(MOD, "%s: no answer from the backend within %d ms: 503", r->path,
+				 env->cfg->http.request_timeout_ms);
+			http_reply_error(r, 503, "unavailable",
+					 "the backend did not answer in time; retry");
+		}
 		return 0;
 
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:

@@ -169,9 +169,8 @@ static bool origin_allowed(struct lws *wsi, const struct config *cfg)
 	int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
 	if (n <= 0)
 		return lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) == 0; /* none: not a browser */
-	for (size_t i = 0; i < cfg->n_allowed_origins; i++)
-		if (strcmp(origin, cfg->allowed_origins[i]) == 0)
-			return true;
+	if (config_origin_listed(cfg, origin))
+		return true;
 	/* The daemon's own origin, as the Host header names it, so the page it
 	 * serves works on whatever name it was reached by. */
 	if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) > 0) {

@@ -9,6 +9,7 @@
  *
  * Strings are owned by the struct; NULL means JSON null / not set.
  */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -72,6 +73,10 @@ struct config_alerts {
 	int stock_ttl_s; /* a product's shared stock level outlives its last event by this */
 };
 
+struct config_http {
+	int request_timeout_ms; /* a REST answer's deadline: 503 past it */
+};
+
 struct config_log {
 	int level;  /* enum log_level */
 	int format; /* enum log_format */
@@ -87,6 +92,7 @@ struct config {
 	struct config_mysql mysql;
 	struct config_ws ws;
 	struct config_alerts alerts;
+	struct config_http http;
 	int subscriptions_max_per_user;
 	int subscriptions_max_inflight_per_user; /* changes under way per user */
 	int catalog_max_entries;		 /* products cached */
@@ -127,6 +133,10 @@ const char *config_alg_name(enum auth_alg alg);
  * Returns 0, or -1 when writing failed.
  */
 int config_write_keys(FILE *out);
+
+/* Whether origin (an Origin header's value) is one of allowed_origins,
+ * exactly: the browsers /ws and the REST API's CORS answers accept. */
+bool config_origin_listed(const struct config *cfg, const char *origin);
 
 void config_free(struct config *cfg);
 

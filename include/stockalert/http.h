@@ -50,6 +50,15 @@ struct http_env {
 	void *drained_arg;
 };
 
+/*
+ * Every answer goes through one write path (static files too, read whole):
+ * HEAD is answered wherever GET is, with the GET's headers and no body;
+ * /api/ answers carry "Vary: Origin" and, for an Origin in allowed_origins,
+ * Access-Control-Allow-Origin (never -Credentials); OPTIONS on an /api/
+ * route is the CORS preflight. A request whose framing is in doubt
+ * (hdrcheck.h) is answered 400 and the connection closed.
+ */
+
 /* Per-request state; lws allocates http_session_size() bytes of it. */
 struct http_req;
 
@@ -91,7 +100,9 @@ int http_authenticate(struct http_req *r, struct http_env *env, struct auth_clai
  * A handle on a request for replies that come after a Redis or MySQL round
  * trip: the client may hang up meanwhile, and lws frees the request then.
  * http_async_req() returns the request, or NULL once it is gone. Every
- * begin is paired with one end.
+ * begin is paired with one end. A begin arms the request's deadline
+ * (http.request_timeout_ms): past it the client is answered 503 and the
+ * request counts as gone for the late reply.
  */
 struct http_async;
 struct http_async *http_async_begin(struct http_req *r);

@@ -426,11 +426,16 @@ describe('abuse', () => {
 		}
 		// Known methods the routes do not take: 405 with the JSON error body.
 		for (const [m, p] of [['PATCH', '/healthz'], ['DELETE', '/metrics'],
-			['OPTIONS', '/api/me/subscriptions']]) {
+			['OPTIONS', '/healthz'], ['PATCH', '/api/me/subscriptions']]) {
 			const r = await apiCall(d.url, m, p, { token: kit.token(user()) });
 			assert.equal(r.status, 405, `${m} ${p}: ${r.status} ${r.text}`);
 			parseErrorBody(r.text);
 		}
+		// OPTIONS on the API answers what it allows (the CORS preflight's
+		// method; http.test.mjs covers the preflight itself).
+		const o = await apiCall(d.url, 'OPTIONS', '/api/me/subscriptions');
+		assert.equal(o.status, 204, o.text);
+		assert.match(o.headers.allow, /^GET, HEAD$/);
 	});
 
 	test('CONNECT is answered or dropped within the header timeout', async () => {

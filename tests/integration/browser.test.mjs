@@ -7,11 +7,12 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import {
-	alertsKit, apiCall, BUILD_DIR, randomId, sanitizerReport, signJwt, sleep, startDaemon, stop,
-	waitFor, waitReady,
+	alertsKit, apiCall, BUILD_DIR, freePort, randomId, sanitizerReport, signJwt, sleep,
+	startDaemon, STATIC_DIR, stop, waitFor, waitReady,
 	eventId as eid,
 } from './lib/harness.mjs';
 
@@ -320,5 +321,121 @@ describe('browser: demo page and operations page in Chromium', () => {
 		const html = await (await fetch(`${url}/`)).text();
 		// No resources from elsewhere.
 		assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//);
+	});
+});
+
+// The README's cross-origin use: a shop page on its own origin imports its copy of
+// stockalert.js and talks to the daemon with baseUrl. The daemon lists the shop's
+// origin (allowed_origins), so the REST calls (CORS, with their preflights) and the
+// socket work; the same page reached by an origin not listed cannot subscribe.
+describe('browser: stockalert.js on a shop page of another origin', () => {
+	const P = 901;
+	let kit;
+	let browser;
+	let shop;
+	let shopPort;
+
+	before(async () => {
+		const { chromium } = await import('playwright-core');
+		shopPort = await freePort();
+		const js = fs.readFileSync(path.join(STATIC_DIR, 'stockalert.js'));
+		const page = '<!doctype html><meta charset="utf-8"><title>shop</title>' +
+			'<script type="module">import { StockAlertClient } from \'/stockalert.js\';' +
+			'window.StockAlertClient = StockAlertClient; window.ready = true;</script>';
+		shop = http.createServer((req, res) => {
+			const type = req.url === '/stockalert.js' ? 'text/javascript' : 'text/html';
+			res.writeHead(200, { 'content-type': type });
+			res.end(req.url === '/stockalert.js' ? js : page);
+		});
+		await new Promise((resolve) => shop.listen(shopPort, '127.0.0.1', resolve));
+		kit = await alertsKit({
+			overrides: { allowed_origins: [`http://127.0.0.1:${shopPort}`] },
+			products: [{ id: P, name: 'Cross-origin kettle', stock: 0, threshold: 2 }],
+		});
+		browser = await chromium.launch({
+			executablePath: CHROMIUM,
+			headless: true,
+			args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+				'--no-first-run', '--disable-background-networking',
+				'--disable-component-update', '--disable-sync'],
+		});
+	});
+
+	after(async () => {
+		if (browser) await browser.close().catch(() => {});
+		if (shop) await new Promise((resolve) => shop.close(resolve));
+		if (kit) {
+			const reports = await kit.close();
+			for (const r of reports) {
+				if (/ERROR: AddressSanitizer|runtime error:|exit /.test(r)) {
+					assert.fail(`daemon did not stop cleanly:\n${r}`);
+				}
+			}
+		}
+	});
+
+	async function shopPage(t, origin) {
+		const context = await browser.newContext();
+		t.after(() => context.close().catch(() => {}));
+		const page = await context.newPage();
+		await page.goto(`${origin}/shop.html`);
+		await page.waitForFunction(() => window.ready === true);
+		return page;
+	}
+
+	test('a listed origin subscribes, lists, gets its alert and unsubscribes', { timeout: 60000 },
+		async (t) => {
+			const user = `xo-${randomId(3)}`;
+			const page = await shopPage(t, `http://127.0.0.1:${shopPort}`);
+			const base = kit.daemons[0].url;
+			const out = await page.evaluate(async ({ base, token, P }) => {
+				const c = new window.StockAlertClient({ token, baseUrl: base, storage: null });
+				window.client = c;
+				window.alerts = [];
+				c.on('alert', (a) => window.alerts.push(a));
+				const opened = new Promise((resolve) => c.on('status', ({ status }) => {
+					if (status === 'open') resolve();
+				}));
+				c.connect();
+				await opened;
+				const created = await c.subscribe(P, { kinds: ['back_in_stock'] });
+				const list = await c.listSubscriptions();
+				return { created, ids: list.map((s) => s.product_id) };
+			}, { base, token: kit.token(user), P });
+			assert.ok(out.created, JSON.stringify(out));
+			assert.deepEqual(out.ids, [P]);
+
+			// The socket the page opened from the shop's origin delivers.
+			const ev = `xo-${randomId(4)}`;
+			assert.ok(await kit.publish({ event_id: ev, product_id: P, stock: 5, prev_stock: 0 }) >= 0);
+			await waitFor(async () => (await page.evaluate(() => window.alerts.length)) > 0,
+				{ timeout: 15000, what: 'the alert in the shop page' });
+			const got = await page.evaluate(() => window.alerts[0]);
+			assert.equal(got.event_id, ev);
+			assert.equal(got.kind, 'back_in_stock');
+
+			assert.equal(await page.evaluate((P) => window.client.unsubscribe(P), P), true);
+			await page.evaluate(() => window.client.close());
+		});
+
+	test('an origin not listed cannot call the API', { timeout: 60000 }, async (t) => {
+		const user = `xo-no-${randomId(3)}`;
+		// Same page and server, reached by a name the daemon does not list.
+		const page = await shopPage(t, `http://localhost:${shopPort}`);
+		const err = await page.evaluate(async ({ base, token, P }) => {
+			const c = new window.StockAlertClient({ token, baseUrl: base, storage: null });
+			try {
+				await c.subscribe(P);
+				return null;
+			} catch (e) {
+				return { status: e.status, code: e.code };
+			}
+		}, { base: kit.daemons[0].url, token: kit.token(user), P });
+		assert.deepEqual(err, { status: 0, code: 'network' });
+		// The preflight was refused, so the PUT never reached the daemon.
+		const r = await apiCall(kit.daemons[0].url, 'GET', '/api/me/subscriptions',
+			{ token: kit.token(user) });
+		assert.equal(r.status, 200);
+		assert.deepEqual(r.json.subscriptions, []);
 	});
 });

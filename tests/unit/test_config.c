@@ -540,7 +540,29 @@ static void test_sample_config(void **state)
 	assert_int_equal(c->alerts.history_s, 86400);
 	assert_string_equal(c->redis.prefix, "stockalert:");
 	assert_int_equal(c->log.level, LOG_LEVEL_INFO);
+	assert_int_equal(c->http.request_timeout_ms, 8000);
 	config_free(c);
+}
+
+/* The REST deadline stays below lws's 10 s timeout; CORS and /ws share
+ * one list of origins, matched exactly. */
+static void test_http_keys(void **state)
+{
+	(void)state;
+	struct config *c = load("{" MIN_AUTH ", \"http\": {\"request_timeout_ms\": 250},"
+				"\"allowed_origins\": [\"https://shop.example\"]}");
+	assert_non_null(c);
+	assert_int_equal(c->http.request_timeout_ms, 250);
+	assert_true(config_origin_listed(c, "https://shop.example"));
+	assert_false(config_origin_listed(c, "https://shop.example:443"));
+	assert_false(config_origin_listed(c, "https://shop.example/"));
+	assert_false(config_origin_listed(c, "http://shop.example"));
+	assert_false(config_origin_listed(c, ""));
+	config_free(c);
+	refuse("{" MIN_AUTH ", \"http\": {\"request_timeout_ms\": 9001}}",
+	       "http.request_timeout_ms");
+	refuse("{" MIN_AUTH ", \"http\": {\"request_timeout_ms\": 99}}", "http.request_timeout_ms");
+	refuse("{" MIN_AUTH ", \"http\": {\"timeout\": 1}}", "http.timeout");
 }
 
 static void test_read_secret(void **state)
@@ -609,6 +631,7 @@ int main(void)
 	    cmocka_unit_test(test_error_buffer_small),
 	    cmocka_unit_test(test_load_file),
 	    cmocka_unit_test(test_sample_config),
+	    cmocka_unit_test(test_http_keys),
 	    cmocka_unit_test(test_read_secret),
 	};
 
