@@ -325,22 +325,42 @@ static void on_grace_expired(uv_timer_t *t)
 	uv_stop(&s->loop);
 }
 
+/*
+ * SIGHUP: re-reads the configuration file. Nothing changes unless all of it
+ * loads and checks (keys included); then the keys that can change live take
+ * their new values in the running struct config, which every module reads
+ * where it uses them, and the new key set replaces the old one (sockets keep
+ * the claims they were opened with, and run until their own exp). Keys that
+ * need a restart are named and left as they are. Sockets are not touched.
+ */
 static void reload(struct server *s)
 {
-	char err[512];
-	struct config *fresh;
+	char err[512], restart[512];
+	struct config *fresh = NULL;
+	struct auth *auth = NULL;
 	bool owe_ready = notify_reloading(s->notify);
-	if (config_load(s->config_path, &fresh, err, sizeof err) != 0) {
+
+	if (config_load(s->config_path, &fresh, err, sizeof err) != 0 ||
+	    !(auth = auth_new(&fresh->auth, err, sizeof err)) ||
+	    config_check_files(fresh, err, sizeof err) != 0) {
 		log_error(MOD, "SIGHUP: keeping the running configuration: %s", err);
-		if (owe_ready)
-			notify_ready(s->notify);
-		return;
+		metrics_config_reload(0);
+		goto out;
 	}
-	log_setup((enum log_level)fresh->log.level, (enum log_format)fresh->log.format);
+	size_t n_restart = config_apply_live(s->cfg, fresh, restart, sizeof restart);
+	auth_free(s->env.auth);
+	s->env.auth = auth;
+	auth = NULL;
+	log_setup((enum log_level)s->cfg->log.level, (enum log_format)s->cfg->log.format);
 	log_route_lws();
-	s->cfg->log = fresh->log;
-	log_info(MOD, "SIGHUP: reloaded log settings from %s (other keys need a restart)",
-		 s->config_path);
+	if (s->env.alerts)
+		alerts_config_changed(s->env.alerts);
+	if (n_restart)
+		log_warn(MOD, "SIGHUP: left as they are until a restart: %s", restart);
+	log_info(MOD, "SIGHUP: reloaded %s", s->config_path);
+	metrics_config_reload(1);
+out:
+	auth_free(auth);
 	config_free(fresh);
 	if (owe_ready)
 		notify_ready(s->notify);

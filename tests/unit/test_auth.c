@@ -331,7 +331,7 @@ static void test_hs256_sign_roundtrip(void **state)
 	char *tok;
 
 	(void)state;
-	tok = auth_sign(a, "user-42", "admin, service", 3600, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "user-42", "admin, service", 3600, NOW, err, sizeof err);
 	assert_non_null(tok);
 	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW, &c), AUTH_OK);
 	assert_string_equal(c.sub, "user-42");
@@ -342,14 +342,14 @@ static void test_hs256_sign_roundtrip(void **state)
 	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW + 3600, &c), AUTH_ERR_EXPIRED);
 	mem_free(tok);
 
-	tok = auth_sign(a, "u", NULL, 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", NULL, 60, NOW, err, sizeof err);
 	assert_non_null(tok);
 	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW, &c), AUTH_OK);
 	assert_int_equal(c.roles, 0);
 	mem_free(tok);
 
 	/* the token is a plain HS256 JWT that libjwt verifies with the secret */
-	tok = auth_sign(a, "u", "service", 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", "service", 60, NOW, err, sizeof err);
 	{
 		jwt_t *jwt = NULL;
 		assert_int_equal(
@@ -731,7 +731,7 @@ static void test_iss_aud(void **state)
 	{
 		struct auth *a = new_auth(c);
 		char err[128];
-		char *tok = auth_sign(a, "u", NULL, 60, NOW, err, sizeof err);
+		char *tok = auth_sign(a, NULL, "u", NULL, 60, NOW, err, sizeof err);
 		assert_non_null(tok);
 		assert_int_equal(verify(a, tok, &cl), AUTH_OK);
 		mem_free(tok);
@@ -955,25 +955,25 @@ static void test_sign_errors(void **state)
 
 	(void)state;
 	err[0] = '\0';
-	assert_null(auth_sign(rs, "u", NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(rs, NULL, "u", NULL, 60, NOW, err, sizeof err));
 	assert_string_equal(err, "gentoken needs auth.algorithm HS256");
-	assert_null(auth_sign(a, "u", "root", 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", "root", 60, NOW, err, sizeof err));
 	assert_non_null(strstr(err, "root"));
-	assert_null(auth_sign(a, "u", "admin,", 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", "admin,,service", 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "", NULL, 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "a b", NULL, 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, NULL, NULL, 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", NULL, 0, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", NULL, -5, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", NULL, INT64_MAX, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", "admin,", 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", "admin,,service", 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "", NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "a b", NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, NULL, NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", NULL, 0, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", NULL, -5, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", NULL, INT64_MAX, NOW, err, sizeof err));
 
-	tok = auth_sign(a, "u", "", 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", "", 60, NOW, err, sizeof err);
 	assert_non_null(tok);
 	assert_int_equal(verify(a, tok, &c), AUTH_OK);
 	assert_int_equal(c.roles, 0);
 	mem_free(tok);
-	tok = auth_sign(a, "u", "service", 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", "service", 60, NOW, err, sizeof err);
 	assert_int_equal(verify(a, tok, &c), AUTH_OK);
 	assert_int_equal(c.roles, AUTH_ROLE_SERVICE);
 	mem_free(tok);
