@@ -196,6 +196,30 @@ test('SIGHUP applies each live key: allowed_origins, rate limit, history length,
 		'stockalert_config_last_reload_success_timestamp_seconds') >= started);
 });
 
+test('SIGHUP turns fair release on: the later waves follow on their interval', async (t) => {
+	const P = 831;
+	const kit = await alertsKit({ t, products: [{ id: P, stock: 0 }],
+		overrides: { alerts: { max_per_window: 1000 } } });
+	t.after(async () => assertCleanStop(await kit.close()));
+	const d = kit.daemons[0];
+	const users = Array.from({ length: 3 }, (_, k) => `fair${k}-${randomId(3)}`);
+	for (const u of users) await kit.subscribe(u, P);
+	const socks = [];
+	for (const u of users) socks.push(await kit.connect(u));
+
+	await reload(d, (c) => {
+		c.alerts.fair_release_factor = 1;
+		c.alerts.fair_release_interval_s = 1;
+	});
+	// Stock 1, F = 1: one subscriber per wave, the first at once, the
+	// others from the waves the daemon's timer runs.
+	const e = `fair-${randomId(4)}`;
+	await kit.publish({ event_id: e, product_id: P, stock: 1, prev_stock: 0 });
+	for (const h of socks) await wsWaitFor(h, (m) => m.event_id === e, 20000, `wave for ${h.user}`);
+	assert.ok(await kit.metric('stockalert_fair_waves_total') >= users.length,
+		'one wave per subscriber');
+});
+
 test('a reload that fails to load or check changes nothing and says why', async (t) => {
 	const kit = await alertsKit({ t, overrides: { log: { level: 'info' } } });
 	t.after(async () => assertCleanStop(await kit.close()));
