@@ -9,7 +9,7 @@ import path from 'node:path';
 
 import {
 	alertsKit, waitFor, metricValue, randomId, wsAlerts, wsWaitFor, wsTrack, signJwt,
-	decodeJwt, cleanStopChecker, redisCommand, runDaemonCli,
+	decodeJwt, cleanStopChecker, redisCommand, runDaemonCli, makeConfig,
 } from './lib/harness.mjs';
 
 const assertCleanStop = cleanStopChecker(/src\/(config|auth|server|alerts|ws)\.c/);
@@ -300,4 +300,33 @@ test('1,000 sockets receiving alerts while SIGHUP arrives 20 times: none dropped
 	assert.equal(await metricValue(d.url, 'stockalert_ws_connections'), socks.length);
 	assert.equal(await reloads(d, 'ok'), ROUNDS);
 	assert.equal(await reloads(d, 'failed'), 0);
+});
+
+test('--check-config and gentoken --kid with auth.keys', async () => {
+	const cfg = await makeConfig();
+	const rs = path.join(cfg.dir, 'rs.pem');
+	fs.writeFileSync(rs, crypto.generateKeyPairSync('rsa', { modulusLength: 2048 })
+		.publicKey.export({ type: 'spki', format: 'pem' }));
+	const write = (keys) => fs.writeFileSync(cfg.path, JSON.stringify({ ...cfg.config,
+		auth: { keys } }));
+	write([{ kid: 'a', secret_file: cfg.secretFile },
+		{ kid: 'b', algorithm: 'RS256', public_key_file: rs }]);
+	let r = await runDaemonCli(['--check-config', '-c', cfg.path]);
+	assert.equal(r.code, 0, r.stderr);
+	// Signs with the named HS256 key only.
+	r = await runDaemonCli(['gentoken', '--sub', 'u', '--kid', 'a', '-c', cfg.path]);
+	assert.equal(r.code, 0, r.stderr);
+	assert.deepEqual(decodeJwt(r.stdout.trim()).header, { alg: 'HS256', typ: 'JWT', kid: 'a' });
+	r = await runDaemonCli(['gentoken', '--sub', 'u', '--kid', 'b', '-c', cfg.path]);
+	assert.equal(r.code, 1);
+	assert.match(r.stderr, /--kid: gentoken needs an HS256 key, "b" is RS256/);
+	r = await runDaemonCli(['gentoken', '--sub', 'u', '--kid', 'zz', '-c', cfg.path]);
+	assert.equal(r.code, 1);
+	assert.match(r.stderr, /--kid: no key "zz" in auth.keys/);
+	// A key file that does not load fails the check, naming the key.
+	write([{ kid: 'a', secret_file: cfg.secretFile },
+		{ kid: 'b', algorithm: 'ES256', public_key_file: rs }]);
+	r = await runDaemonCli(['--check-config', '-c', cfg.path]);
+	assert.equal(r.code, 1);
+	assert.match(r.stderr, /auth\.keys\[1\]\.public_key_file: .*not an EC P-256 key/);
 });
