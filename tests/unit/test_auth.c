@@ -1348,6 +1348,30 @@ static void test_bench(void **state)
 	bench_one("ES256", a, tok);
 	mem_free(tok);
 	auth_free(a);
+
+	/* The worst a token without kid costs: 16 RS256 keys, its own last. */
+	{
+		struct config_auth_key keys[CONFIG_AUTH_KEYS_MAX];
+		char other_path[128], kids[CONFIG_AUTH_KEYS_MAX][8], *pem = pem_of(rsa_other, 0);
+
+		write_file(other_path, sizeof other_path, "rsa-other.pub", pem, strlen(pem));
+		mem_free(pem);
+		for (int i = 0; i < CONFIG_AUTH_KEYS_MAX; i++) {
+			snprintf(kids[i], sizeof kids[i], "k%d", i);
+			keys[i] = key_pub(kids[i], AUTH_ALG_RS256,
+					  i + 1 < CONFIG_AUTH_KEYS_MAX ? other_path : rsa_pub_path);
+		}
+		a = new_keys(keys, CONFIG_AUTH_KEYS_MAX);
+		unlink(other_path);
+		tok = make_token(HDR_RS256, payload, "RS256", NULL, 0, rsa_key);
+		bench_one("RS256, 16 keys, no kid, its key last", a, tok);
+		mem_free(tok);
+		tok = make_token("{\"alg\":\"RS256\",\"kid\":\"k15\"}", payload, "RS256", NULL, 0,
+				 rsa_key);
+		bench_one("RS256, 16 keys, kid", a, tok);
+		mem_free(tok);
+		auth_free(a);
+	}
 }
 
 int main(void)
