@@ -3,13 +3,16 @@
 // 20 reloads without a drop, a loss or a duplicate.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 
 import {
 	alertsKit, waitFor, metricValue, randomId, wsAlerts, wsWaitFor, wsTrack, signJwt,
-	decodeJwt, cleanStopChecker, redisCommand, runDaemonCli, makeConfig,
+	decodeJwt, cleanStopChecker, redisCommand, runDaemonCli, makeConfig, startDaemon, tmpDir,
+	have, stopClean,
 } from './lib/harness.mjs';
 
 const assertCleanStop = cleanStopChecker(/src\/(config|auth|server|alerts|ws)\.c/);
@@ -329,4 +332,81 @@ test('--check-config and gentoken --kid with auth.keys', async () => {
 	r = await runDaemonCli(['--check-config', '-c', cfg.path]);
 	assert.equal(r.code, 1);
 	assert.match(r.stderr, /auth\.keys\[1\]\.public_key_file: .*not an EC P-256 key/);
+});
+
+// A self-signed certificate for 127.0.0.1 written to cert/key (new or over
+// the old files); returns its PEM.
+function makeCert(cert, key) {
+	execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+		'-nodes', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '1',
+		'-keyout', key, '-out', cert], { stdio: 'ignore' });
+	return fs.readFileSync(cert);
+}
+
+// GET over https trusting only ca: the status, or the TLS error's code.
+function httpsGet(port, p, ca) {
+	return new Promise((resolve) => {
+		const req = https.get({ host: '127.0.0.1', port, path: p, ca, timeout: 5000,
+			// No session reuse: a resumed session would skip the certificate.
+			agent: false }, (res) => {
+			let body = '';
+			res.setEncoding('utf8');
+			res.on('data', (x) => { body += x; });
+			res.on('end', () => resolve({ status: res.statusCode, body }));
+		});
+		req.on('timeout', () => req.destroy(new Error('https timeout')));
+		req.on('error', (e) => resolve({ error: e.code || e.message }));
+	});
+}
+
+test('SIGHUP serves a renewed certificate at the same paths; open sockets keep theirs; ' +
+	'a key that does not match changes nothing', { skip: !have('openssl') && 'no openssl' },
+async (t) => {
+	const dir = tmpDir('sa-tls-');
+	const cert = path.join(dir, 'cert.pem'), key = path.join(dir, 'key.pem');
+	const a = makeCert(cert, key);
+	const cfg = await makeConfig({ tls: { cert_file: cert, key_file: key } });
+	const d = startDaemon(cfg, { t });
+	await waitFor(async () => {
+		if (!d.running) throw new Error(`daemon exited:\n${d.log()}`);
+		return (await httpsGet(d.port, '/healthz', a)).status === 200;
+	}, { timeout: 30000, what: 'https /healthz' });
+	const reloadsOver = async (ca, result) => {
+		const r = await httpsGet(d.port, '/metrics', ca);
+		const m = new RegExp(`^stockalert_config_reloads_total\\{result="${result}"\\} (\\d+)$`, 'm')
+			.exec(r.body || '');
+		return m ? Number(m[1]) : -1;
+	};
+	const { default: WebSocket } = await import('ws');
+	const h = wsTrack(new WebSocket(`wss://127.0.0.1:${d.port}/ws?token=` +
+		signJwt({ sub: 'tls-user', exp: now() + 600 }, cfg.secret), { ca: a }));
+	await h.opened;
+	await wsWaitFor(h, (m) => m.type === 'hello', 10000, 'hello over wss');
+
+	// Renewed in place (another key too), then SIGHUP.
+	const b = makeCert(cert, key);
+	assert.equal((await httpsGet(d.port, '/healthz', b)).status, undefined, 'B before the reload');
+	d.proc.kill('SIGHUP');
+	await waitFor(async () => (await reloadsOver(b, 'ok')) === 1,
+		{ timeout: 15000, what: 'the reload, seen over the new certificate' });
+	assert.equal((await httpsGet(d.port, '/healthz', b)).status, 200);
+	assert.ok((await httpsGet(d.port, '/healthz', a)).error, 'the old certificate still served');
+	assert.match(d.log(), /SIGHUP: serving the certificate in /);
+	// The socket opened under the old certificate runs on.
+	const from = h.messages.length;
+	h.send({ type: 'ping' });
+	await wsWaitFor(h, (m) => h.messages.indexOf(m) >= from && m.type === 'pong', 5000, 'pong');
+
+	// A key that does not belong to the certificate: refused, B still served.
+	const other = path.join(dir, 'other');
+	makeCert(`${other}.cert`, `${other}.key`);
+	fs.copyFileSync(`${other}.key`, key);
+	d.proc.kill('SIGHUP');
+	await waitFor(async () => (await reloadsOver(b, 'failed')) === 1,
+		{ timeout: 15000, what: 'the mismatched pair refused' });
+	assert.match(d.log(), /keeping the running configuration: tls\.key_file: .* does not match tls\.cert_file/);
+	assert.equal((await httpsGet(d.port, '/healthz', b)).status, 200);
+	assert.equal(h.closeInfo, null);
+	h.ws.terminate();
+	await stopClean(d);
 });
