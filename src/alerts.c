@@ -1756,6 +1756,21 @@ void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(i
 
 /* --- lifecycle -------------------------------------------------------------------- */
 
+/* Polls for due fair-release waves while fair release is on. */
+static void arm_fair_timer(struct alerts *a)
+{
+	if (!fair_enabled(a)) {
+		uv_timer_stop(&a->fair_timer);
+		return;
+	}
+	/* Waves are due every fair_release_interval_s; polling at a tenth of
+	 * it (at most every 100 ms) keeps them on time. */
+	uv_timer_start(&a->fair_timer, on_fair_timer, 100,
+		       (uint64_t)(a->cfg->alerts.fair_release_interval_s < 10
+				      ? 100
+				      : a->cfg->alerts.fair_release_interval_s * 100));
+}
+
 struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 {
 	struct alerts *a = mem_calloc(1, sizeof *a);
@@ -1779,14 +1794,14 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 	a->window_timer.data = a;
 	uv_timer_init(loop, &a->fair_timer);
 	a->fair_timer.data = a;
-	if (fair_enabled(a))
-		/* Waves are due every fair_release_interval_s; polling at a
-		 * tenth of it (at most every 100 ms) keeps them on time. */
-		uv_timer_start(&a->fair_timer, on_fair_timer, 100,
-			       (uint64_t)(a->cfg->alerts.fair_release_interval_s < 10
-					      ? 100
-					      : a->cfg->alerts.fair_release_interval_s * 100));
+	arm_fair_timer(a);
 	return a;
+}
+
+void alerts_config_changed(struct alerts *a)
+{
+	if (!a->closing)
+		arm_fair_timer(a);
 }
 
 const char *alerts_instance(const struct alerts *a)

@@ -12,6 +12,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,10 @@
 #define AUTH_PEM_MAX	      (64 * 1024)
 #define ES256_COORD	      32
 
-struct auth {
+/* One verification key with everything pinned to it: a token verified by
+ * this key meets this key's algorithm, issuer and audience, never another's. */
+struct auth_key {
+	char *kid; /* NULL for the single key of auth.algorithm & co. */
 	enum auth_alg alg;
 	const char *alg_name;
 	unsigned char *secret; /* HS256 */
@@ -41,6 +45,14 @@ struct auth {
 	EVP_PKEY *pkey;
 	char *issuer;
 	char *audience;
+	int64_t not_after; /* verifies nothing from this second on */
+};
+
+struct auth {
+	struct auth_key keys[CONFIG_AUTH_KEYS_MAX];
+	size_t n_keys;
+	/* auth.keys is configured: a token's "kid" picks its key. */
+	bool by_kid;
 	int64_t leeway;
 };
 
@@ -73,6 +85,7 @@ const char *auth_result_str(enum auth_result r)
 	case AUTH_ERR_AUDIENCE: return "bad_audience";
 	case AUTH_ERR_SUBJECT: return "bad_subject";
 	case AUTH_ERR_CLAIMS: return "bad_claims";
+	case AUTH_ERR_KID: return "unknown_kid";
 	}
 	return "unknown";
 }
@@ -97,7 +110,8 @@ int auth_valid_sub(const char *sub)
 
 /* ---- key loading ---- */
 
-static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t errlen)
+static unsigned char *read_pem(const char *what, const char *path, size_t *lenp, char *err,
+			       size_t errlen)
 {
 	unsigned char *data = NULL;
 	size_t len = 0;
@@ -106,16 +120,15 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: %s", path, strerror(errno));
+		errbuf_set(err, errlen, "%s: %s: %s", what, path, strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: not a regular file", path);
+		errbuf_set(err, errlen, "%s: %s: not a regular file", what, path);
 		goto err;
 	}
 	if (st.st_size > AUTH_PEM_MAX) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: larger than %d bytes", path,
-			   AUTH_PEM_MAX);
+		errbuf_set(err, errlen, "%s: %s: larger than %d bytes", what, path, AUTH_PEM_MAX);
 		goto err;
 	}
 	data = mem_alloc((size_t)st.st_size + 1);
@@ -124,8 +137,7 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			errbuf_set(err, errlen, "auth.public_key_file: %s: %s", path,
-				   strerror(errno));
+			errbuf_set(err, errlen, "%s: %s: %s", what, path, strerror(errno));
 			goto err;
 		}
 		if (n == 0)
@@ -133,7 +145,7 @@ static unsigned char *read_pem(const char *path, size_t *lenp, char *err, size_t
 		len += (size_t)n;
 	}
 	if (len == 0) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: is empty", path);
+		errbuf_set(err, errlen, "%s: %s: is empty", what, path);
 		goto err;
 	}
 	data[len] = '\0';
@@ -175,29 +187,31 @@ static EVP_PKEY *parse_public_key(const unsigned char *pem, size_t len)
 	return pkey;
 }
 
-static int check_key_type(const struct auth *a, const char *path, char *err, size_t errlen)
+/* what names the key in messages: "auth" or "auth.keys[2]". */
+static int check_key_type(const struct auth_key *k, const char *what, const char *path, char *err,
+			  size_t errlen)
 {
 	char group[64];
 
-	if (a->alg == AUTH_ALG_RS256) {
-		if (!EVP_PKEY_is_a(a->pkey, "RSA")) {
-			errbuf_set(err, errlen, "auth.public_key_file: %s: not an RSA key (RS256)",
-				   path);
+	if (k->alg == AUTH_ALG_RS256) {
+		if (!EVP_PKEY_is_a(k->pkey, "RSA")) {
+			errbuf_set(err, errlen, "%s.public_key_file: %s: not an RSA key (RS256)",
+				   what, path);
 			return -1;
 		}
-		if (EVP_PKEY_get_bits(a->pkey) < AUTH_RSA_MIN_BITS) {
+		if (EVP_PKEY_get_bits(k->pkey) < AUTH_RSA_MIN_BITS) {
 			errbuf_set(err, errlen,
-				   "auth.public_key_file: %s: RSA key of %d bits, "
+				   "%s.public_key_file: %s: RSA key of %d bits, "
 				   "RS256 needs at least %d",
-				   path, EVP_PKEY_get_bits(a->pkey), AUTH_RSA_MIN_BITS);
+				   what, path, EVP_PKEY_get_bits(k->pkey), AUTH_RSA_MIN_BITS);
 			return -1;
 		}
 		return 0;
 	}
-	if (!EVP_PKEY_is_a(a->pkey, "EC") ||
-	    EVP_PKEY_get_group_name(a->pkey, group, sizeof group, NULL) != 1 ||
+	if (!EVP_PKEY_is_a(k->pkey, "EC") ||
+	    EVP_PKEY_get_group_name(k->pkey, group, sizeof group, NULL) != 1 ||
 	    (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0)) {
-		errbuf_set(err, errlen, "auth.public_key_file: %s: not an EC P-256 key (ES256)",
+		errbuf_set(err, errlen, "%s.public_key_file: %s: not an EC P-256 key (ES256)", what,
 			   path);
 		ERR_clear_error();
 		return -1;
@@ -205,120 +219,191 @@ static int check_key_type(const struct auth *a, const char *path, char *err, siz
 	return 0;
 }
 
-static int load_secret(struct auth *a, const struct config_auth *cfg, char *err, size_t errlen)
+static int load_secret(struct auth_key *k, const char *what, const char *path, char *err,
+		       size_t errlen)
 {
 	char why[512];
 	char *secret;
 	size_t len;
 
-	if (!cfg->secret_file || !cfg->secret_file[0]) {
-		errbuf_set(err, errlen, "auth.secret_file: not set (required for HS256)");
+	if (!path || !path[0]) {
+		errbuf_set(err, errlen, "%s.secret_file: not set (required for HS256)", what);
 		return -1;
 	}
 	why[0] = '\0';
-	secret = config_read_secret(cfg->secret_file, why, sizeof why);
+	secret = config_read_secret(path, why, sizeof why);
 	if (!secret) {
-		errbuf_set(err, errlen, "auth.secret_file: %s",
+		errbuf_set(err, errlen, "%s.secret_file: %s", what,
 			   why[0] ? why : "cannot read the secret");
 		return -1;
 	}
 	len = strlen(secret);
 	if (len < AUTH_HS256_MIN_SECRET) {
 		errbuf_set(err, errlen,
-			   "auth.secret_file: %s: secret is %zu bytes, HS256 needs at least %d",
-			   cfg->secret_file, len, AUTH_HS256_MIN_SECRET);
+			   "%s.secret_file: %s: secret is %zu bytes, HS256 needs at least %d", what,
+			   path, len, AUTH_HS256_MIN_SECRET);
 		explicit_bzero(secret, len);
 		mem_free(secret);
 		return -1;
 	}
-	a->secret = (unsigned char *)secret;
-	a->secret_len = len;
+	k->secret = (unsigned char *)secret;
+	k->secret_len = len;
 	return 0;
 }
 
-static int load_public_key(struct auth *a, const struct config_auth *cfg, char *err, size_t errlen)
+static int load_public_key(struct auth_key *k, const char *what, const char *path, char *err,
+			   size_t errlen)
 {
+	char key[64];
 	unsigned char *pem;
 	size_t len;
 
-	if (!cfg->public_key_file || !cfg->public_key_file[0]) {
-		errbuf_set(err, errlen, "auth.public_key_file: not set (required for %s)",
-			   a->alg_name);
+	if (!path || !path[0]) {
+		errbuf_set(err, errlen, "%s.public_key_file: not set (required for %s)", what,
+			   k->alg_name);
 		return -1;
 	}
-	pem = read_pem(cfg->public_key_file, &len, err, errlen);
+	snprintf(key, sizeof key, "%s.public_key_file", what);
+	pem = read_pem(key, path, &len, err, errlen);
 	if (!pem)
 		return -1;
-	a->pkey = parse_public_key(pem, len);
+	k->pkey = parse_public_key(pem, len);
 	mem_free(pem);
-	if (!a->pkey) {
-		errbuf_set(err, errlen,
-			   "auth.public_key_file: %s: no PEM public key or certificate",
-			   cfg->public_key_file);
+	if (!k->pkey) {
+		errbuf_set(err, errlen, "%s.public_key_file: %s: no PEM public key or certificate",
+			   what, path);
 		return -1;
 	}
-	return check_key_type(a, cfg->public_key_file, err, errlen);
+	return check_key_type(k, what, path, err, errlen);
+}
+
+/* What one key needs, whether it comes from auth.keys or the single key. */
+struct key_spec {
+	const char *kid;
+	enum auth_alg alg;
+	const char *secret_file, *public_key_file, *issuer, *audience;
+	int64_t not_after;
+};
+
+static int load_key(struct auth_key *k, const struct key_spec *ks, const char *what, char *err,
+		    size_t errlen)
+{
+	if (!alg_name(ks->alg)) {
+		errbuf_set(err, errlen, "%s.algorithm: must be HS256, RS256 or ES256", what);
+		return -1;
+	}
+	/* An empty string would make "iss":"" the requirement, surely a typo. */
+	if (ks->issuer && !ks->issuer[0]) {
+		errbuf_set(err, errlen, "%s.issuer: must be null or a non-empty string", what);
+		return -1;
+	}
+	if (ks->audience && !ks->audience[0]) {
+		errbuf_set(err, errlen, "%s.audience: must be null or a non-empty string", what);
+		return -1;
+	}
+	k->alg = ks->alg;
+	k->alg_name = alg_name(ks->alg);
+	k->not_after = ks->not_after;
+	if (k->alg == AUTH_ALG_HS256) {
+		if (load_secret(k, what, ks->secret_file, err, errlen) < 0)
+			return -1;
+	} else if (load_public_key(k, what, ks->public_key_file, err, errlen) < 0) {
+		return -1;
+	}
+	if (ks->kid)
+		k->kid = mem_strdup(ks->kid);
+	if (ks->issuer)
+		k->issuer = mem_strdup(ks->issuer);
+	if (ks->audience)
+		k->audience = mem_strdup(ks->audience);
+	log_info("auth", "verifying %s tokens%s%s with the key from %s", k->alg_name,
+		 ks->kid ? " of kid " : "", ks->kid ? ks->kid : "",
+		 k->alg == AUTH_ALG_HS256 ? ks->secret_file : ks->public_key_file);
+	return 0;
 }
 
 struct auth *auth_new(const struct config_auth *cfg, char *err, size_t errlen)
 {
+	char what[32];
 	struct auth *a;
 
 	if (!cfg) {
 		errbuf_set(err, errlen, "auth: no configuration");
 		return NULL;
 	}
-	if (!alg_name(cfg->algorithm)) {
-		errbuf_set(err, errlen, "auth.algorithm: must be HS256, RS256 or ES256");
-		return NULL;
-	}
 	if (cfg->leeway_s < 0 || cfg->leeway_s > 3600) {
 		errbuf_set(err, errlen, "auth.leeway_s: must be an integer between 0 and 3600");
 		return NULL;
 	}
-	/* An empty string would make "iss":"" the requirement, surely a typo. */
-	if (cfg->issuer && !cfg->issuer[0]) {
-		errbuf_set(err, errlen, "auth.issuer: must be null or a non-empty string");
-		return NULL;
-	}
-	if (cfg->audience && !cfg->audience[0]) {
-		errbuf_set(err, errlen, "auth.audience: must be null or a non-empty string");
+	if (cfg->n_keys > CONFIG_AUTH_KEYS_MAX) {
+		errbuf_set(err, errlen, "auth.keys: must have at most %d entries",
+			   CONFIG_AUTH_KEYS_MAX);
 		return NULL;
 	}
 
 	a = mem_calloc(1, sizeof *a);
-	a->alg = cfg->algorithm;
-	a->alg_name = alg_name(cfg->algorithm);
 	a->leeway = cfg->leeway_s;
-	if (a->alg == AUTH_ALG_HS256) {
-		if (load_secret(a, cfg, err, errlen) < 0)
+	a->by_kid = cfg->n_keys > 0;
+	if (!a->by_kid) {
+		const struct key_spec ks = {
+		    .alg = cfg->algorithm,
+		    .secret_file = cfg->secret_file,
+		    .public_key_file = cfg->public_key_file,
+		    .issuer = cfg->issuer,
+		    .audience = cfg->audience,
+		    .not_after = INT64_MAX,
+		};
+		a->n_keys = 1;
+		if (load_key(&a->keys[0], &ks, "auth", err, errlen) < 0)
 			goto err;
-	} else if (load_public_key(a, cfg, err, errlen) < 0) {
-		goto err;
+		return a;
 	}
-	if (cfg->issuer)
-		a->issuer = mem_strdup(cfg->issuer);
-	if (cfg->audience)
-		a->audience = mem_strdup(cfg->audience);
-	log_info("auth", "verifying %s tokens with the key from %s", a->alg_name,
-		 a->alg == AUTH_ALG_HS256 ? cfg->secret_file : cfg->public_key_file);
+	for (size_t i = 0; i < cfg->n_keys; i++) {
+		const struct config_auth_key *ck = &cfg->keys[i];
+		const struct key_spec ks = {
+		    .kid = ck->kid,
+		    .alg = ck->algorithm,
+		    .secret_file = ck->secret_file,
+		    .public_key_file = ck->public_key_file,
+		    .issuer = ck->issuer,
+		    .audience = ck->audience,
+		    .not_after = ck->not_after_s,
+		};
+
+		snprintf(what, sizeof what, "auth.keys[%zu]", i);
+		/* The config loader insists on it; a hand-built config might not. */
+		if (!ck->kid || !ck->kid[0]) {
+			errbuf_set(err, errlen, "%s.kid: required", what);
+			goto err;
+		}
+		a->n_keys = i + 1;
+		if (load_key(&a->keys[i], &ks, what, err, errlen) < 0)
+			goto err;
+	}
 	return a;
 err:
 	auth_free(a);
 	return NULL;
 }
 
+static void key_free(struct auth_key *k)
+{
+	if (k->secret) {
+		explicit_bzero(k->secret, k->secret_len);
+		mem_free(k->secret);
+	}
+	EVP_PKEY_free(k->pkey);
+	mem_free(k->kid);
+	mem_free(k->issuer);
+	mem_free(k->audience);
+}
+
 void auth_free(struct auth *a)
 {
 	if (!a)
 		return;
-	if (a->secret) {
-		explicit_bzero(a->secret, a->secret_len);
-		mem_free(a->secret);
-	}
-	EVP_PKEY_free(a->pkey);
-	mem_free(a->issuer);
-	mem_free(a->audience);
+	for (size_t i = 0; i < a->n_keys; i++)
+		key_free(&a->keys[i]);
 	mem_free(a);
 }
 
@@ -397,21 +482,71 @@ static json_t *decode_json_object(const char *seg, size_t n)
 	return obj;
 }
 
-static enum auth_result check_header(const struct auth *a, const struct jws *j)
+static bool key_alg_is(const struct auth_key *k, json_t *alg)
+{
+	return json_is_string(alg) && strcmp(json_string_value(alg), k->alg_name) == 0;
+}
+
+/*
+ * Picks the keys that may verify the token, in the order to try them: the
+ * one its "kid" names (when auth.keys is configured), else every key. A key
+ * is a candidate only for a token of its own algorithm and before its
+ * not_after: the configured algorithm, never the token's choice, is what
+ * refuses "none" and an HS256 token forged with an RSA public key.
+ */
+static enum auth_result pick_keys(const struct auth *a, json_t *h, int64_t now,
+				  const struct auth_key **cand, size_t *n_cand)
+{
+	json_t *alg = json_object_get(h, "alg"), *kid = json_object_get(h, "kid");
+	bool alg_known = false;
+
+	*n_cand = 0;
+	if (a->by_kid && kid) {
+		if (!json_is_string(kid))
+			return AUTH_ERR_MALFORMED;
+		/* An empty kid names no key (kids are never empty), and does
+		 * not fall back to trying them all. */
+		for (size_t i = 0; i < a->n_keys; i++) {
+			const struct auth_key *k = &a->keys[i];
+
+			if (strcmp(k->kid, json_string_value(kid)) != 0)
+				continue;
+			if (now >= k->not_after)
+				return AUTH_ERR_KID;
+			if (!key_alg_is(k, alg))
+				return AUTH_ERR_ALG;
+			cand[(*n_cand)++] = k;
+			return AUTH_OK;
+		}
+		return AUTH_ERR_KID;
+	}
+	for (size_t i = 0; i < a->n_keys; i++) {
+		const struct auth_key *k = &a->keys[i];
+
+		if (!key_alg_is(k, alg))
+			continue;
+		alg_known = true;
+		if (now < k->not_after)
+			cand[(*n_cand)++] = k;
+	}
+	if (*n_cand)
+		return AUTH_OK;
+	return alg_known ? AUTH_ERR_KID : AUTH_ERR_ALG;
+}
+
+static enum auth_result check_header(const struct auth *a, const struct jws *j, int64_t now,
+				     const struct auth_key **cand, size_t *n_cand)
 {
 	enum auth_result r = AUTH_ERR_MALFORMED;
-	json_t *h, *alg, *typ;
+	json_t *h, *typ;
 
 	h = decode_json_object(j->seg[0], j->len[0]);
 	if (!h)
 		return AUTH_ERR_MALFORMED;
-	/* The configured algorithm, never the token's choice: this is what
-	 * refuses "none" and an HS256 token forged with an RSA public key. */
-	alg = json_object_get(h, "alg");
-	if (!json_is_string(alg) || strcmp(json_string_value(alg), a->alg_name) != 0) {
-		r = AUTH_ERR_ALG;
+	r = pick_keys(a, h, now, cand, n_cand);
+	if (r != AUTH_OK)
 		goto out;
-	}
+	r = AUTH_ERR_MALFORMED;
 	/* libjwt refuses any other typ, so we do too for every algorithm. */
 	typ = json_object_get(h, "typ");
 	if (typ && (!json_is_string(typ) || strcasecmp(json_string_value(typ), "JWT") != 0))
@@ -425,7 +560,7 @@ out:
 	return r;
 }
 
-static enum auth_result verify_hs256(const struct auth *a, const char *token, size_t len)
+static enum auth_result verify_hs256(const struct auth_key *a, const char *token, size_t len)
 {
 	char copy[AUTH_TOKEN_MAX + 1];
 	jwt_t *jwt = NULL;
@@ -449,7 +584,7 @@ out:
 	return r;
 }
 
-static enum auth_result verify_pkey(const struct auth *a, const struct jws *j)
+static enum auth_result verify_pkey(const struct auth_key *a, const struct jws *j)
 {
 	unsigned char raw[AUTH_TOKEN_MAX];
 	unsigned char der[2 * ES256_COORD + 16];
@@ -548,7 +683,7 @@ static enum auth_result check_times(const struct auth *a, json_t *payload, int64
 	return AUTH_OK;
 }
 
-static enum auth_result check_iss_aud(const struct auth *a, json_t *payload)
+static enum auth_result check_iss_aud(const struct auth_key *a, json_t *payload)
 {
 	json_t *iss = json_object_get(payload, "iss");
 	json_t *aud = json_object_get(payload, "aud");
@@ -605,8 +740,8 @@ static enum auth_result check_roles(json_t *payload, unsigned *roles)
 	return AUTH_OK;
 }
 
-static enum auth_result check_claims(const struct auth *a, json_t *payload, int64_t now,
-				     struct auth_claims *out)
+static enum auth_result check_claims(const struct auth *a, const struct auth_key *k,
+				     json_t *payload, int64_t now, struct auth_claims *out)
 {
 	enum auth_result r;
 	json_t *sub;
@@ -614,7 +749,7 @@ static enum auth_result check_claims(const struct auth *a, json_t *payload, int6
 	r = check_times(a, payload, now, &out->exp);
 	if (r != AUTH_OK)
 		return r;
-	r = check_iss_aud(a, payload);
+	r = check_iss_aud(k, payload);
 	if (r != AUTH_OK)
 		return r;
 	sub = json_object_get(payload, "sub");
@@ -628,6 +763,8 @@ static enum auth_result check_claims(const struct auth *a, json_t *payload, int6
 enum auth_result auth_verify(struct auth *a, const char *token, size_t len, int64_t now,
 			     struct auth_claims *claims)
 {
+	const struct auth_key *cand[CONFIG_AUTH_KEYS_MAX], *k = NULL;
+	size_t n_cand = 0;
 	struct auth_claims c;
 	enum auth_result r;
 	json_t *payload = NULL;
@@ -639,7 +776,7 @@ enum auth_result auth_verify(struct auth *a, const char *token, size_t len, int6
 		return AUTH_ERR_MALFORMED;
 	if (split_jws(token, len, &j) < 0)
 		return AUTH_ERR_MALFORMED;
-	r = check_header(a, &j);
+	r = check_header(a, &j, now, cand, &n_cand);
 	if (r != AUTH_OK)
 		return r;
 	/* Parsed before the signature check (as libjwt does) so that a broken
@@ -657,14 +794,21 @@ enum auth_result auth_verify(struct auth *a, const char *token, size_t len, int6
 			goto out;
 		}
 	}
-	if (a->alg == AUTH_ALG_HS256)
-		r = verify_hs256(a, token, len);
-	else
-		r = verify_pkey(a, &j);
-	if (r != AUTH_OK)
+	/* The first key whose signature holds decides; its own claims rules
+	 * apply, so a token never borrows another key's issuer. At most
+	 * CONFIG_AUTH_KEYS_MAX tries. */
+	for (size_t i = 0; i < n_cand && !k; i++) {
+		r = cand[i]->alg == AUTH_ALG_HS256 ? verify_hs256(cand[i], token, len)
+						   : verify_pkey(cand[i], &j);
+		if (r == AUTH_OK)
+			k = cand[i];
+		else if (r == AUTH_ERR_MALFORMED)
+			goto out;
+	}
+	if (!k)
 		goto out;
 	memset(&c, 0, sizeof c);
-	r = check_claims(a, payload, now, &c);
+	r = check_claims(a, k, payload, now, &c);
 	if (r == AUTH_OK && claims)
 		*claims = c;
 out:
@@ -714,9 +858,44 @@ static int parse_roles_csv(const char *csv, unsigned *roles, char *err, size_t e
 	}
 }
 
-char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s, int64_t now,
-		char *err, size_t errlen)
+/* The key gentoken signs with: the one named kid, else the first HS256 key
+ * still in service. */
+static const struct auth_key *signing_key(const struct auth *a, const char *kid, int64_t now,
+					  char *err, size_t errlen)
 {
+	const struct auth_key *k = NULL;
+
+	for (size_t i = 0; a && i < a->n_keys && !k; i++) {
+		const struct auth_key *c = &a->keys[i];
+
+		if (kid ? c->kid && strcmp(c->kid, kid) == 0
+			: c->alg == AUTH_ALG_HS256 && now < c->not_after)
+			k = c;
+	}
+	if (!k && kid) {
+		errbuf_set(err, errlen, "--kid: no key \"%.64s\" in auth.keys", kid);
+		return NULL;
+	}
+	if (!k || k->alg != AUTH_ALG_HS256) {
+		if (kid)
+			errbuf_set(err, errlen,
+				   "--kid: gentoken needs an HS256 key, \"%.64s\" is %s", kid,
+				   k->alg_name);
+		else
+			errbuf_set(err, errlen, "gentoken needs auth.algorithm HS256");
+		return NULL;
+	}
+	if (now >= k->not_after) {
+		errbuf_set(err, errlen, "--kid: key \"%.64s\" is past its not_after", kid);
+		return NULL;
+	}
+	return k;
+}
+
+char *auth_sign(struct auth *a, const char *kid, const char *sub, const char *roles_csv,
+		int64_t ttl_s, int64_t now, char *err, size_t errlen)
+{
+	const struct auth_key *k;
 	json_malloc_t jmalloc;
 	json_free_t jfree;
 	json_t *grants = NULL, *roles;
@@ -724,10 +903,9 @@ char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t 
 	jwt_t *jwt = NULL;
 	unsigned role_bits;
 
-	if (!a || a->alg != AUTH_ALG_HS256) {
-		errbuf_set(err, errlen, "gentoken needs auth.algorithm HS256");
+	k = signing_key(a, kid, now, err, errlen);
+	if (!k)
 		return NULL;
-	}
 	if (!auth_valid_sub(sub)) {
 		errbuf_set(err, errlen, "sub: must be 1-%d characters of [A-Za-z0-9_.:-]",
 			   AUTH_SUB_MAX);
@@ -744,10 +922,10 @@ char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t 
 	json_object_set_new(grants, "sub", json_string(sub));
 	json_object_set_new(grants, "iat", json_integer((json_int_t)now));
 	json_object_set_new(grants, "exp", json_integer((json_int_t)(now + ttl_s)));
-	if (a->issuer)
-		json_object_set_new(grants, "iss", json_string(a->issuer));
-	if (a->audience)
-		json_object_set_new(grants, "aud", json_string(a->audience));
+	if (k->issuer)
+		json_object_set_new(grants, "iss", json_string(k->issuer));
+	if (k->audience)
+		json_object_set_new(grants, "aud", json_string(k->audience));
 	if (role_bits) {
 		roles = json_array();
 		if (role_bits & AUTH_ROLE_ADMIN)
@@ -758,7 +936,8 @@ char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t 
 	}
 	grants_json = json_dumps(grants, JSON_COMPACT);
 	if (!grants_json || jwt_new(&jwt) != 0 ||
-	    jwt_set_alg(jwt, JWT_ALG_HS256, a->secret, (int)a->secret_len) != 0 ||
+	    jwt_set_alg(jwt, JWT_ALG_HS256, k->secret, (int)k->secret_len) != 0 ||
+	    (k->kid && jwt_add_header(jwt, "kid", k->kid) != 0) ||
 	    jwt_add_grants_json(jwt, grants_json) != 0) {
 		errbuf_set(err, errlen, "cannot build the token");
 		goto out;

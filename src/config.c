@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "stockalert/errbuf.h"
@@ -40,6 +41,7 @@ enum entry_type {
 	T_DOUBLE,  /* double, JSON integer or real */
 	T_ENUM,	   /* int, JSON string parsed by ->parse */
 	T_STRARR,  /* char ** plus a size_t count at ->count_off */
+	T_OBJARR,  /* array of ->elem_size structs, each field an entry of ->sub */
 };
 
 /* Strings: no whitespace or control characters (hosts, the key prefix). */
@@ -63,6 +65,10 @@ struct entry {
 	const char *what;
 	unsigned flags;
 	size_t elem_len_max; /* T_STRARR: per-element length bound */
+	/* T_OBJARR: the table of an element's keys, relative to the element. */
+	const struct entry *sub;
+	size_t n_sub;
+	size_t elem_size;
 };
 
 #define OFF(field) offsetof(struct config, field)
@@ -102,6 +108,38 @@ struct entry {
 static int alg_parse(const char *s);
 static bool origin_valid(const char *s);
 static bool hostport_valid(const char *s);
+static bool rfc3339_valid(const char *s);
+
+/* The keys of one auth.keys entry; offsets are within struct config_auth_key. */
+#define KOFF(f) offsetof(struct config_auth_key, f)
+static const struct entry auth_key_table[] = {
+    {.key = "kid", .type = T_NSTRING, .off = KOFF(kid), .min = 1, .max = 128, .flags = F_NOSPACE},
+    {.key = "algorithm",
+     .type = T_ENUM,
+     .off = KOFF(algorithm),
+     .def_str = "HS256",
+     .parse = alg_parse,
+     .choices = "HS256|RS256|ES256"},
+    {.key = "secret_file",
+     .type = T_NSTRING,
+     .off = KOFF(secret_file),
+     .min = 1,
+     .max = PATH_LEN_MAX},
+    {.key = "public_key_file",
+     .type = T_NSTRING,
+     .off = KOFF(public_key_file),
+     .min = 1,
+     .max = PATH_LEN_MAX},
+    {.key = "issuer", .type = T_NSTRING, .off = KOFF(issuer), .min = 1, .max = 1024},
+    {.key = "audience", .type = T_NSTRING, .off = KOFF(audience), .min = 1, .max = 1024},
+    {.key = "not_after",
+     .type = T_NSTRING,
+     .off = KOFF(not_after),
+     .min = 1,
+     .max = 64,
+     .valid = rfc3339_valid,
+     .what = "an RFC 3339 time like \"2026-12-31T23:59:59Z\""},
+};
 
 static const char *const default_origins[] = {"http://localhost:8080", NULL};
 static const char *const default_sentinels[] = {NULL};
@@ -123,6 +161,16 @@ static const struct entry table[] = {
     E_NSTR("auth.issuer", auth.issuer, 1024, 0),
     E_NSTR("auth.audience", auth.audience, 1024, 0),
     E_INT("auth.leeway_s", auth.leeway_s, 30, 0, 3600),
+    /* Key rotation: several keys side by side, each with its own algorithm. */
+    {.key = "auth.keys",
+     .type = T_OBJARR,
+     .off = OFF(auth.keys),
+     .count_off = OFF(auth.n_keys),
+     .min = 0,
+     .max = CONFIG_AUTH_KEYS_MAX,
+     .sub = auth_key_table,
+     .n_sub = sizeof auth_key_table / sizeof auth_key_table[0],
+     .elem_size = sizeof(struct config_auth_key)},
 
     E_STR("redis.host", redis.host, "127.0.0.1", HOST_LEN_MAX, F_NOSPACE),
     E_INT("redis.port", redis.port, 6379, 1, 65535),
@@ -191,16 +239,17 @@ const char *config_alg_name(enum auth_alg alg)
 }
 
 static const char *const type_names[] = {
-    [T_STRING] = "string", [T_NSTRING] = "string|null", [T_INT] = "integer",
-    [T_DOUBLE] = "number", [T_ENUM] = "enum",		[T_STRARR] = "array",
+    [T_STRING] = "string", [T_NSTRING] = "string|null", [T_INT] = "integer",  [T_DOUBLE] = "number",
+    [T_ENUM] = "enum",	   [T_STRARR] = "array",	[T_OBJARR] = "array",
 };
 
-/* One entry as JSON: what conf/stockalertd.json must document about it. */
-static json_t *entry_json(const struct entry *e)
+/* One entry as JSON: what conf/stockalertd.json must document about it.
+ * key is e->key, or "parent[].key" for a field of an array's elements. */
+static json_t *entry_json(const struct entry *e, const char *key)
 {
 	json_t *o = json_object(), *v;
 
-	json_object_set_new(o, "key", json_string(e->key));
+	json_object_set_new(o, "key", json_string(key));
 	json_object_set_new(o, "type", json_string(type_names[e->type]));
 	switch (e->type) {
 	case T_INT: json_object_set_new(o, "default", json_integer(e->def_int)); break;
@@ -232,6 +281,7 @@ static json_t *entry_json(const struct entry *e)
 			json_array_append_new(v, json_string(e->def_arr[i]));
 		json_object_set_new(o, "default", v);
 		break;
+	case T_OBJARR: json_object_set_new(o, "default", json_array()); break;
 	}
 	/* ->min and ->max: the value, the length or the entry count. */
 	json_object_set_new(o, "min", json_integer(e->min));
@@ -239,20 +289,37 @@ static json_t *entry_json(const struct entry *e)
 	return o;
 }
 
+static int write_key(FILE *out, const struct entry *e, const char *key, bool first)
+{
+	json_t *o = entry_json(e, key);
+	char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	json_decref(o);
+	if (!line)
+		return -1;
+	fprintf(out, "%s%s", first ? "" : ",\n", line);
+	free(line);
+	return 0;
+}
+
 int config_write_keys(FILE *out)
 {
+	char key[KEY_PATH_MAX + 8];
+
 	fputs("[\n", out);
 	for (size_t i = 0; i < N_ENTRIES; i++) {
-		json_t *o = entry_json(&table[i]);
-		char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		const struct entry *e = &table[i];
 
-		json_decref(o);
-		if (!line)
+		if (write_key(out, e, e->key, i == 0) < 0)
 			return -1;
-		fprintf(out, "%s%s\n", line, i + 1 < N_ENTRIES ? "," : "");
-		free(line);
+		/* An element's keys follow their array as "array[].key". */
+		for (size_t j = 0; e->type == T_OBJARR && j < e->n_sub; j++) {
+			snprintf(key, sizeof key, "%s[].%s", e->key, e->sub[j].key);
+			if (write_key(out, &e->sub[j], key, false) < 0)
+				return -1;
+		}
 	}
-	fputs("]\n", out);
+	fputs("\n]\n", out);
 	return ferror(out) ? -1 : 0;
 }
 
@@ -264,14 +331,27 @@ bool config_origin_listed(const struct config *cfg, const char *origin)
 	return false;
 }
 
-static void *field(struct config *cfg, const struct entry *e)
+/* base is the struct config, or an array element for the keys of ->sub. */
+static void *field(void *base, const struct entry *e)
 {
-	return (char *)cfg + e->off;
+	return (char *)base + e->off;
 }
 
-static size_t *count_field(struct config *cfg, const struct entry *e)
+static size_t *count_field(void *base, const struct entry *e)
 {
-	return (size_t *)(void *)((char *)cfg + e->count_off);
+	return (size_t *)(void *)((char *)base + e->count_off);
+}
+
+static void set_defaults(void *base, const struct entry *tab, size_t n);
+static void free_fields(void *base, const struct entry *tab, size_t n);
+static int walk_fields(void *base, const struct entry *tab, size_t n, json_t *obj,
+		       const char *prefix, char *err, size_t errlen);
+
+static void objarr_free(const struct entry *e, void *arr, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free_fields((char *)arr + i * e->elem_size, e->sub, e->n_sub);
+	mem_free(arr);
 }
 
 static void strarr_free(char **v, size_t n)
@@ -367,8 +447,8 @@ static int check_string(const struct entry *e, const char *key, const char *s, s
 	return 0;
 }
 
-static int set_strarr(struct config *cfg, const struct entry *e, const char *key, json_t *v,
-		      char *err, size_t errlen)
+static int set_strarr(void *cfg, const struct entry *e, const char *key, json_t *v, char *err,
+		      size_t errlen)
 {
 	char elem_key[KEY_PATH_MAX + 24];
 	char **arr = NULL;
@@ -406,9 +486,51 @@ err:
 	return -1;
 }
 
+/* An array of objects: each element starts from the defaults of ->sub and
+ * is loaded as strictly as the top level, its keys named "key[i].name". */
+static int set_objarr(void *cfg, const struct entry *e, const char *key, json_t *v, char *err,
+		      size_t errlen)
+{
+	char elem_key[KEY_PATH_MAX];
+	char *arr;
+	size_t n, i;
+	json_t *item;
+
+	if (!json_is_array(v)) {
+		errbuf_set(err, errlen, "%s: must be an array of objects", key);
+		return -1;
+	}
+	n = json_array_size(v);
+	if ((long long)n > e->max) {
+		errbuf_set(err, errlen, "%s: must have at most %lld entries", key, e->max);
+		return -1;
+	}
+	arr = mem_calloc(n + 1, e->elem_size);
+	for (i = 0; i < n; i++)
+		set_defaults(arr + i * e->elem_size, e->sub, e->n_sub);
+	json_array_foreach(v, i, item)
+	{
+		snprintf(elem_key, sizeof elem_key, "%s[%zu]", key, i);
+		if (!json_is_object(item)) {
+			errbuf_set(err, errlen, "%s: must be an object", elem_key);
+			goto err;
+		}
+		if (walk_fields(arr + i * e->elem_size, e->sub, e->n_sub, item, elem_key, err,
+				errlen))
+			goto err;
+	}
+	objarr_free(e, *(void **)field(cfg, e), *count_field(cfg, e));
+	*(void **)field(cfg, e) = arr;
+	*count_field(cfg, e) = n;
+	return 0;
+err:
+	objarr_free(e, arr, n);
+	return -1;
+}
+
 /* Stores JSON value v into the field of entry e, or explains why not. */
-static int set_value(struct config *cfg, const struct entry *e, const char *key, json_t *v,
-		     char *err, size_t errlen)
+static int set_value(void *cfg, const struct entry *e, const char *key, json_t *v, char *err,
+		     size_t errlen)
 {
 	char **sp;
 	int parsed;
@@ -472,6 +594,7 @@ static int set_value(struct config *cfg, const struct entry *e, const char *key,
 		*sp = mem_strdup(json_string_value(v));
 		return 0;
 	case T_STRARR: return set_strarr(cfg, e, key, v, err, errlen);
+	case T_OBJARR: return set_objarr(cfg, e, key, v, err, errlen);
 	}
 	errbuf_set(err, errlen, "%s: internal error: bad entry type", key);
 	return -1;
@@ -523,6 +646,34 @@ static bool make_path(char *out, size_t outlen, const char *prefix, const char *
 	return ok;
 }
 
+/* The keys of one object against a flat table (an array element's). */
+static int walk_fields(void *base, const struct entry *tab, size_t n, json_t *obj,
+		       const char *prefix, char *err, size_t errlen)
+{
+	char path[KEY_PATH_MAX];
+	const char *name;
+	json_t *v;
+
+	json_object_foreach(obj, name, v)
+	{
+		const struct entry *e = NULL;
+
+		if (strncmp(name, "//", 2) == 0)
+			continue;
+		bool ok = make_path(path, sizeof path, prefix, name);
+		for (size_t i = 0; ok && i < n && !e; i++)
+			if (strcmp(tab[i].key, name) == 0)
+				e = &tab[i];
+		if (!e) {
+			errbuf_set(err, errlen, "%s: unknown key", path);
+			return -1;
+		}
+		if (set_value(base, e, path, v, err, errlen))
+			return -1;
+	}
+	return 0;
+}
+
 static int walk(struct config *cfg, json_t *obj, const char *prefix, char *err, size_t errlen)
 {
 	char path[KEY_PATH_MAX];
@@ -557,8 +708,133 @@ unknown:
 	return -1;
 }
 
+/*
+ * RFC 3339 date-time (section 5.6): "2026-12-31T23:59:59Z", with optional
+ * fractional seconds (dropped) and a "Z" or "+hh:mm" offset. Strict: fixed
+ * widths, real calendar dates (timegm must give the same fields back).
+ */
+static bool rfc3339_parse(const char *s, int64_t *out)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+	struct tm tm, back;
+	int year, mon, day, hh, mm, ss, off = 0;
+	const char *p = s + sizeof shape - 1;
+	time_t t;
+
+	for (size_t i = 0; i < sizeof shape - 1; i++) {
+		char c = s[i];
+
+		if (shape[i] == 'd'   ? !isdigit((unsigned char)c)
+		    : shape[i] == 'T' ? (c != 'T' && c != 't')
+				      : c != shape[i])
+			return false;
+	}
+	if (sscanf(s, "%4d-%2d-%2d%*c%2d:%2d:%2d", &year, &mon, &day, &hh, &mm, &ss) != 6)
+		return false;
+	if (*p == '.') {
+		if (!isdigit((unsigned char)p[1]))
+			return false;
+		for (p++; isdigit((unsigned char)*p); p++)
+			;
+	}
+	if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {
+		off = 0;
+	} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) &&
+		   isdigit((unsigned char)p[2]) && p[3] == ':' && isdigit((unsigned char)p[4]) &&
+		   isdigit((unsigned char)p[5]) && p[6] == '\0') {
+		int oh = (p[1] - '0') * 10 + (p[2] - '0'), om = (p[4] - '0') * 10 + (p[5] - '0');
+
+		if (oh > 23 || om > 59)
+			return false;
+		off = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+	} else {
+		return false;
+	}
+	if (year < 1970 || mon < 1 || mon > 12 || day < 1 || hh > 23 || mm > 59 || ss > 59)
+		return false;
+	memset(&tm, 0, sizeof tm);
+	tm.tm_year = year - 1900;
+	tm.tm_mon = mon - 1;
+	tm.tm_mday = day;
+	tm.tm_hour = hh;
+	tm.tm_min = mm;
+	tm.tm_sec = ss;
+	t = timegm(&tm);
+	if (t == (time_t)-1 || !gmtime_r(&t, &back) || back.tm_mday != day)
+		return false;
+	*out = (int64_t)t - off;
+	return true;
+}
+
+static bool rfc3339_valid(const char *s)
+{
+	int64_t t;
+
+	return rfc3339_parse(s, &t);
+}
+
+/* The per-key rules of auth.keys[i], and not_after parsed. */
+static int check_auth_key(struct config_auth_key *k, size_t i, const struct config_auth *a,
+			  char *err, size_t errlen)
+{
+	const char *alg = config_alg_name(k->algorithm);
+
+	if (!k->kid) {
+		errbuf_set(err, errlen, "auth.keys[%zu].kid: required", i);
+		return -1;
+	}
+	for (size_t j = 0; j < i; j++) {
+		if (strcmp(a->keys[j].kid, k->kid) == 0) {
+			errbuf_set(err, errlen, "auth.keys[%zu].kid: \"%s\" is also auth.keys[%zu]",
+				   i, k->kid, j);
+			return -1;
+		}
+	}
+	if (k->algorithm == AUTH_ALG_HS256 ? !k->secret_file : !k->public_key_file) {
+		errbuf_set(err, errlen, "auth.keys[%zu].%s: required with %s", i,
+			   k->algorithm == AUTH_ALG_HS256 ? "secret_file" : "public_key_file", alg);
+		return -1;
+	}
+	if (k->algorithm == AUTH_ALG_HS256 ? k->public_key_file != NULL : k->secret_file != NULL) {
+		errbuf_set(err, errlen, "auth.keys[%zu].%s: not used with %s (set it to null)", i,
+			   k->algorithm == AUTH_ALG_HS256 ? "public_key_file" : "secret_file", alg);
+		return -1;
+	}
+	k->not_after_s = INT64_MAX;
+	if (k->not_after && !rfc3339_parse(k->not_after, &k->not_after_s)) {
+		errbuf_set(err, errlen, "auth.keys[%zu].not_after: must be an RFC 3339 time", i);
+		return -1;
+	}
+	return 0;
+}
+
+/* auth.keys replaces the single key: mixing both would leave it unclear
+ * which rules a token meets, so the single-key keys must stay unset. */
+static int check_auth_keys(struct config_auth *a, char *err, size_t errlen)
+{
+	static const char why[] = "not used when auth.keys is set (each key has its own)";
+
+	if (a->algorithm != AUTH_ALG_HS256) {
+		errbuf_set(err, errlen, "auth.algorithm: %s", why);
+		return -1;
+	}
+	if (a->secret_file || a->public_key_file || a->issuer || a->audience) {
+		errbuf_set(err, errlen, "auth.%s: %s",
+			   a->secret_file	? "secret_file"
+			   : a->public_key_file ? "public_key_file"
+			   : a->issuer		? "issuer"
+						: "audience",
+			   why);
+		return -1;
+	}
+	for (size_t i = 0; i < a->n_keys; i++)
+		if (check_auth_key(&a->keys[i], i, a, err, errlen))
+			return -1;
+	return 0;
+}
+
 /* Rules that involve more than one key; each message names the key to fix. */
-static int cross_check(const struct config *cfg, char *err, size_t errlen)
+static int cross_check(struct config *cfg, char *err, size_t errlen)
 {
 	const struct config_auth *a = &cfg->auth;
 
@@ -570,7 +846,10 @@ static int cross_check(const struct config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	/* Never run without a way to verify tokens: that would be no auth. */
-	if (a->algorithm == AUTH_ALG_HS256) {
+	if (a->n_keys > 0) {
+		if (check_auth_keys(&cfg->auth, err, errlen))
+			return -1;
+	} else if (a->algorithm == AUTH_ALG_HS256) {
 		if (!a->secret_file) {
 			errbuf_set(err, errlen,
 				   "auth.secret_file: required when auth.algorithm is HS256");
@@ -619,12 +898,10 @@ static int cross_check(const struct config *cfg, char *err, size_t errlen)
 	return 0;
 }
 
-struct config *config_new_defaults(void)
+static void set_defaults(void *cfg, const struct entry *tab, size_t n_tab)
 {
-	struct config *cfg = mem_calloc(1, sizeof *cfg);
-
-	for (size_t i = 0; i < N_ENTRIES; i++) {
-		const struct entry *e = &table[i];
+	for (size_t i = 0; i < n_tab; i++) {
+		const struct entry *e = &tab[i];
 		size_t n = 0;
 		char **arr;
 
@@ -645,23 +922,41 @@ struct config *config_new_defaults(void)
 			*(char ***)field(cfg, e) = arr;
 			*count_field(cfg, e) = n;
 			break;
+		case T_OBJARR:
+			*(void **)field(cfg, e) = NULL;
+			*count_field(cfg, e) = 0;
+			break;
 		}
 	}
+}
+
+struct config *config_new_defaults(void)
+{
+	struct config *cfg = mem_calloc(1, sizeof *cfg);
+
+	set_defaults(cfg, table, N_ENTRIES);
 	return cfg;
+}
+
+static void free_fields(void *cfg, const struct entry *tab, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct entry *e = &tab[i];
+
+		if (e->type == T_STRING || e->type == T_NSTRING)
+			mem_free(*(char **)field(cfg, e));
+		else if (e->type == T_STRARR)
+			strarr_free(*(char ***)field(cfg, e), *count_field(cfg, e));
+		else if (e->type == T_OBJARR)
+			objarr_free(e, *(void **)field(cfg, e), *count_field(cfg, e));
+	}
 }
 
 void config_free(struct config *cfg)
 {
 	if (!cfg)
 		return;
-	for (size_t i = 0; i < N_ENTRIES; i++) {
-		const struct entry *e = &table[i];
-
-		if (e->type == T_STRING || e->type == T_NSTRING)
-			mem_free(*(char **)field(cfg, e));
-		else if (e->type == T_STRARR)
-			strarr_free(*(char ***)field(cfg, e), *count_field(cfg, e));
-	}
+	free_fields(cfg, table, N_ENTRIES);
 	mem_free(cfg);
 }
 
@@ -860,4 +1155,144 @@ int config_check_files(const struct config *cfg, char *err, size_t errlen)
 	    check_readable("tls.key_file", cfg->tls.key_file, err, errlen) != 0)
 		return -1;
 	return 0;
+}
+
+/*
+ * The keys a SIGHUP applies to the running daemon. Each is read where it is
+ * used (through the server's struct config, or by the auth module rebuilt
+ * from auth.*), so changing its value in place is enough; ws.* limits apply
+ * to what sockets do next. ws.send_queue_max is not here: lowering it under
+ * load would cut off sockets whose queues are legitimately full. Every other
+ * key needs a restart. Keep this list in step with conf/README.md, Signals.
+ */
+static const char *const live_keys[] = {
+    "allowed_origins",
+    "auth.", /* the whole key set: the server swaps in a new struct auth */
+    "ws.ping_interval_s",
+    "ws.idle_timeout_s",
+    "ws.max_message_bytes",
+    "ws.max_connections",
+    "ws.max_connections_per_user",
+    "ws.max_inflight_per_socket",
+    "alerts.max_per_window",
+    "alerts.window_s",
+    "alerts.history_s",
+    "alerts.fair_release_factor",
+    "alerts.fair_release_interval_s",
+    "alerts.stock_ttl_s",
+    "http.request_timeout_ms",
+    "shutdown_grace_s",
+    "log.level",
+    "log.format",
+};
+
+static bool is_live(const char *key)
+{
+	for (size_t i = 0; i < sizeof live_keys / sizeof live_keys[0]; i++) {
+		size_t n = strlen(live_keys[i]);
+
+		if (live_keys[i][n - 1] == '.' ? strncmp(key, live_keys[i], n) == 0
+					       : strcmp(key, live_keys[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool fields_equal(void *a, void *b, const struct entry *tab, size_t n);
+
+static bool entry_equal(void *a, void *b, const struct entry *e)
+{
+	size_t na, nb;
+
+	switch (e->type) {
+	case T_INT:
+	case T_ENUM: return *(int *)field(a, e) == *(int *)field(b, e);
+	case T_DOUBLE: return *(double *)field(a, e) == *(double *)field(b, e);
+	case T_STRING:
+	case T_NSTRING: return str_eq(*(char **)field(a, e), *(char **)field(b, e));
+	case T_STRARR:
+		na = *count_field(a, e);
+		nb = *count_field(b, e);
+		for (size_t i = 0; na == nb && i < na; i++)
+			if (!str_eq((*(char ***)field(a, e))[i], (*(char ***)field(b, e))[i]))
+				return false;
+		return na == nb;
+	case T_OBJARR:
+		na = *count_field(a, e);
+		nb = *count_field(b, e);
+		for (size_t i = 0; na == nb && i < na; i++)
+			if (!fields_equal((char *)*(void **)field(a, e) + i * e->elem_size,
+					  (char *)*(void **)field(b, e) + i * e->elem_size, e->sub,
+					  e->n_sub))
+				return false;
+		return na == nb;
+	}
+	return false;
+}
+
+static bool fields_equal(void *a, void *b, const struct entry *tab, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!entry_equal(a, b, &tab[i]))
+			return false;
+	return true;
+}
+
+static void swap_bytes(void *a, void *b, size_t n)
+{
+	unsigned char tmp[sizeof(double) > sizeof(void *) ? sizeof(double) : sizeof(void *)];
+
+	memcpy(tmp, a, n);
+	memcpy(a, b, n);
+	memcpy(b, tmp, n);
+}
+
+/* Exchanges the value of e between two configs (ownership of strings and
+ * arrays goes with it). */
+static void entry_swap(struct config *a, struct config *b, const struct entry *e)
+{
+	switch (e->type) {
+	case T_INT:
+	case T_ENUM: swap_bytes(field(a, e), field(b, e), sizeof(int)); return;
+	case T_DOUBLE: swap_bytes(field(a, e), field(b, e), sizeof(double)); return;
+	case T_STRING:
+	case T_NSTRING:
+	case T_STRARR:
+	case T_OBJARR:
+		swap_bytes(field(a, e), field(b, e), sizeof(void *));
+		if (e->type == T_STRARR || e->type == T_OBJARR)
+			swap_bytes(count_field(a, e), count_field(b, e), sizeof(size_t));
+		return;
+	}
+}
+
+size_t config_apply_live(struct config *running, struct config *fresh, char *restart,
+			 size_t restartlen)
+{
+	size_t n = 0, used = 0;
+
+	if (restartlen)
+		restart[0] = '\0';
+	for (size_t i = 0; i < N_ENTRIES; i++) {
+		const struct entry *e = &table[i];
+
+		if (entry_equal(running, fresh, e))
+			continue;
+		if (is_live(e->key)) {
+			entry_swap(running, fresh, e);
+			continue;
+		}
+		if (used < restartlen) {
+			int w = snprintf(restart + used, restartlen - used, "%s%s", n ? ", " : "",
+					 e->key);
+			used = w < 0 ? restartlen : used + (size_t)w;
+		}
+		n++;
+	}
+	return n;
 }

@@ -23,14 +23,15 @@ static void usage(FILE *out)
 		"Usage: stockalertd -c FILE            run the server\n"
 		"       stockalertd -c FILE --check-config\n"
 		"                                      validate the configuration; exit 0 or 1\n"
-		"       stockalertd gentoken --sub ID [--roles a,b] [--ttl S] -c FILE\n"
+		"       stockalertd gentoken --sub ID [--roles a,b] [--ttl S] [--kid K] -c FILE\n"
 		"                                      print a token signed with auth.secret_file\n"
+		"                                      (or the HS256 key K of auth.keys)\n"
 		"       stockalertd --config-keys       print every configuration key, its type,\n"
 		"                                      default and bounds (JSON)\n"
 		"       stockalertd --version | --help\n"
 		"\n"
 		"Exit codes: 0 clean stop, 1 bad configuration or arguments, 2 could not start.\n"
-		"Signals: TERM/INT stop gracefully, HUP reloads the log settings.\n");
+		"Signals: TERM/INT stop gracefully, HUP reloads the configuration.\n");
 }
 
 static int load_config(const char *path, struct config **cfg)
@@ -62,20 +63,25 @@ static int parse_ll(const char *s, long long min, long long max, long long *out)
 static int cmd_gentoken(int argc, char **argv)
 {
 	static const struct option opts[] = {
-	    {"sub", required_argument, NULL, 's'}, {"roles", required_argument, NULL, 'r'},
-	    {"ttl", required_argument, NULL, 't'}, {"config", required_argument, NULL, 'c'},
-	    {"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
+	    {"sub", required_argument, NULL, 's'},
+	    {"roles", required_argument, NULL, 'r'},
+	    {"ttl", required_argument, NULL, 't'},
+	    {"config", required_argument, NULL, 'c'},
+	    {"kid", required_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	const char *sub = NULL, *roles = NULL, *path = NULL;
+	const char *sub = NULL, *roles = NULL, *path = NULL, *kid = NULL;
 	long long ttl = 3600;
 	int c;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "s:r:t:c:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:r:t:c:k:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 's': sub = optarg; break;
 		case 'r': roles = optarg; break;
 		case 'c': path = optarg; break;
+		case 'k': kid = optarg; break;
 		case 't':
 			if (parse_ll(optarg, 1, 10LL * 365 * 86400, &ttl) != 0) {
 				fprintf(stderr,
@@ -104,7 +110,7 @@ static int cmd_gentoken(int argc, char **argv)
 		fprintf(stderr, "stockalertd gentoken: %s\n", err);
 		goto out;
 	}
-	char *tok = auth_sign(a, sub, roles, ttl, (long long)time(NULL), err, sizeof err);
+	char *tok = auth_sign(a, kid, sub, roles, ttl, (long long)time(NULL), err, sizeof err);
 	if (!tok) {
 		fprintf(stderr, "stockalertd gentoken: %s\n", err);
 		goto out;

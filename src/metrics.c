@@ -80,12 +80,22 @@ static struct {
 	int dep_up[METRICS_DEP_COUNT];
 	uint64_t dep_reconnects[METRICS_DEP_COUNT];
 	time_t started;
+	uint64_t reloads[2]; /* failed, ok */
+	time_t last_good_load;
 } m;
 
 void metrics_init(void)
 {
 	memset(&m, 0, sizeof m);
 	m.started = time(NULL);
+	m.last_good_load = m.started;
+}
+
+void metrics_config_reload(int ok)
+{
+	m.reloads[ok ? 1 : 0]++;
+	if (ok)
+		m.last_good_load = time(NULL);
 }
 
 void metrics_inc(enum metrics_counter c)
@@ -179,6 +189,17 @@ void metrics_render(struct buf *out)
 	for (size_t i = 0; i < WS_CLOSE_SLOTS; i++)
 		buf_printf(out, "stockalert_ws_closes_total{code=\"%d\"} %llu\n", ws_close_codes[i],
 			   (unsigned long long)m.ws_close[i]);
+
+	header(out, "stockalert_config_reloads_total", "counter",
+	       "Configuration reloads (SIGHUP) by outcome; a failed one changed nothing.");
+	buf_printf(out, "stockalert_config_reloads_total{result=\"ok\"} %llu\n",
+		   (unsigned long long)m.reloads[1]);
+	buf_printf(out, "stockalert_config_reloads_total{result=\"failed\"} %llu\n",
+		   (unsigned long long)m.reloads[0]);
+	header(out, "stockalert_config_last_reload_success_timestamp_seconds", "gauge",
+	       "Unix time the configuration last loaded (at start or on SIGHUP).");
+	buf_printf(out, "stockalert_config_last_reload_success_timestamp_seconds %lld\n",
+		   (long long)m.last_good_load);
 
 	header(out, "stockalert_dependency_up", "gauge",
 	       "1 while the connection to a dependency is ready (redis_stream: and Redis "

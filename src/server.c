@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <libwebsockets.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@
 
 #include "stockalert/alerts.h"
 #include "stockalert/auth.h"
+#include "stockalert/errbuf.h"
 #include "stockalert/http.h"
 #include "stockalert/listener.h"
 #include "stockalert/log.h"
@@ -336,22 +339,107 @@ static void on_grace_expired(uv_timer_t *t)
 	uv_stop(&s->loop);
 }
 
+/*
+ * A renewed certificate at the same two paths: lws 4.1.6 can load it into
+ * the running vhost (lws_tls_cert_updated() matches the vhost by its paths),
+ * but reports no failure and would leave a half-loaded pair behind. So the
+ * pair is loaded and matched here first, in a context of our own.
+ */
+static int tls_pair_check(const char *cert, const char *key, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	int rc = -1;
+
+	if (!ctx) {
+		errbuf_set(err, errlen, "tls: cannot create an OpenSSL context");
+		goto out;
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		errbuf_set(err, errlen, "tls.cert_file: %s: no PEM certificate chain", cert);
+		goto out;
+	}
+	/* OpenSSL refuses a key of another certificate while loading it. */
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		errbuf_set(
+		    err, errlen,
+		    "tls.key_file: %s: not a PEM private key, or does not match tls.cert_file",
+		    key);
+		goto out;
+	}
+	rc = 0;
+out:
+	SSL_CTX_free(ctx);
+	ERR_clear_error();
+	return rc;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return a && b && strcmp(a, b) == 0;
+}
+
+/*
+ * SIGHUP: re-reads the configuration file. Nothing changes unless all of it
+ * loads and checks (keys included); then the keys that can change live take
+ * their new values in the running struct config, which every module reads
+ * where it uses them, and the new key set replaces the old one (sockets keep
+ * the claims they were opened with, and run until their own exp). Keys that
+ * need a restart are named and left as they are. Sockets are not touched.
+ */
+/* Everything a reload needs, loaded and checked; nothing applied yet. The
+ * caller frees *fresh and *auth either way. */
+static int reload_prepare(struct server *s, struct config **fresh, struct auth **auth,
+			  bool *new_cert, char *err, size_t errlen)
+{
+	*auth = NULL;
+	*new_cert = false;
+	if (config_load(s->config_path, fresh, err, errlen) != 0)
+		return -1;
+	*auth = auth_new(&(*fresh)->auth, err, errlen);
+	if (!*auth || config_check_files(*fresh, err, errlen) != 0)
+		return -1;
+	/* Same paths as running: whatever they hold now is served next. */
+	*new_cert = same_str((*fresh)->tls.cert_file, s->cfg->tls.cert_file) &&
+		    same_str((*fresh)->tls.key_file, s->cfg->tls.key_file);
+	if (*new_cert &&
+	    tls_pair_check((*fresh)->tls.cert_file, (*fresh)->tls.key_file, err, errlen) != 0)
+		return -1;
+	return 0;
+}
+
 static void reload(struct server *s)
 {
-	char err[512];
-	struct config *fresh;
-	bool owe_ready = notify_reloading(s->notify);
-	if (config_load(s->config_path, &fresh, err, sizeof err) != 0) {
+	char err[512], restart[512];
+	struct config *fresh = NULL;
+	struct auth *auth = NULL;
+	bool new_cert, owe_ready = notify_reloading(s->notify);
+
+	if (reload_prepare(s, &fresh, &auth, &new_cert, err, sizeof err) != 0) {
 		log_error(MOD, "SIGHUP: keeping the running configuration: %s", err);
-		if (owe_ready)
-			notify_ready(s->notify);
-		return;
+		metrics_config_reload(0);
+		goto out;
 	}
-	log_setup((enum log_level)fresh->log.level, (enum log_format)fresh->log.format);
+	size_t n_restart = config_apply_live(s->cfg, fresh, restart, sizeof restart);
+	auth_free(s->env.auth);
+	s->env.auth = auth;
+	auth = NULL;
+	log_setup((enum log_level)s->cfg->log.level, (enum log_format)s->cfg->log.format);
 	log_route_lws();
-	s->cfg->log = fresh->log;
-	log_info(MOD, "SIGHUP: reloaded log settings from %s (other keys need a restart)",
-		 s->config_path);
+	if (s->env.alerts)
+		alerts_config_changed(s->env.alerts);
+	/* New handshakes get it; open sockets keep the one they started with. */
+	if (new_cert && s->lws) {
+		lws_tls_cert_updated(s->lws, s->cfg->tls.cert_file, s->cfg->tls.key_file, NULL, 0,
+				     NULL, 0);
+		log_info(MOD, "SIGHUP: serving the certificate in %s", s->cfg->tls.cert_file);
+	}
+	if (n_restart)
+		log_warn(MOD, "SIGHUP: left as they are until a restart: %s", restart);
+	log_info(MOD, "SIGHUP: reloaded %s", s->config_path);
+	metrics_config_reload(1);
+out:
+	auth_free(auth);
 	config_free(fresh);
 	if (owe_ready)
 		notify_ready(s->notify);

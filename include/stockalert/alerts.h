@@ -40,6 +40,10 @@ struct alerts;
 struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env);
 void alerts_close(struct alerts *a);
 const char *alerts_instance(const struct alerts *a);
+/* The alerts.* values of the configuration changed (SIGHUP): the rate limit
+ * and history length are read where used; this restarts what runs on a
+ * timer (fair release turned on, off, or to another interval). */
+void alerts_config_changed(struct alerts *a);
 
 /* The outcome of one event: processed (delivered, duplicate or alerting
  * nobody), malformed (reason says why; it never will be), or failed

@@ -25,7 +25,8 @@ enum auth_result {
 	AUTH_ERR_ISSUER,
 	AUTH_ERR_AUDIENCE,
 	AUTH_ERR_SUBJECT, /* sub missing or not 1-64 of [A-Za-z0-9_.:-] */
-	AUTH_ERR_CLAIMS	  /* a claim of the wrong type (roles, ...) */
+	AUTH_ERR_CLAIMS,  /* a claim of the wrong type (roles, ...) */
+	AUTH_ERR_KID	  /* "kid" names no key, or a key past its not_after */
 };
 
 /* 3000-01-01T00:00:00Z: every time claim is clamped to [0, AUTH_TIME_MAX]
@@ -41,21 +42,29 @@ struct auth_claims {
 
 struct auth;
 
-/* Reads the key files named by cfg->auth. An empty or missing key is an
- * error, never "no auth". Returns NULL and fills err on failure. */
+/* Reads the key files named by cfg: the single key (auth.algorithm & co.) or
+ * every entry of auth.keys. An empty or missing key is an error, never "no
+ * auth". Returns NULL and fills err on failure. */
 struct auth *auth_new(const struct config_auth *cfg, char *err, size_t errlen);
 void auth_free(struct auth *a);
 
-/* Verifies token at time now (seconds). Fills *claims on AUTH_OK. */
+/*
+ * Verifies token at time now (seconds). Fills *claims on AUTH_OK. With
+ * auth.keys, a token whose header names a "kid" is checked with that key
+ * only; one without is tried against the keys in order. Either way a key
+ * verifies only tokens of its own algorithm, before its not_after, and its
+ * own iss/aud apply.
+ */
 enum auth_result auth_verify(struct auth *a, const char *token, size_t len, int64_t now,
 			     struct auth_claims *claims);
 const char *auth_result_str(enum auth_result r);
 
-/* Signs a token (HS256 configurations only) for sub with the comma-separated
- * roles (may be NULL) valid for ttl_s from now. Returns a malloc'd token
- * (free with mem_free) or NULL with err filled. */
-char *auth_sign(struct auth *a, const char *sub, const char *roles_csv, int64_t ttl_s, int64_t now,
-		char *err, size_t errlen);
+/* Signs a token for sub with the comma-separated roles (may be NULL) valid
+ * for ttl_s from now, with the HS256 key named kid, or (kid NULL) the first
+ * HS256 key in service; the key's kid, iss and aud go in. Returns a malloc'd
+ * token (free with mem_free) or NULL with err filled. */
+char *auth_sign(struct auth *a, const char *kid, const char *sub, const char *roles_csv,
+		int64_t ttl_s, int64_t now, char *err, size_t errlen);
 
 /* t limited to [0, AUTH_TIME_MAX]. */
 int64_t auth_clamp_time(int64_t t);

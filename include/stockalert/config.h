@@ -11,6 +11,7 @@
  */
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 enum auth_alg { AUTH_ALG_HS256, AUTH_ALG_RS256, AUTH_ALG_ES256 };
@@ -25,13 +26,34 @@ struct config_tls {
 	char *key_file;	 /* PEM private key; set together with cert_file */
 };
 
+/* At most this many entries in auth.keys: a token without "kid" is tried
+ * against each, so the list bounds the work one bad token costs. */
+#define CONFIG_AUTH_KEYS_MAX 16
+
+/* One entry of auth.keys: a verification key with its own pinned algorithm
+ * and claims, for rotating keys without a window of refused tokens. */
+struct config_auth_key {
+	char *kid;		 /* the header "kid" naming this key; required, unique */
+	enum auth_alg algorithm; /* pinned per key */
+	char *secret_file;	 /* HS256 */
+	char *public_key_file;	 /* RS256/ES256 */
+	char *issuer;		 /* required "iss" when set */
+	char *audience;		 /* required "aud" when set */
+	char *not_after;	 /* RFC 3339; NULL = no end */
+	int64_t not_after_s;	 /* not_after as seconds since the epoch; INT64_MAX if NULL */
+};
+
 struct config_auth {
+	/* The single key (when keys is empty): */
 	enum auth_alg algorithm; /* pinned; tokens with another alg are refused */
 	char *secret_file;	 /* HS256 secret (file contents, trailing newline trimmed) */
 	char *public_key_file;	 /* RS256/ES256 PEM public key */
 	char *issuer;		 /* required "iss" when set */
 	char *audience;		 /* required "aud" when set */
 	int leeway_s;		 /* clock skew allowed on exp/nbf, 0..3600 */
+	/* Several keys (auth.keys); when set, the single-key fields are unset. */
+	struct config_auth_key *keys;
+	size_t n_keys;
 };
 
 struct config_redis {
@@ -123,6 +145,16 @@ char *config_read_secret(const char *path, char *err, size_t errlen);
 int config_check_files(const struct config *cfg, char *err, size_t errlen);
 
 const char *config_alg_name(enum auth_alg alg);
+
+/*
+ * SIGHUP: moves the values of the keys that can change while running from
+ * fresh into running (running's old values go to fresh, to be freed with it)
+ * and leaves the others as they are. Writes the names of the keys that differ
+ * but need a restart, comma-separated, into restart (truncated to restartlen)
+ * and returns how many there are. Both configurations must have loaded.
+ */
+size_t config_apply_live(struct config *running, struct config *fresh, char *restart,
+			 size_t restartlen);
 
 /*
  * Writes the table of keys to out as a JSON array, one object per key:

@@ -56,6 +56,9 @@ int metrics_dep_is_up(enum metrics_dep d);
 void metrics_http_response(int status);
 /* Counts a close the server initiated, by its close code (1000..4999). */
 void metrics_ws_close(int code);
+/* Counts a SIGHUP reload by its outcome; a good one (like the load at
+ * start) sets stockalert_config_last_reload_success_timestamp_seconds. */
+void metrics_config_reload(int ok);
 void metrics_dep_up(enum metrics_dep d, int up);
 void metrics_dep_reconnect(enum metrics_dep d);
 const char *metrics_dep_name(enum metrics_dep d);

@@ -5,7 +5,7 @@
  * joins it as a foreign loop with one explicitly created vhost, hiredis is
  * attached through adapters/libuv.h, MySQL runs non-blocking on a uv_poll_t.
  * Signals arrive as uv_signal_t events: SIGTERM/SIGINT stop gracefully within
- * shutdown_grace_s, SIGHUP reloads the log settings.
+ * shutdown_grace_s, SIGHUP reloads what can change live (conf/README.md, Signals).
  */
 #include <stddef.h>
 

@@ -3,7 +3,8 @@
 // comments of conf/stockalertd.json for people. This test holds them together:
 // every key of the table is set and documented in the sample, every key the
 // sample documents is in the table, and the documented default, bounds and
-// choices are the table's. The format it reads is described in conf/README.md
+// choices are the table's. The keys of an array's elements ("auth.keys[].kid")
+// are documented next to the array ("//keys[].kid") and set only in examples. The format it reads is described in conf/README.md
 // ("Configuration reference").
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -53,17 +54,38 @@ export function problems(table, sample) {
 	const out = [];
 	const byKey = new Map(table.map((e) => [e.key, e]));
 	const { values, comments, sections } = flatten(sample, new Set(byKey.keys()));
-	const leaf = (key) => key.slice(key.lastIndexOf('.') + 1);
+	// "auth.keys[].kid" -> "auth.keys"; null for a plain key.
+	const parentOf = (key) => (key.includes('[].') ? key.slice(0, key.indexOf('[].')) : null);
+	const leaf = (key) => {
+		const base = parentOf(key) ?? key;
+		return key.slice(base.lastIndexOf('.') + 1);
+	};
 
 	for (const e of table) {
-		if (!values.has(e.key))
+		const parent = parentOf(e.key);
+		if (parent !== null && byKey.get(parent)?.type !== 'array')
+			out.push(`${e.key}: an element key of ${parent}, which is not an array key of the table`);
+		if (parent === null && !values.has(e.key))
 			out.push(`${e.key}: in src/config.c's table but not set in conf/stockalertd.json`);
+		if (parent !== null && values.has(e.key))
+			out.push(`${e.key}: an element key, set in conf/stockalertd.json outside an element`);
 		if (!comments.has(e.key))
 			out.push(`${e.key}: in src/config.c's table but conf/stockalertd.json has no "//${leaf(e.key)}" comment for it`);
 	}
-	for (const key of values.keys())
-		if (!byKey.has(key))
+	for (const [key, v] of values) {
+		if (!byKey.has(key)) {
 			out.push(`${key}: set in conf/stockalertd.json but not a key of src/config.c's table`);
+			continue;
+		}
+		// Elements of an array of objects hold only its element keys.
+		for (const [i, elem] of (Array.isArray(v) ? v : []).entries()) {
+			if (!elem || typeof elem !== 'object' || Array.isArray(elem))
+				continue;
+			for (const name of Object.keys(elem))
+				if (!name.startsWith('//') && !byKey.has(`${key}[].${name}`))
+					out.push(`${key}[${i}].${name}: set in conf/stockalertd.json but not a key of src/config.c's table`);
+		}
+	}
 	for (const [key, text] of comments) {
 		const e = byKey.get(key);
 		if (!e) {
@@ -159,4 +181,30 @@ test('the check notices an undocumented key, a stray one, and a wrong default, b
 	assert.ok(find(p, /^log\.level: the comment must list the choices/), p.join('\n'));
 	assert.ok(find(p, /^listen\.host: the comment must end with "Default/), p.join('\n'));
 	assert.equal(p.length, 5, p.join('\n'));
+});
+
+test('the check holds the keys of an array\'s elements to the same rules', () => {
+	const find = (list, re) => list.some((p) => re.test(p));
+	const kid = table.find((e) => e.key === 'auth.keys[].kid');
+	assert.ok(kid, 'auth.keys[].kid in --config-keys');
+	assert.equal(table.find((e) => e.key === 'auth.keys').type, 'array');
+
+	// An element key without its comment, a stray one, a wrong default.
+	let s = structuredClone(sample);
+	delete s.auth['//keys[].kid'];
+	s.auth['//keys[].gone'] = 'Gone. Default null.';
+	s.auth['//keys[].algorithm'] = s.auth['//keys[].algorithm'].replace('Default "HS256"', 'Default "RS256"');
+	let p = problems(table, s);
+	assert.ok(find(p, /^auth\.keys\[\]\.kid: .* no "\/\/keys\[\]\.kid" comment/), p.join('\n'));
+	assert.ok(find(p, /^auth\.keys\[\]\.gone: documented in .* not a key/), p.join('\n'));
+	assert.ok(find(p, /^auth\.keys\[\]\.algorithm: documented default "RS256"/), p.join('\n'));
+	assert.equal(p.length, 3, p.join('\n'));
+
+	// An example element with a key the table does not know; an element key
+	// whose array is not in the table.
+	s = structuredClone(sample);
+	s.auth.keys = [{ kid: 'a', bogus: 1 }];
+	p = problems([...table, { ...kid, key: 'auth.nokeys[].kid' }], s);
+	assert.ok(find(p, /^auth\.keys\[0\]\.bogus: set in .* not a key/), p.join('\n'));
+	assert.ok(find(p, /^auth\.nokeys\[\]\.kid: an element key of auth\.nokeys/), p.join('\n'));
 });

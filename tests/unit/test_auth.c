@@ -331,7 +331,7 @@ static void test_hs256_sign_roundtrip(void **state)
 	char *tok;
 
 	(void)state;
-	tok = auth_sign(a, "user-42", "admin, service", 3600, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "user-42", "admin, service", 3600, NOW, err, sizeof err);
 	assert_non_null(tok);
 	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW, &c), AUTH_OK);
 	assert_string_equal(c.sub, "user-42");
@@ -342,14 +342,14 @@ static void test_hs256_sign_roundtrip(void **state)
 	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW + 3600, &c), AUTH_ERR_EXPIRED);
 	mem_free(tok);
 
-	tok = auth_sign(a, "u", NULL, 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", NULL, 60, NOW, err, sizeof err);
 	assert_non_null(tok);
 	assert_int_equal(auth_verify(a, tok, strlen(tok), NOW, &c), AUTH_OK);
 	assert_int_equal(c.roles, 0);
 	mem_free(tok);
 
 	/* the token is a plain HS256 JWT that libjwt verifies with the secret */
-	tok = auth_sign(a, "u", "service", 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", "service", 60, NOW, err, sizeof err);
 	{
 		jwt_t *jwt = NULL;
 		assert_int_equal(
@@ -751,7 +751,7 @@ static void test_iss_aud(void **state)
 	{
 		struct auth *a = new_auth(c);
 		char err[128];
-		char *tok = auth_sign(a, "u", NULL, 60, NOW, err, sizeof err);
+		char *tok = auth_sign(a, NULL, "u", NULL, 60, NOW, err, sizeof err);
 		assert_non_null(tok);
 		assert_int_equal(verify(a, tok, &cl), AUTH_OK);
 		mem_free(tok);
@@ -975,25 +975,25 @@ static void test_sign_errors(void **state)
 
 	(void)state;
 	err[0] = '\0';
-	assert_null(auth_sign(rs, "u", NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(rs, NULL, "u", NULL, 60, NOW, err, sizeof err));
 	assert_string_equal(err, "gentoken needs auth.algorithm HS256");
-	assert_null(auth_sign(a, "u", "root", 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", "root", 60, NOW, err, sizeof err));
 	assert_non_null(strstr(err, "root"));
-	assert_null(auth_sign(a, "u", "admin,", 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", "admin,,service", 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "", NULL, 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "a b", NULL, 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, NULL, NULL, 60, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", NULL, 0, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", NULL, -5, NOW, err, sizeof err));
-	assert_null(auth_sign(a, "u", NULL, INT64_MAX, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", "admin,", 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", "admin,,service", 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "", NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "a b", NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, NULL, NULL, 60, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", NULL, 0, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", NULL, -5, NOW, err, sizeof err));
+	assert_null(auth_sign(a, NULL, "u", NULL, INT64_MAX, NOW, err, sizeof err));
 
-	tok = auth_sign(a, "u", "", 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", "", 60, NOW, err, sizeof err);
 	assert_non_null(tok);
 	assert_int_equal(verify(a, tok, &c), AUTH_OK);
 	assert_int_equal(c.roles, 0);
 	mem_free(tok);
-	tok = auth_sign(a, "u", "service", 60, NOW, err, sizeof err);
+	tok = auth_sign(a, NULL, "u", "service", 60, NOW, err, sizeof err);
 	assert_int_equal(verify(a, tok, &c), AUTH_OK);
 	assert_int_equal(c.roles, AUTH_ROLE_SERVICE);
 	mem_free(tok);
@@ -1013,6 +1013,310 @@ static void test_result_str(void **state)
 }
 
 /* ---- throughput (printed, never asserted) ---- */
+
+/* ---- several keys (auth.keys) ---- */
+
+static struct config_auth_key key_hs(const char *kid, const char *path)
+{
+	struct config_auth_key k = {.kid = (char *)kid,
+				    .algorithm = AUTH_ALG_HS256,
+				    .secret_file = (char *)path,
+				    .not_after_s = INT64_MAX};
+	return k;
+}
+
+static struct config_auth_key key_pub(const char *kid, enum auth_alg alg, const char *path)
+{
+	struct config_auth_key k = {.kid = (char *)kid,
+				    .algorithm = alg,
+				    .public_key_file = (char *)path,
+				    .not_after_s = INT64_MAX};
+	return k;
+}
+
+static struct auth *new_keys(struct config_auth_key *keys, size_t n)
+{
+	struct config_auth c = {.leeway_s = 0, .keys = keys, .n_keys = n};
+	return new_auth(c);
+}
+
+/* A header with alg and kid (kid NULL: none; kid_json: the raw JSON value). */
+static char *hdr(char *buf, size_t len, const char *alg, const char *kid_json)
+{
+	if (kid_json)
+		snprintf(buf, len, "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":%s}", alg, kid_json);
+	else
+		snprintf(buf, len, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
+	return buf;
+}
+
+#define KP "{\"sub\":\"u\",\"exp\":1700000100}"
+
+static enum auth_result verify_made(struct auth *a, const char *alg, const char *kid_json,
+				    const char *sign_alg, const void *secret, size_t secretlen,
+				    EVP_PKEY *pkey)
+{
+	char h[256];
+	char *tok =
+	    make_token(hdr(h, sizeof h, alg, kid_json), KP, sign_alg, secret, secretlen, pkey);
+	enum auth_result r = verify(a, tok, NULL);
+
+	mem_free(tok);
+	return r;
+}
+
+/* Old and new keys side by side: every token of either verifies. */
+static void test_keys_rotation(void **state)
+{
+	struct config_auth_key keys[] = {key_hs("old", secret_path),
+					 key_pub("new", AUTH_ALG_ES256, ec_pub_path),
+					 key_pub("rsa", AUTH_ALG_RS256, rsa_pub_path)};
+	struct auth *a = new_keys(keys, 3);
+
+	(void)state;
+	/* kid names the key. */
+	assert_int_equal(verify_made(a, "HS256", "\"old\"", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_OK);
+	assert_int_equal(verify_made(a, "ES256", "\"new\"", "ES256", NULL, 0, ec_key), AUTH_OK);
+	assert_int_equal(verify_made(a, "RS256", "\"rsa\"", "RS256", NULL, 0, rsa_key), AUTH_OK);
+	/* No kid: tried in order, each key for its own algorithm. */
+	assert_int_equal(verify_made(a, "HS256", NULL, "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_OK);
+	assert_int_equal(verify_made(a, "ES256", NULL, "ES256", NULL, 0, ec_key), AUTH_OK);
+	assert_int_equal(verify_made(a, "RS256", NULL, "RS256", NULL, 0, rsa_key), AUTH_OK);
+	/* A kid naming the wrong key of the right algorithm is a bad signature,
+	 * never a retry with the others. */
+	assert_int_equal(verify_made(a, "ES256", "\"new\"", "ES256", NULL, 0, ec_other),
+			 AUTH_ERR_SIGNATURE);
+	assert_int_equal(verify_made(a, "ES256", NULL, "ES256", NULL, 0, ec_other),
+			 AUTH_ERR_SIGNATURE);
+	assert_int_equal(
+	    verify_made(a, "HS256", NULL, "HS256", OTHER_SECRET, strlen(OTHER_SECRET), NULL),
+	    AUTH_ERR_SIGNATURE);
+	auth_free(a);
+}
+
+static void test_keys_kid(void **state)
+{
+	struct config_auth_key keys[] = {key_hs("old", secret_path),
+					 key_pub("new", AUTH_ALG_ES256, ec_pub_path)};
+	struct auth *a = new_keys(keys, 2);
+
+	(void)state;
+	/* Unknown and empty kids are refused, not tried against the keys. */
+	assert_int_equal(
+	    verify_made(a, "HS256", "\"older\"", "HS256", SECRET, strlen(SECRET), NULL),
+	    AUTH_ERR_KID);
+	assert_int_equal(verify_made(a, "HS256", "\"\"", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_ERR_KID);
+	assert_int_equal(verify_made(a, "HS256", "\"OLD\"", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_ERR_KID);
+	/* A kid that is not a string is malformed. */
+	assert_int_equal(verify_made(a, "HS256", "1", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_ERR_MALFORMED);
+	assert_int_equal(verify_made(a, "HS256", "null", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_ERR_MALFORMED);
+	assert_string_equal(auth_result_str(AUTH_ERR_KID), "unknown_kid");
+	auth_free(a);
+
+	/* The single key (no auth.keys) ignores kid, as before. */
+	a = new_auth(cfg_hs(0));
+	assert_int_equal(verify_made(a, "HS256", "\"any\"", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_OK);
+	auth_free(a);
+}
+
+static void test_keys_not_after(void **state)
+{
+	struct config_auth_key keys[] = {key_hs("old", secret_path),
+					 key_pub("new", AUTH_ALG_ES256, ec_pub_path)};
+	struct auth *a;
+
+	(void)state;
+	/* Past not_after (NOW is its first second): verifies nothing. */
+	keys[0].not_after_s = NOW;
+	a = new_keys(keys, 2);
+	assert_int_equal(verify_made(a, "HS256", "\"old\"", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_ERR_KID);
+	assert_int_equal(verify_made(a, "HS256", NULL, "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_ERR_KID);
+	assert_int_equal(verify_made(a, "ES256", NULL, "ES256", NULL, 0, ec_key), AUTH_OK);
+	auth_free(a);
+	/* Its last second still counts. */
+	keys[0].not_after_s = NOW + 1;
+	a = new_keys(keys, 2);
+	assert_int_equal(verify_made(a, "HS256", "\"old\"", "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_OK);
+	assert_int_equal(verify_made(a, "HS256", NULL, "HS256", SECRET, strlen(SECRET), NULL),
+			 AUTH_OK);
+	auth_free(a);
+}
+
+/*
+ * Algorithm confusion with several keys: an HS256 key whose secret is the RSA
+ * public key's bytes sits next to the RS256 key of that public key. A token
+ * meant for one is never verified by the other, whatever its kid says.
+ */
+static void test_keys_confusion(void **state)
+{
+	struct config_auth_key both[] = {key_hs("hs", rsa_pub_path),
+					 key_pub("rs", AUTH_ALG_RS256, rsa_pub_path)};
+	struct config_auth_key only_hs[] = {key_hs("hs", rsa_pub_path)};
+	struct config_auth_key only_rs[] = {key_pub("rs", AUTH_ALG_RS256, rsa_pub_path)};
+	/* The HS key's secret: the PEM file, trailing newline trimmed. */
+	size_t pemlen = strlen(rsa_pub_pem);
+	struct auth *a;
+
+	(void)state;
+	while (pemlen && rsa_pub_pem[pemlen - 1] == '\n')
+		pemlen--;
+
+	a = new_keys(both, 2);
+	/* An RS256 token sent to the HS key, and an HMAC of the PEM sent to the
+	 * RS key (with either alg in the header). */
+	assert_int_equal(verify_made(a, "RS256", "\"hs\"", "RS256", NULL, 0, rsa_key),
+			 AUTH_ERR_ALG);
+	assert_int_equal(verify_made(a, "HS256", "\"rs\"", "HS256", rsa_pub_pem, pemlen, NULL),
+			 AUTH_ERR_ALG);
+	assert_int_equal(verify_made(a, "RS256", "\"rs\"", "HS256", rsa_pub_pem, pemlen, NULL),
+			 AUTH_ERR_SIGNATURE);
+	assert_int_equal(verify_made(a, "RS256", NULL, "HS256", rsa_pub_pem, pemlen, NULL),
+			 AUTH_ERR_SIGNATURE);
+	/* Each for its own. */
+	assert_int_equal(verify_made(a, "RS256", "\"rs\"", "RS256", NULL, 0, rsa_key), AUTH_OK);
+	assert_int_equal(verify_made(a, "HS256", "\"hs\"", "HS256", rsa_pub_pem, pemlen, NULL),
+			 AUTH_OK);
+	/* "none", with and without kid, and an empty signature. */
+	{
+		char h[128], *p = b64url(KP, strlen(KP)), *b, tok[1024];
+
+		hdr(h, sizeof h, "none", "\"hs\"");
+		b = b64url(h, strlen(h));
+		snprintf(tok, sizeof tok, "%s.%s.", b, p);
+		assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ALG);
+		mem_free(b);
+		snprintf(tok, sizeof tok, "%s.%s.", B64_HDR_NONE, p);
+		assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ALG);
+		mem_free(p);
+	}
+	auth_free(a);
+
+	/* With one key only, a token of the other algorithm finds no key. */
+	a = new_keys(only_hs, 1);
+	assert_int_equal(verify_made(a, "RS256", NULL, "RS256", NULL, 0, rsa_key), AUTH_ERR_ALG);
+	assert_int_equal(verify_made(a, "RS256", "\"hs\"", "RS256", NULL, 0, rsa_key),
+			 AUTH_ERR_ALG);
+	auth_free(a);
+	a = new_keys(only_rs, 1);
+	assert_int_equal(verify_made(a, "HS256", NULL, "HS256", rsa_pub_pem, pemlen, NULL),
+			 AUTH_ERR_ALG);
+	assert_int_equal(verify_made(a, "HS256", "\"rs\"", "HS256", rsa_pub_pem, pemlen, NULL),
+			 AUTH_ERR_ALG);
+	auth_free(a);
+}
+
+/* Each key's iss/aud bind the tokens it verifies: a key set is not shared
+ * across issuers. */
+static void test_keys_issuer(void **state)
+{
+	struct config_auth_key keys[] = {key_hs("a", secret_path),
+					 key_pub("b", AUTH_ALG_ES256, ec_pub_path)};
+	const char *iss_a = "{\"sub\":\"u\",\"exp\":1700000100,\"iss\":\"A\",\"aud\":\"x\"}";
+	const char *iss_b = "{\"sub\":\"u\",\"exp\":1700000100,\"iss\":\"B\",\"aud\":\"x\"}";
+	struct auth *a;
+	char *tok;
+
+	(void)state;
+	keys[0].issuer = "A";
+	keys[1].issuer = "B";
+	keys[1].audience = "x";
+	a = new_keys(keys, 2);
+	/* B's key signing a token that claims issuer A: refused, kid or not. */
+	tok = make_token(HDR_ES256, iss_a, "ES256", NULL, 0, ec_key);
+	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ISSUER);
+	mem_free(tok);
+	tok = make_token("{\"alg\":\"ES256\",\"kid\":\"b\"}", iss_a, "ES256", NULL, 0, ec_key);
+	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ISSUER);
+	mem_free(tok);
+	/* A's key signing a token of issuer B. */
+	tok = make_token(HDR_HS256, iss_b, "HS256", SECRET, strlen(SECRET), NULL);
+	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_ISSUER);
+	mem_free(tok);
+	/* Each issuer with its own key. */
+	tok = make_token(HDR_HS256, iss_a, "HS256", SECRET, strlen(SECRET), NULL);
+	assert_int_equal(verify(a, tok, NULL), AUTH_OK);
+	mem_free(tok);
+	tok = make_token(HDR_ES256, iss_b, "ES256", NULL, 0, ec_key);
+	assert_int_equal(verify(a, tok, NULL), AUTH_OK);
+	mem_free(tok);
+	/* B's audience is B's alone. */
+	tok = make_token(HDR_ES256, "{\"sub\":\"u\",\"exp\":1700000100,\"iss\":\"B\"}", "ES256",
+			 NULL, 0, ec_key);
+	assert_int_equal(verify(a, tok, NULL), AUTH_ERR_AUDIENCE);
+	mem_free(tok);
+	auth_free(a);
+}
+
+static void test_keys_new_and_sign(void **state)
+{
+	struct config_auth_key keys[] = {key_hs("old", secret_path),
+					 key_pub("new", AUTH_ALG_ES256, ec_pub_path),
+					 key_hs("next", secret_path)};
+	struct config_auth bad = {.keys = keys, .n_keys = 2};
+	char err[256] = "", *tok;
+	struct auth *a;
+
+	(void)state;
+	/* Each key's file problems name the key. */
+	keys[1].public_key_file = rsa_pub_path;
+	assert_null(auth_new(&bad, err, sizeof err));
+	assert_non_null(strstr(err, "auth.keys[1].public_key_file"));
+	keys[1].public_key_file = ec_pub_path;
+	keys[0].secret_file = short_path;
+	assert_null(auth_new(&bad, err, sizeof err));
+	assert_non_null(strstr(err, "auth.keys[0].secret_file"));
+	keys[0].secret_file = secret_path;
+	bad.n_keys = CONFIG_AUTH_KEYS_MAX + 1;
+	assert_null(auth_new(&bad, err, sizeof err));
+	assert_non_null(strstr(err, "at most 16"));
+
+	a = new_keys(keys, 3);
+	/* --kid signs with that key and names it. */
+	tok = auth_sign(a, "next", "u", NULL, 60, NOW, err, sizeof err);
+	assert_non_null(tok);
+	assert_int_equal(verify(a, tok, NULL), AUTH_OK);
+	{
+		jwt_t *j = NULL;
+		assert_int_equal(jwt_decode(&j, tok, NULL, 0), 0);
+		assert_string_equal(jwt_get_header(j, "kid"), "next");
+		jwt_free(j);
+	}
+	mem_free(tok);
+	/* Without --kid: the first HS256 key, named. */
+	tok = auth_sign(a, NULL, "u", NULL, 60, NOW, err, sizeof err);
+	assert_non_null(tok);
+	{
+		jwt_t *j = NULL;
+		assert_int_equal(jwt_decode(&j, tok, NULL, 0), 0);
+		assert_string_equal(jwt_get_header(j, "kid"), "old");
+		jwt_free(j);
+	}
+	mem_free(tok);
+	assert_null(auth_sign(a, "new", "u", NULL, 60, NOW, err, sizeof err));
+	assert_non_null(strstr(err, "HS256"));
+	assert_null(auth_sign(a, "gone", "u", NULL, 60, NOW, err, sizeof err));
+	assert_non_null(strstr(err, "no key \"gone\""));
+	auth_free(a);
+	/* A retired key does not sign. */
+	keys[0].not_after_s = NOW;
+	a = new_keys(keys, 3);
+	assert_null(auth_sign(a, "old", "u", NULL, 60, NOW, err, sizeof err));
+	assert_non_null(strstr(err, "not_after"));
+	tok = auth_sign(a, NULL, "u", NULL, 60, NOW, err, sizeof err);
+	assert_non_null(tok);
+	mem_free(tok);
+	auth_free(a);
+}
 
 static double now_s(void)
 {
@@ -1064,6 +1368,30 @@ static void test_bench(void **state)
 	bench_one("ES256", a, tok);
 	mem_free(tok);
 	auth_free(a);
+
+	/* The worst a token without kid costs: 16 RS256 keys, its own last. */
+	{
+		struct config_auth_key keys[CONFIG_AUTH_KEYS_MAX];
+		char other_path[128], kids[CONFIG_AUTH_KEYS_MAX][8], *pem = pem_of(rsa_other, 0);
+
+		write_file(other_path, sizeof other_path, "rsa-other.pub", pem, strlen(pem));
+		mem_free(pem);
+		for (int i = 0; i < CONFIG_AUTH_KEYS_MAX; i++) {
+			snprintf(kids[i], sizeof kids[i], "k%d", i);
+			keys[i] = key_pub(kids[i], AUTH_ALG_RS256,
+					  i + 1 < CONFIG_AUTH_KEYS_MAX ? other_path : rsa_pub_path);
+		}
+		a = new_keys(keys, CONFIG_AUTH_KEYS_MAX);
+		unlink(other_path);
+		tok = make_token(HDR_RS256, payload, "RS256", NULL, 0, rsa_key);
+		bench_one("RS256, 16 keys, no kid, its key last", a, tok);
+		mem_free(tok);
+		tok = make_token("{\"alg\":\"RS256\",\"kid\":\"k15\"}", payload, "RS256", NULL, 0,
+				 rsa_key);
+		bench_one("RS256, 16 keys, kid", a, tok);
+		mem_free(tok);
+		auth_free(a);
+	}
 }
 
 int main(void)
@@ -1086,6 +1414,12 @@ int main(void)
 	    cmocka_unit_test(test_garbage),
 	    cmocka_unit_test(test_sign_errors),
 	    cmocka_unit_test(test_result_str),
+	    cmocka_unit_test(test_keys_rotation),
+	    cmocka_unit_test(test_keys_kid),
+	    cmocka_unit_test(test_keys_not_after),
+	    cmocka_unit_test(test_keys_confusion),
+	    cmocka_unit_test(test_keys_issuer),
+	    cmocka_unit_test(test_keys_new_and_sign),
 	    cmocka_unit_test(test_bench),
 	};
 

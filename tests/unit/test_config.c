@@ -612,6 +612,163 @@ static void test_read_secret(void **state)
 	assert_non_null(strstr(err, path));
 }
 
+/* ---- auth.keys ---- */
+
+#define KEY_HS(kid) "{\"kid\": \"" kid "\", \"secret_file\": \"s\"}"
+
+static void test_auth_keys(void **state)
+{
+	struct config *c;
+
+	(void)state;
+	c = load("{\"auth\": {\"keys\": [" KEY_HS(
+	    "old") ", {\"kid\": \"new\", \"algorithm\": "
+		   "\"RS256\", \"public_key_file\": \"k.pem\", \"issuer\": \"i\", \"audience\": "
+		   "\"a\", \"not_after\": \"2026-12-31T23:59:59Z\", \"//\": \"a comment\"}]}}");
+	assert_non_null(c);
+	assert_int_equal(c->auth.n_keys, 2);
+	assert_string_equal(c->auth.keys[0].kid, "old");
+	assert_int_equal(c->auth.keys[0].algorithm, AUTH_ALG_HS256);
+	assert_string_equal(c->auth.keys[0].secret_file, "s");
+	assert_null(c->auth.keys[0].not_after);
+	assert_true(c->auth.keys[0].not_after_s == INT64_MAX);
+	assert_int_equal(c->auth.keys[1].algorithm, AUTH_ALG_RS256);
+	assert_string_equal(c->auth.keys[1].public_key_file, "k.pem");
+	assert_string_equal(c->auth.keys[1].issuer, "i");
+	assert_string_equal(c->auth.keys[1].audience, "a");
+	assert_true(c->auth.keys[1].not_after_s == INT64_C(1798761599));
+	config_free(c);
+
+	/* Offsets and fractions; the single-key keys stay unset. */
+	c = load("{\"auth\": {\"keys\": [{\"kid\": \"k\", \"secret_file\": \"s\", \"not_after\": "
+		 "\"2026-12-31T23:59:59.999+01:00\"}]}}");
+	assert_non_null(c);
+	assert_true(c->auth.keys[0].not_after_s == INT64_C(1798761599) - 3600);
+	assert_null(c->auth.secret_file);
+	config_free(c);
+
+	/* An empty list is the single key's configuration. */
+	c = load("{\"auth\": {\"secret_file\": \"s\", \"keys\": []}}");
+	assert_non_null(c);
+	assert_int_equal(c->auth.n_keys, 0);
+	config_free(c);
+}
+
+static void test_auth_keys_refused(void **state)
+{
+	char json[4096];
+	size_t n;
+
+	(void)state;
+	refuse("{\"auth\": {\"keys\": {}}}", "auth.keys: must be an array of objects");
+	refuse("{\"auth\": {\"keys\": [\"k\"]}}", "auth.keys[0]: must be an object");
+	refuse("{\"auth\": {\"keys\": [{\"secret_file\": \"s\"}]}}", "auth.keys[0].kid: required");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"\", \"secret_file\": \"s\"}]}}",
+	       "auth.keys[0].kid: must not be empty");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a b\", \"secret_file\": \"s\"}]}}",
+	       "auth.keys[0].kid: must not contain spaces");
+	refuse("{\"auth\": {\"keys\": [" KEY_HS("a") ", " KEY_HS("a") "]}}",
+	       "auth.keys[1].kid: \"a\" is also auth.keys[0]");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a\", \"bogus\": 1}]}}",
+	       "auth.keys[0].bogus: unknown key");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a\", \"algorithm\": \"none\"}]}}",
+	       "auth.keys[0].algorithm: must be one of HS256|RS256|ES256");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a\"}]}}", "auth.keys[0].secret_file: required");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a\", \"algorithm\": \"ES256\"}]}}",
+	       "auth.keys[0].public_key_file: required with ES256");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a\", \"secret_file\": \"s\", "
+	       "\"public_key_file\": \"p\"}]}}",
+	       "auth.keys[0].public_key_file: not used with HS256");
+	refuse("{\"auth\": {\"keys\": [{\"kid\": \"a\", \"algorithm\": \"RS256\", "
+	       "\"secret_file\": \"s\", \"public_key_file\": \"p\"}]}}",
+	       "auth.keys[0].secret_file: not used with RS256");
+	/* Mixing the single key with auth.keys. */
+	refuse("{\"auth\": {\"secret_file\": \"s\", \"keys\": [" KEY_HS("a") "]}}",
+	       "auth.secret_file: not used when auth.keys is set");
+	refuse("{\"auth\": {\"issuer\": \"i\", \"keys\": [" KEY_HS("a") "]}}",
+	       "auth.issuer: not used when auth.keys is set");
+	refuse("{\"auth\": {\"algorithm\": \"RS256\", \"keys\": [" KEY_HS("a") "]}}",
+	       "auth.algorithm: not used when auth.keys is set");
+	/* not_after: RFC 3339 only. */
+	static const char *const bad_times[] = {
+	    "2026-12-31",
+	    "2026-12-31T23:59:59",
+	    "2026-12-31 23:59:59Z",
+	    "2026-02-30T00:00:00Z",
+	    "2026-13-01T00:00:00Z",
+	    "2026-12-31T24:00:00Z",
+	    "26-12-31T23:59:59Z",
+	    "2026-12-31T23:59:59.Z",
+	    "2026-12-31T23:59:59+1:00",
+	    "2026-12-31T23:59:59Zjunk",
+	    "tomorrow",
+	};
+	for (size_t i = 0; i < sizeof bad_times / sizeof bad_times[0]; i++) {
+		snprintf(json, sizeof json,
+			 "{\"auth\": {\"keys\": [{\"kid\": \"a\", \"secret_file\": \"s\", "
+			 "\"not_after\": \"%s\"}]}}",
+			 bad_times[i]);
+		refuse(json, "auth.keys[0].not_after: must be an RFC 3339 time");
+	}
+	/* At most 16 keys: a token without kid is tried against each. */
+	n = (size_t)snprintf(json, sizeof json, "{\"auth\": {\"keys\": [");
+	for (int i = 0; i < 17; i++)
+		n += (size_t)snprintf(json + n, sizeof json - n,
+				      "%s{\"kid\": \"k%d\", "
+				      "\"secret_file\": \"s\"}",
+				      i ? ", " : "", i);
+	snprintf(json + n, sizeof json - n, "]}}");
+	refuse(json, "auth.keys: must have at most 16 entries");
+	/* 16 is fine. */
+	char *last = strstr(json, ", {\"kid\": \"k16\"");
+	assert_non_null(last);
+	snprintf(last, sizeof json - (size_t)(last - json), "]}}");
+	struct config *c = load(json);
+	assert_non_null(c);
+	assert_int_equal(c->auth.n_keys, 16);
+	config_free(c);
+}
+
+/* SIGHUP: what may change live moves in, the rest is named and left. */
+static void test_apply_live(void **state)
+{
+	char restart[256];
+	struct config *run, *fresh;
+
+	(void)state;
+	run = load("{" MIN_AUTH ", \"listen\": {\"port\": 1}, \"allowed_origins\": "
+		   "[\"http://a.example\"], \"alerts\": {\"max_per_window\": 5}}");
+	fresh = load("{\"auth\": {\"keys\": [" KEY_HS(
+	    "k") "]}, \"listen\": {\"port\": 2}, "
+		 "\"allowed_origins\": [\"http://a.example\", \"http://b.example\"], "
+		 "\"alerts\": {\"max_per_window\": 9}, \"redis\": {\"db\": 3}, "
+		 "\"log\": {\"level\": \"debug\"}}");
+	assert_non_null(run);
+	assert_non_null(fresh);
+	assert_int_equal(config_apply_live(run, fresh, restart, sizeof restart), 2);
+	assert_string_equal(restart, "listen.port, redis.db");
+	assert_int_equal(run->listen.port, 1);
+	assert_int_equal(run->redis.db, 0);
+	assert_int_equal(run->n_allowed_origins, 2);
+	assert_string_equal(run->allowed_origins[1], "http://b.example");
+	assert_int_equal(run->alerts.max_per_window, 9);
+	assert_int_equal(run->log.level, LOG_LEVEL_DEBUG);
+	assert_int_equal(run->auth.n_keys, 1);
+	assert_null(run->auth.secret_file);
+	/* The old values went to fresh, and are freed with it. */
+	assert_int_equal(fresh->n_allowed_origins, 1);
+	assert_string_equal(fresh->auth.secret_file, "s");
+	config_free(fresh);
+
+	/* The same file again changes nothing; a short buffer truncates. */
+	fresh = load("{\"auth\": {\"keys\": [" KEY_HS("k") "]}, \"listen\": {\"port\": 2}, "
+							   "\"redis\": {\"db\": 3}}");
+	assert_int_equal(config_apply_live(run, fresh, restart, 8), 2);
+	assert_string_equal(restart, "listen.");
+	config_free(fresh);
+	config_free(run);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -633,6 +790,9 @@ int main(void)
 	    cmocka_unit_test(test_sample_config),
 	    cmocka_unit_test(test_http_keys),
 	    cmocka_unit_test(test_read_secret),
+	    cmocka_unit_test(test_auth_keys),
+	    cmocka_unit_test(test_auth_keys_refused),
+	    cmocka_unit_test(test_apply_live),
 	};
 
 	/* config_read_secret warns about world-readable test files; keep output quiet. */
