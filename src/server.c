@@ -132,16 +132,17 @@ static void on_stream_health(bool working, void *arg)
 static void on_redis_state(struct redis *r, enum redis_state st, void *arg)
 {
 	struct server *s = arg;
-	if (r == s->env.redis && st != REDIS_STATE_CONNECTING && !s->tried_redis) {
-		s->tried_redis = true;
-		maybe_ready(s);
-	}
 	dep_state(s,
 		  r == s->env.pubsub	   ? METRICS_DEP_REDIS_PUBSUB
 		  : r == s->env.streamconn ? METRICS_DEP_REDIS_STREAM
 					   : METRICS_DEP_REDIS,
 		  st == REDIS_STATE_READY &&
 		      (r != s->env.streamconn || !s->env.stream || stream_working(s->env.stream)));
+	/* After dep_state: the status line sent with READY=1 reads it. */
+	if (r == s->env.redis && st != REDIS_STATE_CONNECTING && !s->tried_redis) {
+		s->tried_redis = true;
+		maybe_ready(s);
+	}
 	if (r == s->env.streamconn && st == REDIS_STATE_READY && s->env.stream)
 		stream_ready(s->env.stream);
 	/* One connection back means the server is back: the others need not
