@@ -813,8 +813,10 @@ struct ev_job {
 	char *name;
 	int threshold;
 	int64_t received_ms;
-	int64_t received_us; /* wall clock, for event-to-socket */
-	uint64_t received_ns; /* uv_hrtime(), for the processing time */
+	/* The receipt again, for the histograms: wall clock (event to socket)
+	 * and uv_hrtime() (processing time). */
+	int64_t received_us;
+	uint64_t received_ns;
 	alerts_done_fn done; /* the durable input waits for the outcome */
 	void *done_arg;
 	int status; /* ALERTS_* */

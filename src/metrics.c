@@ -61,9 +61,8 @@ static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {
  * few sockets takes 50-500 us, a MySQL query or a busy fan-out milliseconds,
  * and anything past a second is an outage, not a latency.
  */
-static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-					0.01,	0.025,	 0.05,	 0.1,	0.25,	0.5,
-					1,	2.5,	 5,	 10};
+static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+					0.05,	0.1,	 0.25,	 0.5,	1,	2.5,   5,    10};
 /* Alerts per resume replay: most resumes carry a handful; the history of
  * a busy user runs to thousands. */
 static const double replay_bounds[] = {0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000};
@@ -104,7 +103,7 @@ static const struct hist_desc {
 	const char *help;
 	const double *bounds;
 	unsigned nbounds;
-	const char *label;	       /* NULL: one series, no label */
+	const char *label;	   /* NULL: one series, no label */
 	const char *const *values; /* the label's values */
 	unsigned nvalues;
 } hist_desc[METRICS_HISTOGRAM_COUNT] = {
@@ -131,7 +130,6 @@ static const struct hist_desc {
 				 "Alerts carried by each resume (?since=) replay.", replay_bounds,
 				 NBOUNDS(replay_bounds), NULL, NULL, 1},
 };
-
 
 enum { STATUS_MIN = 100, STATUS_MAX = 599 };
 
@@ -191,8 +189,8 @@ void metrics_hist_render(const struct metrics_hist *h, struct buf *out, const ch
 	uint64_t cum = 0;
 	for (unsigned i = 0; i < h->nbounds; i++) {
 		cum += h->counts[i];
-		buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
-			   h->bounds[i], (unsigned long long)cum);
+		buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, h->bounds[i],
+			   (unsigned long long)cum);
 	}
 	cum += h->counts[h->nbounds];
 	buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
@@ -304,7 +302,8 @@ static void render_histograms(struct buf *out)
 		for (unsigned v = 0; v < d->nvalues; v++) {
 			char labels[64] = "";
 			if (d->label)
-				snprintf(labels, sizeof labels, "%s=\"%s\"", d->label, d->values[v]);
+				snprintf(labels, sizeof labels, "%s=\"%s\"", d->label,
+					 d->values[v]);
 			metrics_hist_render(&m.hist[h][v], out, d->name, labels);
 		}
 	}

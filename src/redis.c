@@ -429,7 +429,8 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 	}
 	char why[160];
 	if (p->kind == PENDING_USER || p->kind == PENDING_HEALTH)
-		metrics_observe(METRICS_H_DEP_COMMAND, r->dep, metrics_seconds(p->sent_ns, uv_hrtime()));
+		metrics_observe(METRICS_H_DEP_COMMAND, r->dep,
+				metrics_seconds(p->sent_ns, uv_hrtime()));
 	switch (p->kind) {
 	case PENDING_USER: {
 		/* Sentinel demoted the node under us: the caller gets its error,

@@ -101,8 +101,7 @@ static void test_exposition_has_every_series(void **state)
 	metrics_render(&out);
 	const char *t = out.data;
 	assert_non_null(strstr(t, "# TYPE stockalert_http_request_seconds histogram\n"));
-	assert_true(
-	    value_of(t, "stockalert_http_request_seconds_count{route=\"product\"} ") == 1);
+	assert_true(value_of(t, "stockalert_http_request_seconds_count{route=\"product\"} ") == 1);
 	assert_true(value_of(t, "stockalert_http_request_seconds_count{route=\"none\"} ") == 0);
 	assert_true(value_of(t, "stockalert_ws_replay_alerts_bucket{le=\"2\"} ") == 0);
 	assert_true(value_of(t, "stockalert_ws_replay_alerts_bucket{le=\"5\"} ") == 1);
