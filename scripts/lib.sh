@@ -39,7 +39,7 @@ sa_apt_install() {
 		$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
 		SA_APT_UPDATED=1
 	fi
-	local policy=/usr/sbin/policy-rc.d ours= rc=0
+	local policy=/usr/sbin/policy-rc.d ours='' rc=0
 	if [ ! -e "$policy" ]; then
 		printf '#!/bin/sh\n# sa_apt_install: no service starts during the install\nexit 101\n' |
 			$sudo tee "$policy" >/dev/null && $sudo chmod 0755 "$policy" && ours=1

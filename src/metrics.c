@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "stockalert/version.h"
@@ -311,19 +312,28 @@ static void render_histograms(struct buf *out)
 
 /* Prometheus's standard process metrics that the alert rules need: the fd
  * table fills before ws.max_connections when LimitNOFILE is too low. */
+static long long count_open_fds(void)
+{
+	/* Linux 6.2 and later give the count as the directory's size; older
+	 * kernels need the scan, which takes ~10 ms at 18,000 sockets. */
+	struct stat st;
+	if (stat("/proc/self/fd", &st) == 0 && st.st_size > 0)
+		return (long long)st.st_size;
+	DIR *dir = opendir("/proc/self/fd");
+	if (!dir)
+		return -1;
+	long long n = 0;
+	const struct dirent *e;
+	while ((e = readdir(dir)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n - 1; /* the directory's own fd */
+}
+
 static void render_process(struct buf *out)
 {
-	long long open_fds = -1;
-	DIR *dir = opendir("/proc/self/fd");
-	if (dir) {
-		open_fds = 0;
-		const struct dirent *e;
-		while ((e = readdir(dir)))
-			if (e->d_name[0] != '.')
-				open_fds++;
-		closedir(dir);
-		open_fds--; /* the directory's own fd */
-	}
+	long long open_fds = count_open_fds();
 	struct rlimit rl;
 	long long max_fds = -1;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)

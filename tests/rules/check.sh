@@ -13,7 +13,7 @@ promtool test rules "$tests"
 # promtool only runs the cases it is given: an alert without a case of its
 # own would pass unseen.
 status=0
-for a in $(sed -n 's/^ *- alert: *\([A-Za-z0-9_]*\).*/\1/p' "$rules"); do
+while read -r a; do
 	cases=$(grep -A2 -E "alertname: $a\$" "$tests" || true)
 	if ! grep -q 'exp_alerts: \[\]' <<<"$cases"; then
 		echo "$tests: no case where $a does not fire" >&2
@@ -23,5 +23,5 @@ for a in $(sed -n 's/^ *- alert: *\([A-Za-z0-9_]*\).*/\1/p' "$rules"); do
 		echo "$tests: no case where $a fires" >&2
 		status=1
 	fi
-done
+done < <(sed -n 's/^ *- alert: *\([A-Za-z0-9_]*\).*/\1/p' "$rules")
 exit $status
