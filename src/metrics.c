@@ -60,7 +60,7 @@ static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {
 /*
  * Latency buckets, in seconds: a loopback Redis round trip or a fan-out to a
  * few sockets takes 50-500 us, a MySQL query or a busy fan-out milliseconds,
- * and anything past a second is an outage, not a latency.
+ * and past 10 s it is an outage, not a latency.
  */
 static const double latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 					0.05,	0.1,	 0.25,	 0.5,	1,	2.5,   5,    10};
@@ -227,6 +227,8 @@ void metrics_alert_written(int64_t origin_us, enum metrics_origin origin)
 {
 	/* A producer clock ahead of ours would give a negative latency: it
 	 * counts as 0, in the lowest bucket, rather than vanish. */
+	if ((unsigned)origin >= METRICS_ORIGIN_COUNT)
+		return;
 	int64_t d = metrics_wall_us() - origin_us;
 	metrics_hist_observe(&m.hist[METRICS_H_EVENT_TO_SOCKET][origin],
 			     d > 0 ? (double)d / 1e6 : 0.0);
