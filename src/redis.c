@@ -520,6 +520,9 @@ static void on_subscribe_reply(redisAsyncContext *ac, void *reply_, void *privda
 		return;
 	}
 	bool ready = p->kind == PENDING_SUBSCRIBE && p->last;
+	if (p->kind == PENDING_HEALTH)
+		metrics_observe(METRICS_H_DEP_COMMAND, r->dep,
+				metrics_seconds(p->sent_ns, uv_hrtime()));
 	mem_free(p);
 	if (ready)
 		become_ready(r);

@@ -7,7 +7,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-	alertsKit, wsAlerts, wsWaitFor, apiCall, parsePrometheus, randomId, cleanStopChecker,
+	alertsKit, wsAlerts, wsWaitFor, waitFor, apiCall, parsePrometheus, randomId, cleanStopChecker,
 	eventId as eid,
 } from './lib/harness.mjs';
 
@@ -157,6 +157,12 @@ describe('metrics histograms', () => {
 		for (const dep of ['redis', 'mysql']) {
 			assert.ok(val(m1, `${D}_count`, { dep }) > 0, `${dep} round trips observed`);
 			assertHistogram(m1, D, { dep });
+		}
+		// The other two connections: the stream's blocking reads, and the
+		// pub/sub connection's health check (every 5 s).
+		for (const dep of ['redis_stream', 'redis_pubsub']) {
+			await waitFor(async () => val(await scrape(kit), `${D}_count`, { dep }) > 0,
+				{ timeout: 20000, what: `${dep} round trips observed` });
 		}
 		assert.equal(val(m1, 'stockalert_ws_max_connections'), 777);
 		assert.ok(val(m1, 'process_open_fds') > 0);
