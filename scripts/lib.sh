@@ -15,11 +15,18 @@ sa_die() { sa_log "error: $*"; exit 1; }
 SA_BUILD_PKGS="cmake make pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev libsystemd-dev
 	redis-server mariadb-server curl"
+# dpkg-dev file lintian systemd: the package test; prometheus: for promtool
+# (checks /metrics and conf/prometheus-rules.yml).
 SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel cppcheck clang-format python3 openssl
-	dpkg-dev file lintian systemd"
+	dpkg-dev file lintian systemd prometheus"
 
 # sa_apt_install PKG...: installs the packages that are not installed yet;
 # runs `apt-get update` at most once per invocation, and only if needed.
+# Services the packages ship (prometheus, redis-server, mariadb) are not
+# started: without systemd, their postinst would start them through
+# invoke-rc.d and leave them listening on fixed ports (prometheus on :9090).
+# A policy-rc.d that refuses every start is put in place for the install when
+# the machine has none (Debian's container images ship one).
 sa_apt_install() {
 	local missing=() p
 	for p in "$@"; do
@@ -35,8 +42,15 @@ sa_apt_install() {
 		$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q || return 1
 		SA_APT_UPDATED=1
 	fi
+	local policy=/usr/sbin/policy-rc.d ours='' rc=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# sa_apt_install: no service starts during the install\nexit 101\n' |
+			$sudo tee "$policy" >/dev/null && $sudo chmod 0755 "$policy" && ours=1
+	fi
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		"${missing[@]}"
+		"${missing[@]}" || rc=$?
+	[ -z "$ours" ] || $sudo rm -f "$policy"
+	return $rc
 }
 
 # node and npm: the Debian `npm` package conflicts with a nodejs coming from

@@ -814,6 +814,10 @@ struct ev_job {
 	char *name;
 	int threshold;
 	int64_t received_ms;
+	/* The receipt again, for the histograms: wall clock (event to socket)
+	 * and uv_hrtime() (processing time). */
+	int64_t received_us;
+	uint64_t received_ns;
 	alerts_done_fn done; /* the durable input waits for the outcome */
 	void *done_arg;
 	int status; /* ALERTS_* */
@@ -846,6 +850,7 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 		goto out;
 	}
 	j->status = ALERTS_PROCESSED;
+	metrics_observe(METRICS_H_EVENT_PROCESS, 0, metrics_seconds(j->received_ns, uv_hrtime()));
 	const char *kind_name = reply_str(reply->element[0]);
 	const char *id = reply_str(reply->element[1]);
 	const char *prev = reply_str(reply->element[2]);
@@ -874,6 +879,8 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 				   al.prev, j->ev.event_id, ts),
 			al.order);
 	if (al.msg) {
+		al.msg->origin_us = j->ev.has_ts ? j->ev.ts_ms * 1000 : j->received_us;
+		al.msg->origin = j->ev.has_ts ? METRICS_ORIGIN_TS : METRICS_ORIGIN_RECEIPT;
 		note_seen(a, al.id, al.order);
 		deliver(a, &al);
 		hub_msg_unref(al.msg);
@@ -954,6 +961,8 @@ void alerts_process(struct alerts *a, const char *payload, size_t len, alerts_do
 	}
 	j->a = a;
 	j->received_ms = now_ms();
+	j->received_us = metrics_wall_us();
+	j->received_ns = uv_hrtime();
 	j->done = done;
 	j->done_arg = arg;
 	j->status = ALERTS_FAILED;

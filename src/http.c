@@ -46,6 +46,7 @@ struct route {
 	const char *path; /* exact path, or prefix when it ends with '/' */
 	unsigned methods; /* enum method_bit */
 	route_fn fn;
+	enum metrics_route metric; /* its label in stockalert_http_request_seconds */
 };
 
 struct http_req {
@@ -57,6 +58,7 @@ struct http_req {
 	char cors_origin[ORIGIN_MAX]; /* a listed Origin to allow, or "" */
 	char path[PATH_MAX_LEN];
 	const struct route *route;
+	uint64_t t0_ns; /* uv_hrtime() at the request line */
 	struct buf body_in;
 	/* response */
 	int status;
@@ -195,14 +197,14 @@ static void handle_readyz(struct http_req *r, struct http_env *env);
 static void handle_metrics(struct http_req *r, struct http_env *env);
 
 static const struct route routes[] = {
-    {"/healthz", M_GET, handle_healthz},
-    {"/readyz", M_GET, handle_readyz},
-    {"/metrics", M_GET, handle_metrics},
-    {"/api/products/", M_GET, api_get_product},
-    {"/api/me/subscriptions", M_GET, api_list_subscriptions},
-    {"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription},
-    {"/api/me/alerts", M_GET, api_list_alerts},
-    {"/api/inventory/events", M_POST, api_post_event},
+    {"/healthz", M_GET, handle_healthz, METRICS_ROUTE_HEALTHZ},
+    {"/readyz", M_GET, handle_readyz, METRICS_ROUTE_READYZ},
+    {"/metrics", M_GET, handle_metrics, METRICS_ROUTE_METRICS},
+    {"/api/products/", M_GET, api_get_product, METRICS_ROUTE_PRODUCT},
+    {"/api/me/subscriptions", M_GET, api_list_subscriptions, METRICS_ROUTE_SUBSCRIPTIONS},
+    {"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription, METRICS_ROUTE_SUBSCRIPTION},
+    {"/api/me/alerts", M_GET, api_list_alerts, METRICS_ROUTE_ALERTS},
+    {"/api/inventory/events", M_POST, api_post_event, METRICS_ROUTE_EVENTS},
 };
 
 size_t http_session_size(void)
@@ -263,6 +265,8 @@ void http_reply(struct http_req *r, int status, const char *content_type, const 
 	if (body && len)
 		buf_append(&r->body_out, body, len);
 	metrics_http_response(status);
+	metrics_observe(METRICS_H_HTTP_REQUEST, r->route ? r->route->metric : METRICS_ROUTE_NONE,
+			metrics_seconds(r->t0_ns, uv_hrtime()));
 	lws_callback_on_writable(r->wsi);
 }
 
@@ -456,6 +460,7 @@ static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
 	int urilen;
 
 	r->wsi = wsi;
+	r->t0_ns = uv_hrtime();
 	buf_init(&r->body_in);
 	buf_init(&r->body_out);
 	buf_init(&r->extra_headers);

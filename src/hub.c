@@ -124,6 +124,7 @@ struct hub_msg *hub_msg_new(const struct hub *h, const char *data, size_t len)
 
 	m->refs = 1;
 	m->order = 0;
+	m->origin_us = 0;
 	m->len = len;
 	m->data = (char *)(m + 1) + h->headroom;
 	if (len)

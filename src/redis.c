@@ -36,6 +36,7 @@ struct pending {
 	enum pending_kind kind;
 	bool last;	   /* last reply of the handshake or of the SUBSCRIBE batch */
 	uint64_t deadline; /* uv_now() time after which the connection is dropped */
+	uint64_t sent_ns;  /* uv_hrtime() when queued, for the round-trip histogram */
 	redis_reply_fn cb;
 	void *arg;
 };
@@ -72,6 +73,7 @@ struct redis {
 	redis_state_fn on_state;
 	void *arg;
 
+	enum metrics_dep dep;
 	enum redis_state state;
 	bool started;
 	unsigned attempt;      /* counts connection steps, to spot stale lookups */
@@ -322,6 +324,7 @@ static struct pending *new_pending(struct redis *r, enum pending_kind kind, unsi
 	struct pending *p = mem_calloc(1, sizeof *p);
 	p->kind = kind;
 	p->deadline = uv_now(r->loop) + timeout_ms;
+	p->sent_ns = uv_hrtime();
 	return p;
 }
 
@@ -425,6 +428,9 @@ static void on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 		return;
 	}
 	char why[160];
+	if (p->kind == PENDING_USER || p->kind == PENDING_HEALTH)
+		metrics_observe(METRICS_H_DEP_COMMAND, r->dep,
+				metrics_seconds(p->sent_ns, uv_hrtime()));
 	switch (p->kind) {
 	case PENDING_USER: {
 		/* Sentinel demoted the node under us: the caller gets its error,
@@ -514,6 +520,9 @@ static void on_subscribe_reply(redisAsyncContext *ac, void *reply_, void *privda
 		return;
 	}
 	bool ready = p->kind == PENDING_SUBSCRIBE && p->last;
+	if (p->kind == PENDING_HEALTH)
+		metrics_observe(METRICS_H_DEP_COMMAND, r->dep,
+				metrics_seconds(p->sent_ns, uv_hrtime()));
 	mem_free(p);
 	if (ready)
 		become_ready(r);
@@ -1054,6 +1063,7 @@ struct redis *redis_new(uv_loop_t *loop, const struct redis_options *opts, redis
 	struct redis *r = mem_calloc(1, sizeof *r);
 	r->loop = loop;
 	r->name = mem_strdup(opts->name ? opts->name : "redis");
+	r->dep = opts->dep;
 	if (sentinel) {
 		r->master_name = mem_strdup(opts->sentinel_master);
 		r->sentinels = sentinels;

@@ -579,6 +579,7 @@ static void create_deps(struct server *s)
 	};
 	s->env.redis = redis_new(&s->loop, &ro, on_redis_state, s);
 	ro.name = "redis-pubsub";
+	ro.dep = METRICS_DEP_REDIS_PUBSUB;
 	s->env.pubsub = redis_new(&s->loop, &ro, on_redis_state, s);
 	for (size_t i = 0; i < N_CHANNELS; i++) {
 		struct channel_sub *c = &s->channels[i];
@@ -598,6 +599,7 @@ static void create_deps(struct server *s)
 	};
 	s->env.store = store_new(&s->loop, &so, on_store_state, s);
 	ro.name = "redis-stream";
+	ro.dep = METRICS_DEP_REDIS_STREAM;
 	/* XREADGROUP blocks up to 1 s: the timeout must leave room for it. */
 	ro.command_timeout_ms = 5000;
 	s->env.streamconn = redis_new(&s->loop, &ro, on_redis_state, s);

@@ -13,6 +13,7 @@
 #include "stockalert/backoff.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
+#include "stockalert/metrics.h"
 
 #define MOD "store"
 
@@ -92,6 +93,7 @@ struct store {
 	struct job setup_job;
 
 	struct job *cur; /* the job whose statement is on the wire */
+	uint64_t cur_ns; /* uv_hrtime() when it went, for the round-trip histogram */
 	struct job *head;
 	struct job *tail;
 	struct job *urgent_tail; /* last queued urgent job; they run first */
@@ -367,6 +369,7 @@ static void on_deadline(uv_timer_t *t)
 static void job_run(struct store *s, struct job *j)
 {
 	s->cur = j;
+	s->cur_ns = uv_hrtime();
 	wait_stop(s);
 	uv_timer_start(&s->deadline, on_deadline, s->query_timeout_ms, 0);
 	s->op = OP_QUERY;
@@ -534,6 +537,8 @@ static void job_complete(struct store *s, struct store_result *res, const char *
 
 	s->cur = NULL;
 	uv_timer_stop(&s->deadline);
+	metrics_observe(METRICS_H_DEP_COMMAND, METRICS_DEP_MYSQL,
+			metrics_seconds(s->cur_ns, uv_hrtime()));
 	if (!j->cb) {
 		result_free(res);
 		setup_step(s, err);

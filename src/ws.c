@@ -447,6 +447,7 @@ void ws_init(struct http_env *env, uv_loop_t *loop)
 	wheel_init(&clock_.expiry, clock_.now);
 	wheel_init(&clock_.heartbeat, clock_.now);
 	clock_.env = env;
+	metrics_gauge_set(METRICS_WS_MAX_CONNECTIONS, env->cfg->ws.max_connections);
 	uv_timer_init(loop, &clock_.timer);
 	uv_timer_start(&clock_.timer, on_clock_tick, 1000, 1000);
 	clock_.running = true;
@@ -503,6 +504,7 @@ static void on_replay(int status, json_t *alerts, bool recovered, json_t *snapsh
 				pre_add_json(s, env, json_incref(al), order);
 				count++;
 			}
+			metrics_observe(METRICS_H_REPLAY_ALERTS, 0, (double)count);
 		} else {
 			/* Not pretending: the state now instead of a history
 			 * with holes. */
@@ -904,6 +906,8 @@ static int on_writeable(struct ws_session *s)
 	int n = lws_write(s->wsi, (unsigned char *)m->data, m->len, LWS_WRITE_TEXT);
 	if (n < (int)m->len)
 		return -1;
+	if (m->origin_us)
+		metrics_alert_written(m->origin_us, m->origin);
 	if (from_pre) {
 		hub_msg_unref(m);
 		if (++s->pre->pos == s->pre->n)
@@ -970,6 +974,8 @@ static bool write_live(struct ws_session *s, const struct hub_msg *m)
 		lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 		return false;
 	}
+	if (m->origin_us)
+		metrics_alert_written(m->origin_us, m->origin);
 	return true;
 }
 

@@ -27,6 +27,11 @@ struct hub_msg {
 	 * socket that resumed can skip what its replay already carried; 0 for
 	 * everything else. */
 	uint64_t order;
+	/* For the alert of an event delivered live: when the event happened,
+	 * wall clock in us (its ts, or its receipt: origin, enum
+	 * metrics_origin), for the event-to-socket histogram; 0 otherwise. */
+	int64_t origin_us;
+	unsigned origin;
 	size_t len; /* payload bytes */
 	char *data; /* payload; data - headroom .. data is writable */
 };

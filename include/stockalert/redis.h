@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <uv.h>
 
+#include "stockalert/metrics.h"
+
 enum redis_state {
 	REDIS_STATE_DISCONNECTED, /* waiting for the backoff timer */
 	REDIS_STATE_CONNECTING,	  /* Sentinel query, TCP connect, AUTH, SELECT, ROLE */
@@ -49,6 +51,7 @@ struct redis_options {
 	const char *sentinel_master;  /* master name; NULL = connect to host:port */
 	const char *const *sentinels; /* "host:port" or "[v6]:port", asked in turn */
 	size_t n_sentinels;	      /* at least 1 when sentinel_master is set */
+	enum metrics_dep dep;	      /* label of its command round trips in the metrics */
 };
 
 /* reply is NULL when the command failed: not connected, timed out, or the
