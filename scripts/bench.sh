@@ -43,6 +43,9 @@ start_daemon() {
 	(
 		ulimit -n "$(ulimit -Hn)"
 		cd "$run"
+		# SA_BENCH_PRELOAD=LIB: the daemons only run with LIB preloaded
+		# (another malloc, to compare allocators on the same build).
+		[ -n "${SA_BENCH_PRELOAD:-}" ] && export LD_PRELOAD=$SA_BENCH_PRELOAD
 		exec "$bin" -c "$run/$name.json"
 	) </dev/null >>"$run/$name.log" 2>&1 &
 	pid=$!
@@ -178,7 +181,8 @@ t_start=$SECONDS
 sa_free_port >"$run/stockalertd.port"
 cat >"$run/stockalertd.json" <<JSON
 {
-	"listen": {"host": "127.0.0.1", "port": $(cat "$run/stockalertd.port")},
+	"listen": {"host": "127.0.0.1", "port": $(cat "$run/stockalertd.port"),
+		"max_connections_per_address": 0},
 	"auth": {"algorithm": "HS256", "secret_file": "$run/jwt.secret"},
 	"redis": {"host": "127.0.0.1", "port": $SA_TEST_REDIS_PORT, "prefix": "$prefix"},
 	"mysql": {"host": "127.0.0.1", "port": $SA_TEST_MYSQL_PORT, "user": "$SA_TEST_MYSQL_USER",

@@ -11,7 +11,7 @@ sa_die() { sa_log "error: $*"; exit 1; }
 
 # Packages a fresh Debian 12 needs to build, test and run stockalert.
 SA_BUILD_PKGS="cmake make pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
-	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev
+	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev libjemalloc-dev
 	redis-server mariadb-server curl"
 SA_TEST_PKGS="clang libclang-rt-14-dev libcmocka-dev redis-sentinel cppcheck clang-format python3 openssl"
 

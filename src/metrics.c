@@ -38,6 +38,10 @@ static const struct metric_desc counter_desc[METRICS_COUNTER_COUNT] = {
 			       "Subscribers released by the fair-release waves this instance ran."},
     [METRICS_FAIR_STOPPED] = {"stockalert_fair_cycles_stopped_total",
 			      "Fair-release cycles stopped because the product sold out."},
+    [METRICS_CONNECTIONS_REFUSED_ADDRESS] =
+	{"stockalert_connections_refused_per_address_total",
+	 "Connections answered 503 at accept: their address held "
+	 "listen.max_connections_per_address already."},
 };
 
 static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {

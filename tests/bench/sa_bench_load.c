@@ -1121,9 +1121,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!ntargets || !pub || opt.n <= 0 || opt.src <= 0 || opt.window < 0 || opt.settle_s < 0 ||
-	    opt.rounds <= 0 || opt.per <= 0 ||
-	    opt.products < opt.per || !nservers || server_pids[0] <= 0 ||
-	    (opt.restart_cmd && (ntargets > 1 || nservers > 1)) ||
+	    opt.rounds <= 0 || opt.per <= 0 || opt.products < opt.per || !nservers ||
+	    server_pids[0] <= 0 || (opt.restart_cmd && (ntargets > 1 || nservers > 1)) ||
 	    (opt.mode == MODE_SA && !opt.secret_file && !opt.rsa_key_file))
 		usage();
 	parse_hostport(pub, opt.pub_host, sizeof opt.pub_host, &opt.pub_port);

@@ -1,0 +1,221 @@
+#include "stockalert/peers.h"
+
+#include <arpa/inet.h>
+#include <libwebsockets.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "stockalert/dict.h"
+#include "stockalert/log.h"
+#include "stockalert/mem.h"
+#include "stockalert/metrics.h"
+
+#define MOD	    "peers"
+/* Reads of what a refused client already sent, so that closing does not
+ * answer its request with a reset that could discard our 503 (RFC 9293
+ * §3.6: a close with unread data resets). */
+#define DRAIN_READS 4
+
+struct peer {
+	unsigned count;
+	char key[INET6_ADDRSTRLEN]; /* found again by it at close: the socket is gone */
+};
+
+struct peers {
+	struct dict *by_addr; /* address text -> struct peer */
+	unsigned max;	      /* 0: no limit */
+	char **unlimited;     /* as addr_key() writes them */
+	size_t n_unlimited;
+	/* The filter admitted a socket; lws creates its wsi next. */
+	bool pending;
+	struct peer *admitted; /* NULL for an unlimited address */
+	uint64_t churn;
+	char refusal[512];
+	size_t refusal_len;
+};
+
+/* Marks the wsi of an unlimited address: counted in churn only. */
+static struct peer unlimited_peer;
+
+/* The address as text, IPv4-mapped IPv6 written as IPv4, so that one client
+ * is one key whichever way the socket sees it. */
+static bool addr_key(const struct sockaddr *sa, socklen_t salen, char *out, size_t outlen)
+{
+	if (sa->sa_family == AF_INET && salen >= (socklen_t)sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		return inet_ntop(AF_INET, &in->sin_addr, out, (socklen_t)outlen) != NULL;
+	}
+	if (sa->sa_family == AF_INET6 && salen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			return inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], out,
+					 (socklen_t)outlen) != NULL;
+		return inet_ntop(AF_INET6, &in6->sin6_addr, out, (socklen_t)outlen) != NULL;
+	}
+	return false;
+}
+
+/* A configured address in the form addr_key() writes, or NULL. */
+static char *normalize(const char *text)
+{
+	char out[INET6_ADDRSTRLEN];
+	struct sockaddr_in in = {.sin_family = AF_INET};
+	struct sockaddr_in6 in6 = {.sin6_family = AF_INET6};
+
+	if (inet_pton(AF_INET, text, &in.sin_addr) == 1 &&
+	    addr_key((struct sockaddr *)&in, sizeof in, out, sizeof out))
+		return mem_strdup(out);
+	if (inet_pton(AF_INET6, text, &in6.sin6_addr) == 1 &&
+	    addr_key((struct sockaddr *)&in6, sizeof in6, out, sizeof out))
+		return mem_strdup(out);
+	return NULL;
+}
+
+struct peers *peers_new(int max_per_address, char *const *unlimited, size_t n_unlimited)
+{
+	static const char body[] = "{\"error\":{\"code\":\"too_many_connections\","
+				   "\"message\":\"connection limit for this address reached\"}}";
+	struct peers *p = mem_calloc(1, sizeof *p);
+
+	p->by_addr = dict_new();
+	p->max = max_per_address > 0 ? (unsigned)max_per_address : 0;
+	p->unlimited = mem_calloc(n_unlimited ? n_unlimited : 1, sizeof *p->unlimited);
+	for (size_t i = 0; i < n_unlimited; i++) {
+		char *a = normalize(unlimited[i]);
+		if (!a) {
+			log_warn(MOD, "listen.unlimited_addresses: %s is not an address; ignored",
+				 unlimited[i]);
+			continue;
+		}
+		p->unlimited[p->n_unlimited++] = a;
+	}
+	int n = snprintf(p->refusal, sizeof p->refusal,
+			 "HTTP/1.1 503 Service Unavailable\r\n"
+			 "content-type: application/json\r\n"
+			 "content-length: %zu\r\n"
+			 "retry-after: 5\r\n"
+			 "connection: close\r\n\r\n%s",
+			 sizeof body - 1, body);
+	p->refusal_len = n > 0 && (size_t)n < sizeof p->refusal ? (size_t)n : 0;
+	return p;
+}
+
+static int free_peer(const char *key, void *value, void *arg)
+{
+	(void)key;
+	(void)arg;
+	mem_free(value);
+	return 0;
+}
+
+void peers_free(struct peers *p)
+{
+	if (!p)
+		return;
+	dict_each(p->by_addr, free_peer, NULL);
+	dict_free(p->by_addr);
+	for (size_t i = 0; i < p->n_unlimited; i++)
+		mem_free(p->unlimited[i]);
+	mem_free(p->unlimited);
+	mem_free(p);
+}
+
+static void release_entry(struct peers *p, struct peer *e)
+{
+	if (--e->count == 0) {
+		dict_del(p->by_addr, e->key);
+		mem_free(e);
+	}
+}
+
+/* Writes the 503 on a socket lws has not adopted, which it then closes. */
+static void refuse(struct peers *p, int fd)
+{
+	char sink[4096];
+	if (p->refusal_len)
+		(void)send(fd, p->refusal, p->refusal_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	for (int i = 0; i < DRAIN_READS; i++)
+		if (recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+			break;
+	shutdown(fd, SHUT_WR);
+}
+
+bool peers_admit(struct peers *p, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	char key[INET6_ADDRSTRLEN];
+
+	/* A socket admitted earlier whose wsi never came (its adoption
+	 * failed): it is closed already. */
+	if (p->pending && p->admitted)
+		release_entry(p, p->admitted);
+	p->pending = false;
+	p->admitted = NULL;
+
+	if (!addr_key(sa, salen, key, sizeof key)) {
+		/* Not IP (a Unix socket, say): nothing to count it against. */
+		p->pending = true;
+		p->churn++;
+		return true;
+	}
+	for (size_t i = 0; i < p->n_unlimited; i++) {
+		if (strcmp(key, p->unlimited[i]) == 0) {
+			p->pending = true;
+			p->churn++;
+			return true;
+		}
+	}
+	if (!p->max) {
+		p->pending = true;
+		p->churn++;
+		return true;
+	}
+	struct peer *e = dict_get(p->by_addr, key);
+	if (e && e->count >= p->max) {
+		metrics_inc(METRICS_CONNECTIONS_REFUSED_ADDRESS);
+		metrics_http_response(503);
+		refuse(p, fd);
+		return false;
+	}
+	if (!e) {
+		e = mem_calloc(1, sizeof *e);
+		memcpy(e->key, key, sizeof e->key);
+		dict_set(p->by_addr, key, e);
+	}
+	if (++e->count == p->max)
+		log_info(MOD, "%s holds %u connections, the limit: more are refused", key, p->max);
+	p->pending = true;
+	p->admitted = e;
+	p->churn++;
+	return true;
+}
+
+void peers_bind(struct peers *p, struct lws *wsi)
+{
+	if (!p->pending)
+		return; /* a wsi lws made for itself (the listener, say) */
+	lws_set_opaque_user_data(wsi, p->admitted ? (void *)p->admitted : (void *)&unlimited_peer);
+	p->pending = false;
+	p->admitted = NULL;
+}
+
+void peers_release(struct peers *p, struct lws *wsi)
+{
+	struct peer *e = lws_get_opaque_user_data(wsi);
+	if (!e)
+		return;
+	lws_set_opaque_user_data(wsi, NULL);
+	p->churn++;
+	if (e != &unlimited_peer)
+		release_entry(p, e);
+}
+
+uint64_t peers_churn(const struct peers *p)
+{
+	return p->churn;
+}
+
+size_t peers_addresses(const struct peers *p)
+{
+	return dict_size(p->by_addr);
+}
