@@ -118,7 +118,7 @@ static const struct entry table[] = {
 	  1000000),
     E_ARR("listen.unlimited_addresses", listen.unlimited_addresses, listen.n_unlimited_addresses,
 	  default_unlimited, 64, 64, ipaddr_valid, "a numeric IPv4 or IPv6 address"),
-    /* lws's max_http_header_pool is an unsigned short; 0 = no bound. */
+    /* Handshakes under way before accepting pauses (peers.h); 0 = no bound. */
     E_INT("listen.max_pending_handshakes", listen.max_pending_handshakes, 256, 0, 65535),
 
     E_NSTR("tls.cert_file", tls.cert_file, PATH_LEN_MAX, 0),

@@ -526,6 +526,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
+		if (env->peers)
+			peers_settled(env->peers, wsi);
 		/* A keep-alive connection reuses the same pss for the next
 		 * request: drop what the previous one left. */
 		async_detach(r);
@@ -573,7 +575,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		const struct lws_filter_network_conn_args *f = user;
 		if (!env->peers || !f)
 			return 0;
-		return peers_admit(env->peers, (int)f->accept_fd,
+		return peers_admit(env->peers, wsi, (int)f->accept_fd,
 				   (const struct sockaddr *)&f->cli_addr, f->clilen)
 			   ? 0
 			   : -1;

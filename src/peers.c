@@ -25,18 +25,45 @@ struct peer {
 struct peers {
 	struct dict *by_addr; /* address text -> struct peer */
 	unsigned max;	      /* 0: no limit */
+	/* Handshakes under way, and the door they may close. */
+	unsigned max_pending; /* 0: no bound */
+	unsigned limit;	      /* the bound now: max_pending, more after stalls */
+	unsigned pending;
+	uint64_t ended;	      /* handshakes ended (settled or closed), ever */
+	uint64_t ended_tick;  /* ... at the last tick that saw one end */
+	unsigned still_ticks; /* ticks paused with none ended since */
+	struct lws *listener; /* its wsi, learnt from the filter */
+	bool paused;	      /* not accepting */
 	char **unlimited;     /* as addr_key() writes them */
 	size_t n_unlimited;
-	/* The filter admitted a socket; lws creates its wsi next. */
-	bool pending;
+	/* The filter admitted a socket; lws adopts it next. */
+	bool bind_pending;
 	struct peer *admitted; /* NULL for an unlimited address */
 	uint64_t churn;
 	char refusal[512];
 	size_t refusal_len;
 };
 
-/* Marks the wsi of an unlimited address: counted in churn only. */
-static struct peer unlimited_peer;
+/* Marks the wsi of an unlimited address: not counted per address. */
+static _Alignas(16) struct peer unlimited_peer;
+
+/*
+ * A wsi's opaque pointer: its entry, with the low bit set once its handshake
+ * is over (entries are at least 16-byte aligned: the bit is free). A bit
+ * there rather than a field elsewhere keeps a connection's state at zero
+ * bytes of its own.
+ */
+#define SETTLED ((uintptr_t)1)
+
+static struct peer *entry_of(void *opaque)
+{
+	return (struct peer *)((uintptr_t)opaque & ~SETTLED);
+}
+
+static bool is_settled(void *opaque)
+{
+	return ((uintptr_t)opaque & SETTLED) != 0;
+}
 
 /* The address as text, IPv4-mapped IPv6 written as IPv4, so that one client
  * is one key whichever way the socket sees it. */
@@ -72,20 +99,22 @@ static char *normalize(const char *text)
 	return NULL;
 }
 
-struct peers *peers_new(int max_per_address, char *const *unlimited, size_t n_unlimited)
+struct peers *peers_new(const struct peers_options *o)
 {
 	static const char body[] = "{\"error\":{\"code\":\"too_many_connections\","
 				   "\"message\":\"connection limit for this address reached\"}}";
 	struct peers *p = mem_calloc(1, sizeof *p);
 
 	p->by_addr = dict_new();
-	p->max = max_per_address > 0 ? (unsigned)max_per_address : 0;
-	p->unlimited = mem_calloc(n_unlimited ? n_unlimited : 1, sizeof *p->unlimited);
-	for (size_t i = 0; i < n_unlimited; i++) {
-		char *a = normalize(unlimited[i]);
+	p->max = o->max_per_address > 0 ? (unsigned)o->max_per_address : 0;
+	p->max_pending = o->max_pending > 0 ? (unsigned)o->max_pending : 0;
+	p->limit = p->max_pending;
+	p->unlimited = mem_calloc(o->n_unlimited ? o->n_unlimited : 1, sizeof *p->unlimited);
+	for (size_t i = 0; i < o->n_unlimited; i++) {
+		char *a = normalize(o->unlimited[i]);
 		if (!a) {
 			log_warn(MOD, "listen.unlimited_addresses: %s is not an address; ignored",
-				 unlimited[i]);
+				 o->unlimited[i]);
 			continue;
 		}
 		p->unlimited[p->n_unlimited++] = a;
@@ -123,6 +152,8 @@ void peers_free(struct peers *p)
 
 static void release_entry(struct peers *p, struct peer *e)
 {
+	if (e == &unlimited_peer)
+		return;
 	if (--e->count == 0) {
 		dict_del(p->by_addr, e->key);
 		mem_free(e);
@@ -141,35 +172,67 @@ static void refuse(struct peers *p, int fd)
 	shutdown(fd, SHUT_WR);
 }
 
-bool peers_admit(struct peers *p, int fd, const struct sockaddr *sa, socklen_t salen)
+/* Accepting stops: lws leaves the listen socket unpolled, and its accept
+ * loop, which polls the socket itself, ends after the current one. */
+static void pause_accepting(struct peers *p)
+{
+	if (p->paused || !p->listener)
+		return;
+	p->paused = true;
+	lws_rx_flow_control(p->listener, 0);
+}
+
+static void resume_accepting(struct peers *p)
+{
+	if (!p->paused)
+		return;
+	p->paused = false;
+	lws_rx_flow_control(p->listener, 1);
+}
+
+static void handshake_ended(struct peers *p)
+{
+	p->pending--;
+	p->ended++;
+	if (p->pending <= p->max_pending / 2)
+		p->limit = p->max_pending;
+	if (p->pending <= p->limit / 2)
+		resume_accepting(p);
+}
+
+/* A socket let in, e its address's entry (NULL: not counted per address). */
+static bool admitted(struct peers *p, struct peer *e)
+{
+	p->bind_pending = true;
+	p->admitted = e;
+	p->churn++;
+	p->pending++;
+	if (p->max_pending && p->pending >= p->limit)
+		pause_accepting(p);
+	return true;
+}
+
+bool peers_admit(struct peers *p, struct lws *listener, int fd, const struct sockaddr *sa,
+		 socklen_t salen)
 {
 	char key[INET6_ADDRSTRLEN];
 
+	p->listener = listener;
 	/* A socket admitted earlier whose wsi never came (its adoption
 	 * failed): it is closed already. */
-	if (p->pending && p->admitted)
-		release_entry(p, p->admitted);
-	p->pending = false;
+	if (p->bind_pending) {
+		p->bind_pending = false;
+		release_entry(p, p->admitted ? p->admitted : &unlimited_peer);
+		handshake_ended(p);
+	}
 	p->admitted = NULL;
 
-	if (!addr_key(sa, salen, key, sizeof key)) {
-		/* Not IP (a Unix socket, say): nothing to count it against. */
-		p->pending = true;
-		p->churn++;
-		return true;
-	}
-	for (size_t i = 0; i < p->n_unlimited; i++) {
-		if (strcmp(key, p->unlimited[i]) == 0) {
-			p->pending = true;
-			p->churn++;
-			return true;
-		}
-	}
-	if (!p->max) {
-		p->pending = true;
-		p->churn++;
-		return true;
-	}
+	/* Not IP (a Unix socket, say): nothing to count it against. */
+	if (!addr_key(sa, salen, key, sizeof key) || !p->max)
+		return admitted(p, NULL);
+	for (size_t i = 0; i < p->n_unlimited; i++)
+		if (strcmp(key, p->unlimited[i]) == 0)
+			return admitted(p, NULL);
 	struct peer *e = dict_get(p->by_addr, key);
 	if (e && e->count >= p->max) {
 		metrics_inc(METRICS_CONNECTIONS_REFUSED_ADDRESS);
@@ -184,30 +247,58 @@ bool peers_admit(struct peers *p, int fd, const struct sockaddr *sa, socklen_t s
 	}
 	if (++e->count == p->max)
 		log_info(MOD, "%s holds %u connections, the limit: more are refused", key, p->max);
-	p->pending = true;
-	p->admitted = e;
-	p->churn++;
-	return true;
+	return admitted(p, e);
 }
 
 void peers_bind(struct peers *p, struct lws *wsi)
 {
-	if (!p->pending)
-		return; /* a wsi lws made for itself (the listener, say) */
+	if (!p->bind_pending)
+		return; /* a wsi lws made for itself */
 	lws_set_opaque_user_data(wsi, p->admitted ? (void *)p->admitted : (void *)&unlimited_peer);
-	p->pending = false;
+	p->bind_pending = false;
 	p->admitted = NULL;
+}
+
+void peers_settled(struct peers *p, struct lws *wsi)
+{
+	void *o = lws_get_opaque_user_data(wsi);
+	if (!o || is_settled(o))
+		return;
+	lws_set_opaque_user_data(wsi, (void *)((uintptr_t)o | SETTLED));
+	handshake_ended(p);
 }
 
 void peers_release(struct peers *p, struct lws *wsi)
 {
-	struct peer *e = lws_get_opaque_user_data(wsi);
-	if (!e)
+	void *o = lws_get_opaque_user_data(wsi);
+	if (!o)
 		return;
 	lws_set_opaque_user_data(wsi, NULL);
 	p->churn++;
-	if (e != &unlimited_peer)
-		release_entry(p, e);
+	if (!is_settled(o))
+		handshake_ended(p);
+	release_entry(p, entry_of(o));
+}
+
+void peers_tick(struct peers *p)
+{
+	if (!p->paused || p->ended != p->ended_tick) {
+		p->ended_tick = p->ended;
+		p->still_ticks = 0;
+		return;
+	}
+	if (++p->still_ticks < PEERS_STALL_TICKS)
+		return;
+	/* Nobody got through for a while: slow clients hold the places. Let
+	 * as many again in rather than keep the others out until those time
+	 * out; the bound returns to its size once half the backlog is through. */
+	p->still_ticks = 0;
+	p->limit += p->max_pending;
+	log_warn(MOD,
+		 "%u handshakes under way, none ended in %d ms (slow clients?): "
+		 "%u may be under way now",
+		 p->pending, PEERS_STALL_TICKS * PEERS_TICK_MS, p->limit);
+	resume_accepting(p);
 }
 
 uint64_t peers_churn(const struct peers *p)

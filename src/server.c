@@ -38,6 +38,7 @@
  * least QUIET_CHURN of them (a burst worth the few ms it takes). */
 #define QUIET_TICK_MS		      1000
 #define QUIET_CHURN		      256
+#define QUIET_EVERY		      (QUIET_TICK_MS / PEERS_TICK_MS)
 /* MySQL's ER_ACCESS_DENIED_ERROR and ER_DBACCESS_DENIED_ERROR. */
 #define ER_ACCESS_DENIED_ERROR_CODE   1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
@@ -67,7 +68,8 @@ struct server {
 	char *mysql_password;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t grace;
-	uv_timer_t quiet;	 /* see on_quiet_tick */
+	uv_timer_t quiet; /* see on_quiet_tick */
+	unsigned ticks;
 	uint64_t churn_tick;	 /* peers_churn() at the last tick */
 	uint64_t churn_released; /* ... at the last mem_release() */
 	bool stopping;
@@ -214,6 +216,10 @@ static void on_grace_expired(uv_timer_t *t);
 static void on_quiet_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
+	/* The same timer runs the handshake bound's stall check (peers.h). */
+	peers_tick(s->env.peers);
+	if (++s->ticks % QUIET_EVERY)
+		return;
 	uint64_t churn = peers_churn(s->env.peers);
 	if (churn == s->churn_tick && churn - s->churn_released >= QUIET_CHURN) {
 		uint64_t t0 = uv_hrtime();
@@ -364,11 +370,11 @@ static int create_lws(struct server *s, int *exit_code)
 	/* Room for an 8 KiB token in a header or the query string, so that
 	 * an oversized one is refused by auth with 401, not cut short. */
 	info.max_http_header_data = 12 * 1024;
-	/* Handshakes holding such a buffer at once; lws leaves the sockets
-	 * past it accepted but unread until one is free (none refused). Without
-	 * a bound, N clients connecting at the same moment took N buffers at
-	 * once, and the heap kept their holes (bench.sh, "N at once"). */
-	info.max_http_header_pool = (unsigned short)cfg->listen.max_pending_handshakes;
+	/* Each handshake under way holds one, and listen.max_pending_handshakes
+	 * bounds those (peers.h). lws's own bound, max_http_header_pool, stays
+	 * off: the sockets past it are accepted all the same and wait, each on
+	 * lws's timer list, and slow clients holding the pool would keep the
+	 * others waiting until their header timeout. */
 	s->lws = lws_create_context(&info);
 	raise_fd_limit();
 	s->env.lws = s->lws;
@@ -531,12 +537,15 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	}
 	metrics_init();
 	s->env.hub = hub_new(&ws_sink_ops, LWS_PRE, (size_t)cfg->ws.send_queue_max);
-	s->env.peers =
-	    peers_new(cfg->listen.max_connections_per_address, cfg->listen.unlimited_addresses,
-		      cfg->listen.n_unlimited_addresses);
+	s->env.peers = peers_new(&(struct peers_options){
+	    .max_per_address = cfg->listen.max_connections_per_address,
+	    .unlimited = cfg->listen.unlimited_addresses,
+	    .n_unlimited = cfg->listen.n_unlimited_addresses,
+	    .max_pending = cfg->listen.max_pending_handshakes,
+	});
 	uv_timer_init(&s->loop, &s->quiet);
 	s->quiet.data = s;
-	uv_timer_start(&s->quiet, on_quiet_tick, QUIET_TICK_MS, QUIET_TICK_MS);
+	uv_timer_start(&s->quiet, on_quiet_tick, PEERS_TICK_MS, PEERS_TICK_MS);
 	uv_unref((uv_handle_t *)&s->quiet);
 	if (create_lws(s, exit_code) != 0)
 		goto err_loop;

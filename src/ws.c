@@ -835,7 +835,11 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 		if (env->peers)
 			peers_bind(env->peers, wsi);
 		return 0;
-	case LWS_CALLBACK_ESTABLISHED: on_established(s, wsi, env); return 0;
+	case LWS_CALLBACK_ESTABLISHED:
+		if (env->peers)
+			peers_settled(env->peers, wsi);
+		on_established(s, wsi, env);
+		return 0;
 	case LWS_CALLBACK_RECEIVE_PONG: s->last_rx = now_s(); return 0;
 	case LWS_CALLBACK_RECEIVE: {
 		s->last_rx = now_s();

@@ -5,8 +5,10 @@
 // One address past its limit is answered 503 at accept and closed, while
 // other addresses (127.0.0.2, 127.0.0.3: all of 127/8 is loopback) still
 // connect; a place given back is taken again. Many upgrades at the same
-// moment against a tiny handshake bound all complete, none refused, and an
-// oversized token among them is still answered 401, never cut short.
+// moment against a tiny handshake bound all complete, none refused (the
+// rest wait in the listen backlog), silent clients cannot keep the others
+// out, and an oversized token among them is still answered 401, never cut
+// short.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -153,6 +155,30 @@ describe('handshake bound (max_pending_handshakes 2)', () => {
 			c.sock.resume();
 		});
 	}
+
+	test('clients that never send their request cannot hold the door shut', async (t) => {
+		const keep = tracked(t);
+		// Two silent connections fill the bound: accepting pauses.
+		const silent = [];
+		for (let i = 0; i < 2; i++) {
+			const c = rawConn(d.port, '127.0.0.1');
+			keep(c.sock);
+			await c.opened;
+			silent.push({ c, closed: false });
+			c.result.then(() => { silent[i].closed = true; });
+		}
+		// A client behind them waits in the listen backlog until the bound
+		// grows (no handshake ended for a second), not until the silent
+		// ones time out: it gets its hello while they are still open.
+		const tok = signJwt({ sub: 'behind-slow', exp: nowS() + 600 }, cfg.secret);
+		const c = await wsRawConnect(d.port, '/ws', { Authorization: `Bearer ${tok}` }, 60000);
+		keep(c.sock);
+		assert.equal(c.status, 101);
+		assert.equal((await helloOf(c)).user_id, 'behind-slow');
+		assert.deepEqual(silent.map((x) => x.closed), [false, false],
+			'the hello came only after the daemon dropped the silent clients');
+		assert.match(d.log(), /none ended in 1000 ms/);
+	});
 
 	test('200 upgrades at the same moment all complete; an oversized token among them gets 401',
 		async (t) => {
