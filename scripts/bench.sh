@@ -229,6 +229,7 @@ storm_rows() {
 		  tcp_max_syn_backlog: $synbacklog}' >"$run/storm.json"
 }
 # The rows they add to the table (jq, over $sm = storm.json).
+# shellcheck disable=SC2016 # jq's own variables
 storm_table='
 def srow(m; v; t; met): {metric: m, stockalertd: r(v), nchan: null, floor: null,
 	vs_floor: null, vs_nchan: null, target: t, met: met};
