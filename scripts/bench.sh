@@ -508,7 +508,7 @@ def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(
 			$rb.commands_per_event),
 		crow("Redis CPU per event, ms"; $ra.cpu_ms_per_event; $rb.cpu_ms_per_event)
 	],
-	table: [
+	table: ([
 		row("connects/s (HS256, to hello)"; $sf.connects_per_s; $cf.connects_per_s; null;
 			">= 10000"; $sf.connects_per_s >= 10000),
 		row("connects/s (RS256, to hello)"; $rc.connects_per_s; null; null;
@@ -534,7 +534,7 @@ def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(
 			(if $sp.stop_ms == null then null else $sp.stop_ms / 1000 end); null; null;
 			"within shutdown_grace_s (\($grace))";
 			$sp.stop_ms != null and $sp.stop_ms < $grace * 1000 and ($sp.grace_expired | not))
-	] + ('"$storm_table"')
+	] + ('"$storm_table"'))
 }' >"$root/build/bench.json"
 
 jq -r '
