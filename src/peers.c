@@ -184,7 +184,7 @@ static void pause_accepting(struct peers *p)
 
 static void resume_accepting(struct peers *p)
 {
-	if (!p->paused)
+	if (!p->paused || !p->listener)
 		return;
 	p->paused = false;
 	lws_rx_flow_control(p->listener, 1);
@@ -270,6 +270,12 @@ void peers_settled(struct peers *p, struct lws *wsi)
 
 void peers_release(struct peers *p, struct lws *wsi)
 {
+	if (wsi == p->listener) {
+		/* The listen socket goes (the stop): nothing to resume. */
+		p->listener = NULL;
+		p->paused = false;
+		return;
+	}
 	void *o = lws_get_opaque_user_data(wsi);
 	if (!o)
 		return;
