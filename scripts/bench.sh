@@ -9,6 +9,9 @@
 #   scripts/bench.sh --repeat K the whole run K times: the table shows the median
 #                               of each figure and in how many runs a target was met
 #                               (a shared machine's readings wander between runs)
+#   scripts/bench.sh --storm-only   only the simultaneous-connect rows (N clients
+#                               upgrading at the same moment vs 256 at a time),
+#                               with --quick and --repeat as above
 #
 # Starts everything privately under build-bench/bench-run (its own Redis and
 # MariaDB through tests/integration/servers.sh, its own stockalertd, its own
@@ -40,6 +43,9 @@ start_daemon() {
 	(
 		ulimit -n "$(ulimit -Hn)"
 		cd "$run"
+		# SA_BENCH_PRELOAD=LIB: the daemons only run with LIB preloaded
+		# (another malloc, to compare allocators on the same build).
+		[ -n "${SA_BENCH_PRELOAD:-}" ] && export LD_PRELOAD=$SA_BENCH_PRELOAD
 		exec "$bin" -c "$run/$name.json"
 	) </dev/null >>"$run/$name.log" 2>&1 &
 	pid=$!
@@ -69,17 +75,18 @@ if [ "${1:-}" = --restart-daemon ]; then
 	exit 1
 fi
 
-quick=0 profile=0 repeat=1 args=()
+quick=0 profile=0 storm_only=0 repeat=1 args=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick) quick=1 args+=("$1") ;;
 	--profile) profile=1 args+=("$1") ;;
+	--storm-only) storm_only=1 args+=("$1") ;;
 	--repeat)
 		[[ ${2:-} =~ ^[1-9][0-9]?$ ]] || sa_die "--repeat takes a count from 1 to 99"
 		repeat=$2
 		shift
 		;;
-	-h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,21p' "$0"; exit 0 ;;
 	*) sa_die "unknown argument $1 (see --help)" ;;
 	esac
 	shift
@@ -127,6 +134,9 @@ if [ $quick = 1 ]; then
 else
 	N=19000 ROUNDS=10 LAT_N=10000 LAT_S=15 STORM_K=3
 fi
+# Seconds the simultaneous-connect rows wait, answering pings, before they
+# read the daemon's memory: the same for the paced and the storm row.
+STORM_SETTLE=3
 LAT_PRODUCTS=1000 LAT_PER=10 LAT_RATE=200
 
 ulimit -n "$(ulimit -Hn)"
@@ -148,7 +158,8 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	sa_stop_pidfile "$run/stockalertd.pid" 10 || true
-	for name in stockalertd-rs256 stockalertd-c1 stockalertd-c2 stockalertd-c3; do
+	for name in stockalertd-rs256 stockalertd-c1 stockalertd-c2 stockalertd-c3 \
+		stockalertd-paced stockalertd-storm; do
 		sa_stop_pidfile "$run/$name.pid" 10 || true
 	done
 	[ -n "$nginx_pid" ] && sa_stop_pid "$nginx_pid" 10
@@ -170,7 +181,8 @@ t_start=$SECONDS
 sa_free_port >"$run/stockalertd.port"
 cat >"$run/stockalertd.json" <<JSON
 {
-	"listen": {"host": "127.0.0.1", "port": $(cat "$run/stockalertd.port")},
+	"listen": {"host": "127.0.0.1", "port": $(cat "$run/stockalertd.port"),
+		"max_connections_per_address": 0},
 	"auth": {"algorithm": "HS256", "secret_file": "$run/jwt.secret"},
 	"redis": {"host": "127.0.0.1", "port": $SA_TEST_REDIS_PORT, "prefix": "$prefix"},
 	"mysql": {"host": "127.0.0.1", "port": $SA_TEST_MYSQL_PORT, "user": "$SA_TEST_MYSQL_USER",
@@ -183,6 +195,76 @@ cat >"$run/stockalertd.json" <<JSON
 	"log": {"level": "warn"}
 }
 JSON
+
+# --- N upgrades at the same moment (issue 14): memory, time, refusals ---------------
+# A deploy, a proxy restart or a network blip sends every client's upgrade at
+# once; the page's jittered reconnect spreads only its own clients. Each row
+# on a fresh daemon, since what is measured is what the heap keeps: N clients
+# 256 at a time (what the other rows do), then N with no window at all.
+storm_rows() {
+	local how window pid port
+	for how in paced storm; do
+		window=256
+		[ $how = storm ] && window=0
+		sa_free_port >"$run/stockalertd-$how.port"
+		port=$(cat "$run/stockalertd-$how.port")
+		jq --argjson port "$port" '.listen.port = $port' \
+			"$run/stockalertd.json" >"$run/stockalertd-$how.json"
+		pid=$(start_daemon "stockalertd-$how")
+		# The accept backlog lws asked for, as the kernel granted it (Send-Q
+		# of a listening socket), next to net.core.somaxconn, its ceiling.
+		ss -Hltn "sport = :$port" | awk '{print $3; exit}' >"$run/backlog-$how.txt"
+		sa_log "stockalertd: $N upgrades, window $window (0: all at once)"
+		"$gen" --mode sa --test connect --url "ws://127.0.0.1:$port/ws" --server-pid "$pid" \
+			--pub "127.0.0.1:$SA_TEST_REDIS_PORT" --prefix "$prefix" \
+			--secret "$run/jwt.secret" --user-prefix "s$how" -n "$N" --src 8 \
+			--window "$window" --settle "$STORM_SETTLE" >"$run/sa_connect_$how.json" || true
+		sa_stop_pidfile "$run/stockalertd-$how.pid" 20 || true
+	done
+	jq -n --slurpfile p "$run/sa_connect_paced.json" --slurpfile s "$run/sa_connect_storm.json" \
+		--argjson backlog "$(cat "$run/backlog-storm.txt" 2>/dev/null || echo null)" \
+		--argjson somaxconn "$(cat /proc/sys/net/core/somaxconn)" \
+		--argjson synbacklog "$(cat /proc/sys/net/ipv4/tcp_max_syn_backlog)" \
+		'{paced: $p[0], at_once: $s[0], listen_backlog: $backlog, somaxconn: $somaxconn,
+		  tcp_max_syn_backlog: $synbacklog}' >"$run/storm.json"
+}
+# The rows they add to the table (jq, over $sm = storm.json).
+# shellcheck disable=SC2016 # jq's own variables
+storm_table='
+def srow(m; v; t; met): {metric: m, stockalertd: r(v), nchan: null, floor: null,
+	vs_floor: null, vs_nchan: null, target: t, met: met};
+$sm.paced as $p | $sm.at_once as $a |
+[srow("RSS per idle connection, 256 at a time, bytes"; $p.rss_per_conn_bytes; null; null),
+ srow("RSS per idle connection, N at once, bytes"; $a.rss_per_conn_bytes;
+	"<= 1.25x the row above"; $a.rss_per_conn_bytes <= 1.25 * $p.rss_per_conn_bytes),
+ srow("N at once / 256 at a time, RSS per connection";
+	(if $p.rss_per_conn_bytes > 0 then $a.rss_per_conn_bytes / $p.rss_per_conn_bytes
+	 else null end); "<= 1.25"; null),
+ srow("N at once: until all connected, s"; $a.connect_s; null; null),
+ srow("N at once: refused (HTTP answer or ECONNREFUSED)"; $a.refused; "0"; $a.refused == 0),
+ srow("N at once: failed (reset, closed or timed out)"; $a.n - $a.connected - $a.refused;
+	"0"; $a.connected + $a.refused == $a.n)]'
+storm_rows
+if [ $storm_only = 1 ]; then
+	jq -n --argjson quick "$quick" --argjson n "$N" --arg date "$(date -u +%FT%TZ)" \
+		--arg commit "$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+		--slurpfile sm0 "$run/storm.json" '
+	def r(x): if x == null then null else ((x * 100 | round) / 100) end;
+	$sm0[0] as $sm |
+	{date: $date, commit: $commit, quick: ($quick == 1), n: $n, storm_only: true,
+	 stockalertd: {storm: $sm}, table: ('"$storm_table"')}' >"$root/build/bench.json"
+	jq -r '
+	def f(x): if x == null then "-" else (x | tostring) end;
+	"stockalertd benchmark (simultaneous connects only), N = \(.n), \(.date), commit \(.commit)",
+	"listen backlog \(.stockalertd.storm.listen_backlog), somaxconn \(.stockalertd.storm.somaxconn)",
+	"",
+	"| metric | stockalertd | target | met |",
+	"|---|---|---|---|",
+	(.table[] | "| \(.metric) | \(f(.stockalertd)) | \(f(.target)) | \(if .met == null then "" elif .met then "yes" else "**no**" end) |")
+	' "$root/build/bench.json"
+	exit 0
+fi
+
 sa_pid=$(start_daemon)
 sa_port=$(cat "$run/stockalertd.port")
 
@@ -398,7 +480,7 @@ jq -n --argjson quick "$quick" --argjson n "$N" --arg date "$(date -u +%FT%TZ)" 
 	--slurpfile ncf "$run/nchan_fanout.json" --slurpfile ncl "$run/nchan_latency.json" \
 	--slurpfile fl "$run/floor.json" --slurpfile rs "$run/sa_connect_rs256.json" \
 	--slurpfile r1 "$run/sa_fanout_redis.json" --slurpfile s3 "$run/sa3_fanout.json" \
-	--slurpfile r3 "$run/sa3_fanout_redis.json" \
+	--slurpfile r3 "$run/sa3_fanout_redis.json" --slurpfile sm0 "$run/storm.json" \
 	--slurpfile st <(cat "$run/sa_stop.json" 2>/dev/null || echo '{}') \
 	--argjson grace "$(jq .shutdown_grace_s "$run/stockalertd.json")" '
 def r(x): if x == null then null else ((x * 100 | round) / 100) end;
@@ -407,12 +489,12 @@ def row(m; s; c; f; t; met):
 	{metric: m, stockalertd: r(s), nchan: r(c), floor: r(f),
 	 vs_floor: ratio(s; f), vs_nchan: ratio(s; c), target: t, met: met};
 $saf[0] as $sf | $sal[0] as $sl | $ncf[0] as $cf | $ncl[0] as $cl | $fl[0] as $f |
-$rs[0] as $rc | $r1[0] as $ra | $s3[0] as $tf | $r3[0] as $rb | $st[0] as $sp |
+$rs[0] as $rc | $r1[0] as $ra | $s3[0] as $tf | $r3[0] as $rb | $st[0] as $sp | $sm0[0] as $sm |
 def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(three; one)};
 {
 	date: $date, commit: $commit, quick: ($quick == 1), n: $n, elapsed_s: $elapsed,
 	stockalertd: {fanout: $sf, latency: $sl, connect_rs256: $rc, fanout_redis: $ra,
-		stop: $sp},
+		stop: $sp, storm: $sm},
 	nchan: {fanout: $cf, latency: $cl}, floor: $f,
 	three_instances: {fanout: $tf, fanout_redis: $rb},
 	capacity: [
@@ -426,7 +508,7 @@ def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(
 			$rb.commands_per_event),
 		crow("Redis CPU per event, ms"; $ra.cpu_ms_per_event; $rb.cpu_ms_per_event)
 	],
-	table: [
+	table: ([
 		row("connects/s (HS256, to hello)"; $sf.connects_per_s; $cf.connects_per_s; null;
 			">= 10000"; $sf.connects_per_s >= 10000),
 		row("connects/s (RS256, to hello)"; $rc.connects_per_s; null; null;
@@ -452,7 +534,7 @@ def crow(m; one; three): {metric: m, one: r(one), three: r(three), ratio: ratio(
 			(if $sp.stop_ms == null then null else $sp.stop_ms / 1000 end); null; null;
 			"within shutdown_grace_s (\($grace))";
 			$sp.stop_ms != null and $sp.stop_ms < $grace * 1000 and ($sp.grace_expired | not))
-	]
+	] + ('"$storm_table"'))
 }' >"$root/build/bench.json"
 
 jq -r '

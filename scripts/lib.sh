@@ -14,6 +14,7 @@ sa_die() { sa_log "error: $*"; exit 1; }
 # dpkg-shlibdeps and file for cpack, lintian, systemd-analyze.
 SA_BUILD_PKGS="cmake make pkg-config gcc libwebsockets-dev libwebsockets-evlib-uv libuv1-dev
 	libhiredis-dev default-libmysqlclient-dev libjansson-dev libjwt-dev libssl-dev libsystemd-dev
+	libjemalloc-dev
 	redis-server mariadb-server curl"
 # dpkg-dev file lintian systemd: the package test; prometheus: for promtool
 # (checks /metrics and conf/prometheus-rules.yml).

@@ -1,5 +1,6 @@
 #include "stockalert/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -140,14 +141,24 @@ static const struct entry auth_key_table[] = {
      .valid = rfc3339_valid,
      .what = "an RFC 3339 time like \"2026-12-31T23:59:59Z\""},
 };
+static bool ipaddr_valid(const char *s);
 
 static const char *const default_origins[] = {"http://localhost:8080", NULL};
 static const char *const default_sentinels[] = {NULL};
+/* Where a reverse proxy on the same host connects from. */
+static const char *const default_unlimited[] = {"127.0.0.1", "::1", NULL};
 
 static const struct entry table[] = {
     E_STR("listen.host", listen.host, "0.0.0.0", HOST_LEN_MAX, F_NOSPACE),
     /* 0 asks the kernel for a free port; the tests rely on it. */
     E_INT("listen.port", listen.port, 8080, 0, 65535),
+    /* Sockets one address may hold (issue 18); 0 = no limit. */
+    E_INT("listen.max_connections_per_address", listen.max_connections_per_address, 2048, 0,
+	  1000000),
+    E_ARR("listen.unlimited_addresses", listen.unlimited_addresses, listen.n_unlimited_addresses,
+	  default_unlimited, 64, 64, ipaddr_valid, "a numeric IPv4 or IPv6 address"),
+    /* Handshakes under way before accepting pauses (peers.h); 0 = no bound. */
+    E_INT("listen.max_pending_handshakes", listen.max_pending_handshakes, 256, 0, 65535),
 
     E_NSTR("tls.cert_file", tls.cert_file, PATH_LEN_MAX, 0),
     E_NSTR("tls.key_file", tls.key_file, PATH_LEN_MAX, 0),
@@ -413,6 +424,12 @@ static bool hostport_valid(const char *s)
 			return false;
 	}
 	return port >= 1;
+}
+
+static bool ipaddr_valid(const char *s)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
 static bool has_space(const char *s)

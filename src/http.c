@@ -16,6 +16,7 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/peers.h"
 #include "stockalert/stream.h"
 #include "stockalert/subs.h"
 #include "stockalert/ws.h"
@@ -651,6 +652,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
+		if (env->peers)
+			peers_settled(env->peers, wsi);
 		/* A keep-alive connection reuses the same pss for the next
 		 * request: drop what the previous one left. */
 		async_detach(r);
@@ -696,6 +699,28 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		/* Never touch `in` here (CVE-2025-11677 in lws 4.1.6). */
 		return ws_confirm_upgrade(wsi, env);
+
+	/* Every accepted socket, WebSocket or not, passes the filter and the
+	 * destroy (lws sends both to protocols[0]); the adoption in between
+	 * goes to the vhost's default protocol (ws.c), or here if that ever
+	 * changes. The per-address limit lives in peers.c. */
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: {
+		const struct lws_filter_network_conn_args *f = user;
+		if (!env->peers || !f)
+			return 0;
+		return peers_admit(env->peers, wsi, (int)f->accept_fd,
+				   (const struct sockaddr *)&f->cli_addr, f->clilen)
+			   ? 0
+			   : -1;
+	}
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		if (env->peers)
+			peers_bind(env->peers, wsi);
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (env->peers)
+			peers_release(env->peers, wsi);
+		return 0;
 
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:

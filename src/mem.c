@@ -4,6 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(SA_WITH_JEMALLOC)
+#include <jemalloc/jemalloc.h>
+#elif defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 static void oom(size_t n)
 {
 	/* Not through log_*: it may allocate, and we are out of memory. */
@@ -51,4 +57,26 @@ char *mem_strndup(const char *s, size_t n)
 void mem_free(void *p)
 {
 	free(p);
+}
+
+void mem_release(void)
+{
+#if defined(SA_WITH_JEMALLOC)
+	char name[64];
+	snprintf(name, sizeof name, "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+	mallctl(name, NULL, NULL, NULL, 0);
+#elif defined(__GLIBC__)
+	malloc_trim(0);
+#endif
+}
+
+const char *mem_allocator(void)
+{
+#if defined(SA_WITH_JEMALLOC)
+	return "jemalloc";
+#elif defined(__GLIBC__)
+	return "glibc";
+#else
+	return "libc";
+#endif
 }

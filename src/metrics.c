@@ -49,6 +49,10 @@ static const struct metric_desc counter_desc[METRICS_COUNTER_COUNT] = {
     [METRICS_SUBS_CHANGES_REFUSED] = {"stockalert_subscription_changes_refused_total",
 				      "Subscription changes refused because the socket or the user "
 				      "had too many under way."},
+    [METRICS_CONNECTIONS_REFUSED_ADDRESS] =
+	{"stockalert_connections_refused_per_address_total",
+	 "Connections answered 503 at accept: their address held "
+	 "listen.max_connections_per_address already."},
 };
 
 static const struct metric_desc gauge_desc[METRICS_GAUGE_COUNT] = {

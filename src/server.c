@@ -22,6 +22,7 @@
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
 #include "stockalert/notify.h"
+#include "stockalert/peers.h"
 #include "stockalert/presence.h"
 #include "stockalert/redis.h"
 #include "stockalert/store.h"
@@ -39,6 +40,12 @@
 #define WS_RX_BUFFER		      125
 /* Largest single send(): bigger than any frame we write but a replay. */
 #define WS_TX_PACKET		      65536
+/* Quiet moments, when freed memory goes back to the kernel: looked for
+ * every QUIET_TICK_MS; one is a tick without a connect or close after at
+ * least QUIET_CHURN of them (a burst worth the few ms it takes). */
+#define QUIET_TICK_MS		      1000
+#define QUIET_CHURN		      256
+#define QUIET_EVERY		      (QUIET_TICK_MS / PEERS_TICK_MS)
 /* MySQL's ER_ACCESS_DENIED_ERROR and ER_DBACCESS_DENIED_ERROR. */
 #define ER_ACCESS_DENIED_ERROR_CODE   1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
@@ -68,6 +75,10 @@ struct server {
 	char *mysql_password;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t grace;
+	uv_timer_t quiet; /* see on_quiet_tick */
+	unsigned ticks;
+	uint64_t churn_tick;	 /* peers_churn() at the last tick */
+	uint64_t churn_released; /* ... at the last mem_release() */
 	bool stopping;
 	bool grace_expired;
 	int exit_code;
@@ -251,6 +262,33 @@ static void close_handle(uv_handle_t *h)
 static void on_drained(void *arg);
 static void on_grace_expired(uv_timer_t *t);
 
+/*
+ * After N clients connect at the same moment (a deploy, a proxy restart),
+ * the heap keeps the blocks their handshakes used and freed between the
+ * sockets that live on: 3x the memory per idle socket of N connecting a few
+ * hundred at a time (bench.sh, "N at once"). Once the burst is over, give
+ * them back. Closes count too: a mass disconnect leaves the same holes.
+ */
+static void on_quiet_tick(uv_timer_t *t)
+{
+	struct server *s = t->data;
+	/* The same timer runs the handshake bound's stall check (peers.h). */
+	peers_tick(s->env.peers);
+	if (++s->ticks % QUIET_EVERY)
+		return;
+	uint64_t churn = peers_churn(s->env.peers);
+	if (churn == s->churn_tick && churn - s->churn_released >= QUIET_CHURN) {
+		uint64_t t0 = uv_hrtime();
+		mem_release();
+		log_debug(MOD,
+			  "gave freed memory back (%s) after %llu connects and closes, %.1f ms",
+			  mem_allocator(), (unsigned long long)(churn - s->churn_released),
+			  (double)(uv_hrtime() - t0) / 1e6);
+		s->churn_released = churn;
+	}
+	s->churn_tick = churn;
+}
+
 static void begin_stop(struct server *s, int signum)
 {
 	if (s->stopping)
@@ -291,6 +329,7 @@ static void on_drained(void *arg)
 	close_handle((uv_handle_t *)&s->sig_term);
 	close_handle((uv_handle_t *)&s->sig_int);
 	close_handle((uv_handle_t *)&s->sig_hup);
+	close_handle((uv_handle_t *)&s->quiet);
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
 	notify_close(s->notify);
@@ -484,6 +523,11 @@ static int create_lws(struct server *s, int *exit_code)
 	/* Room for an 8 KiB token in a header or the query string, so that
 	 * an oversized one is refused by auth with 401, not cut short. */
 	info.max_http_header_data = 12 * 1024;
+	/* Each handshake under way holds one, and listen.max_pending_handshakes
+	 * bounds those (peers.h). lws's own bound, max_http_header_pool, stays
+	 * off: the sockets past it are accepted all the same and wait, each on
+	 * lws's timer list, and slow clients holding the pool would keep the
+	 * others waiting until their header timeout. */
 	s->lws = lws_create_context(&info);
 	raise_fd_limit();
 	s->env.lws = s->lws;
@@ -667,6 +711,16 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	}
 	metrics_init();
 	s->env.hub = hub_new(&ws_sink_ops, LWS_PRE, (size_t)cfg->ws.send_queue_max);
+	s->env.peers = peers_new(&(struct peers_options){
+	    .max_per_address = cfg->listen.max_connections_per_address,
+	    .unlimited = cfg->listen.unlimited_addresses,
+	    .n_unlimited = cfg->listen.n_unlimited_addresses,
+	    .max_pending = cfg->listen.max_pending_handshakes,
+	});
+	uv_timer_init(&s->loop, &s->quiet);
+	s->quiet.data = s;
+	uv_timer_start(&s->quiet, on_quiet_tick, PEERS_TICK_MS, PEERS_TICK_MS);
+	uv_unref((uv_handle_t *)&s->quiet);
 	if (create_lws(s, exit_code) != 0)
 		goto err_loop;
 	ws_init(&s->env, &s->loop);
@@ -685,6 +739,8 @@ err_loop:
 	close_handle((uv_handle_t *)&s->sig_int);
 	close_handle((uv_handle_t *)&s->sig_hup);
 	close_handle((uv_handle_t *)&s->grace);
+	if (s->env.peers)
+		close_handle((uv_handle_t *)&s->quiet);
 	uv_run(&s->loop, UV_RUN_DEFAULT);
 	if (s->lws) /* the second half of a foreign-loop destroy */
 		lws_context_destroy(s->lws);
@@ -693,6 +749,7 @@ err_loop:
 err:
 	if (s->env.hub)
 		hub_free(s->env.hub);
+	peers_free(s->env.peers);
 	auth_free(s->env.auth);
 	mem_free(s->env.static_root);
 	mem_free(s->mysql_password);
@@ -733,6 +790,7 @@ void server_free(struct server *s)
 		return;
 	if (s->env.hub && !s->grace_expired)
 		hub_free(s->env.hub);
+	peers_free(s->env.peers);
 	auth_free(s->env.auth);
 	mem_free(s->env.static_root);
 	mem_free(s->mysql_password);

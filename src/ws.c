@@ -19,6 +19,7 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/peers.h"
 #include "stockalert/presence.h"
 #include "stockalert/subs.h"
 #include "stockalert/wheel.h"
@@ -931,7 +932,17 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
 		 * (ours, see the "default" pvo), so the upgrade decision
 		 * arrives here. Never touch `in` (CVE-2025-11677). */
 		return ws_confirm_upgrade(wsi, env);
-	case LWS_CALLBACK_ESTABLISHED: on_established(s, wsi, env); return 0;
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		/* Every accepted socket, for the same reason: the per-address
+		 * count (peers.h) learns its wsi. */
+		if (env->peers)
+			peers_bind(env->peers, wsi);
+		return 0;
+	case LWS_CALLBACK_ESTABLISHED:
+		if (env->peers)
+			peers_settled(env->peers, wsi);
+		on_established(s, wsi, env);
+		return 0;
 	case LWS_CALLBACK_RECEIVE_PONG: s->last_rx = now_s(); return 0;
 	case LWS_CALLBACK_RECEIVE: {
 		s->last_rx = now_s();

@@ -17,8 +17,12 @@
 enum auth_alg { AUTH_ALG_HS256, AUTH_ALG_RS256, AUTH_ALG_ES256 };
 
 struct config_listen {
-	char *host; /* "0.0.0.0" */
-	int port;   /* 8080, 1..65535 (0 = ephemeral, for tests) */
+	char *host;			 /* "0.0.0.0" */
+	int port;			 /* 8080, 1..65535 (0 = ephemeral, for tests) */
+	int max_connections_per_address; /* 0 = no limit */
+	char **unlimited_addresses;	 /* never refused (a local proxy) */
+	size_t n_unlimited_addresses;
+	int max_pending_handshakes; /* lws header buffers at once; 0 = no bound */
 };
 
 struct config_tls {

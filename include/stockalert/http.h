@@ -44,6 +44,7 @@ struct http_env {
 	struct presence *presence;
 	struct subs *subs;     /* subscription writes and index */
 	struct alerts *alerts; /* the alert pipeline */
+	struct peers *peers;   /* connections per address */
 	const struct lws_protocols *ws_protocol;
 	bool shutting_down;	    /* refuse new sockets */
 	void (*drained)(void *arg); /* see ws_shutdown() */

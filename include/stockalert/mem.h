@@ -14,4 +14,17 @@ char *mem_strdup(const char *s);
 char *mem_strndup(const char *s, size_t n);
 void mem_free(void *p);
 
+/*
+ * Hands memory that is free but still resident back to the kernel, now.
+ * For quiet moments after a burst of connects or closes: the heap keeps the
+ * pages of blocks freed between long-lived ones. With jemalloc (the daemon
+ * links it unless built with sanitizers) this purges every arena's unused
+ * dirty pages; with glibc's malloc it is malloc_trim(0). Takes a few
+ * milliseconds on a large heap.
+ */
+void mem_release(void);
+
+/* "jemalloc" or "glibc": which allocator the process runs on. */
+const char *mem_allocator(void);
+
 #endif

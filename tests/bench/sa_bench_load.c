@@ -21,10 +21,17 @@
  *            N clients reconnect with ?since= (time to every replay_done, and
  *            how many alerts went missing).
  *   connect  connect N, each with a fresh token: connects/s and server CPU
- *            per connect (for RS256: --rsa-key).
+ *            per connect (for RS256: --rsa-key), the server's RSS per idle
+ *            socket once they are all up, and how many were refused (an
+ *            HTTP answer other than 101, or ECONNREFUSED) or failed (reset,
+ *            closed or timed out before the hello).
  *   latency  connect N, each client subscribed to --per of --products, events
  *            on random products at --rate for --duration: publish -> receive
  *            percentiles, deliveries missing.
+ * --window W keeps at most W handshakes in flight (a polite client, or a page
+ * with jittered reconnects); --window 0 is no window at all: all N connect()
+ * calls go out at once, as after a deploy, a proxy restart or a network blip.
+ *
  * Prints one JSON object on stdout; progress on stderr.
  */
 #include <arpa/inet.h>
@@ -95,6 +102,7 @@ static struct {
 	int storm_events;
 	const char *rounds_begin_cmd; /* run just before / after the fan-out rounds */
 	const char *rounds_end_cmd;   /* (profilers attach there) */
+	double settle_s;	      /* connect: wait before reading the RSS */
 } opt = {
     .mode = MODE_SA,
     .test = "fanout",
@@ -110,6 +118,7 @@ static struct {
     .products = 1000,
     .per = 10,
     .storm_events = 3,
+    .settle_s = 1.0,
 };
 
 /* --url and --server-pid may be given up to MAX_TARGETS times (several
@@ -158,6 +167,7 @@ static int8_t *pstate; /* per product: 0 sold out, 1 in stock */
 
 /* counters for the running measurement */
 static int nready, nopen, nreplay_done, nerrors;
+static int nrefused, nfailed; /* nerrors while connecting, by kind */
 static uint64_t nalerts;
 static uint32_t round_seq = UINT32_MAX;
 static int round_recv;
@@ -354,6 +364,10 @@ static void send_handshake(int i)
 		errno = err;
 		fprintf(stderr, "connect %d: %s\n", i, strerror(err));
 		nerrors++;
+		if (err == ECONNREFUSED)
+			nrefused++;
+		else
+			nfailed++;
 		conn_close(i);
 		return;
 	}
@@ -381,6 +395,7 @@ static void send_handshake(int i)
 			   path, tg->host, tg->port, auth);
 	if (write(c->fd, req, (size_t)len) != len) {
 		nerrors++;
+		nfailed++;
 		conn_close(i);
 		return;
 	}
@@ -536,8 +551,13 @@ static size_t parse_frames(int i, const char *p, size_t len)
 			on_text(c, pl, (size_t)plen);
 		else if (op == 9)
 			send_pong(c, pl, (size_t)plen);
-		else if (op == 8)
+		else if (op == 8) {
+			if (!c->ready) {
+				nerrors++;
+				nfailed++;
+			}
 			conn_close(i);
+		}
 	}
 	return off;
 }
@@ -552,6 +572,15 @@ static void on_readable(int i)
 	if (r <= 0) {
 		if (r < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
+		/* Reset or closed before the hello: a failed connect, which the
+		 * connect loop must not wait for. */
+		if (!c->ready) {
+			if (nfailed < 5)
+				fprintf(stderr, "conn %d: %s before the hello\n", i,
+					r < 0 ? strerror(errno) : "closed");
+			nerrors++;
+			nfailed++;
+		}
 		conn_close(i);
 		return;
 	}
@@ -563,9 +592,11 @@ static void on_readable(int i)
 			goto keep;
 		}
 		if (len < 12 || memcmp(rbuf, "HTTP/1.1 101", 12) != 0) {
-			fprintf(stderr, "conn %d refused: %.*s\n", i, (int)(len > 60 ? 60 : len),
-				rbuf);
+			if (nrefused < 5)
+				fprintf(stderr, "conn %d refused: %.*s\n", i,
+					(int)(len > 60 ? 60 : len), rbuf);
 			nerrors++;
+			nrefused++;
 			conn_close(i);
 			return;
 		}
@@ -709,21 +740,22 @@ static bool none_open(void)
 	return nopen == 0;
 }
 
-/* Opens connections [0, n) keeping at most opt.window handshakes in flight;
+/* Opens connections [0, n) keeping at most opt.window handshakes in flight
+ * (0: no limit, every connect() at once);
  * returns the seconds until the last one was ready (hello / 101), or
  * replay_done when since is set. */
 static double connect_all(int n, bool since)
 {
 	int next = 0;
 	int64_t t0 = mono_us();
-	nready = nreplay_done = nerrors = 0;
+	nready = nreplay_done = nerrors = nrefused = nfailed = 0;
 	want_ready = n;
 	int64_t deadline = t0 + 120 * 1000000LL;
 	for (;;) {
 		int done = since ? nreplay_done : nready;
 		if (done + nerrors >= n)
 			break;
-		while (next < n && next - (done + nerrors) < opt.window) {
+		while (next < n && (opt.window == 0 || next - (done + nerrors) < opt.window)) {
 			conns[next].want_since = since;
 			conns[next].got = conns[next].replayed = 0;
 			conn_start(next++);
@@ -826,18 +858,29 @@ static int run_storm(void)
 	return 0;
 }
 
-/* Connection rate alone (fresh token each): connect N, report, close. */
+/* Connection rate alone (fresh token each): connect N, then the server's
+ * memory per idle socket after --settle seconds, report, close. */
 static int test_connect(void)
 {
+	long rss0 = servers_rss_kb();
 	struct bench_cpu c0 = servers_cpu();
 	double t = connect_all(opt.n, false);
 	struct bench_cpu c1 = servers_cpu();
-	fprintf(stderr, "connect: %d connected in %.2f s (%d errors)\n", nready, t, nerrors);
-	printf("{\"n\":%d,\"alg\":\"%s\",\"connected\":%d,\"connect_errors\":%d,"
-	       "\"connect_s\":%.4f,\"connects_per_s\":%.1f,\"connect_server_cpu_us\":%.2f}\n",
-	       opt.n, rsa_key ? "RS256" : "HS256", nready, nerrors, t, nready / t,
-	       (double)(c1.sched_ns - c0.sched_ns) / 1e3 / (nready ? nready : 1));
-	return nready == opt.n ? 0 : 1;
+	int ok = nready;
+	fprintf(stderr, "connect (window %d): %d connected in %.2f s (%d refused, %d failed)\n",
+		opt.window, ok, t, nrefused, nfailed);
+	/* Answer pings meanwhile; a server that gives memory back at quiet
+	 * moments gets the same chance in every row. */
+	run_until(none_open, opt.settle_s);
+	long rss1 = servers_rss_kb();
+	printf("{\"n\":%d,\"alg\":\"%s\",\"window\":%d,\"connected\":%d,\"connect_errors\":%d,"
+	       "\"refused\":%d,\"failed\":%d,\"connect_s\":%.4f,\"connects_per_s\":%.1f,"
+	       "\"connect_server_cpu_us\":%.2f,\"settle_s\":%.1f,\"rss_before_kb\":%ld,"
+	       "\"rss_idle_kb\":%ld,\"rss_per_conn_bytes\":%.1f}\n",
+	       opt.n, rsa_key ? "RS256" : "HS256", opt.window, ok, nerrors, nrefused, nfailed, t,
+	       ok / t, (double)(c1.sched_ns - c0.sched_ns) / 1e3 / (ok ? ok : 1), opt.settle_s,
+	       rss0, rss1, (double)(rss1 - rss0) * 1024.0 / (ok ? ok : 1));
+	return ok == opt.n ? 0 : 1;
 }
 
 static int test_fanout(void)
@@ -1006,12 +1049,13 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: sa_bench_load --mode sa|nchan --test fanout|latency|connect --url "
 		"ws://H:P/PATH\n"
-		"  -n N --src K --window W --server-pid PID --pub HOST:PORT\n"
+		"  -n N --src K --window W (0: no window) --server-pid PID --pub HOST:PORT\n"
 		"  (--url and --server-pid up to 8 times: several instances, sockets\n"
 		"   spread over them round-robin, server CPU and RSS summed)\n"
 		"  sa: --secret FILE | --rsa-key PEM, --user-prefix P --prefix REDIS_PREFIX\n"
 		"  fanout: --rounds R --product ID [--restart-cmd CMD --storm-events K]\n"
 		"          [--rounds-begin-cmd CMD --rounds-end-cmd CMD]\n"
+		"  connect: [--settle S] (seconds before the RSS is read, default 1)\n"
 		"  latency: --rate EV_PER_S --duration S --products P --per K\n");
 	exit(2);
 }
@@ -1039,6 +1083,7 @@ int main(int argc, char **argv)
 					   {"storm-events", 1, 0, 'K'},
 					   {"rounds-begin-cmd", 1, 0, 'B'},
 					   {"rounds-end-cmd", 1, 0, 'E'},
+					   {"settle", 1, 0, 'T'},
 					   {0, 0, 0, 0}};
 	int o;
 	const char *pub = NULL;
@@ -1071,12 +1116,13 @@ int main(int argc, char **argv)
 		case 'K': opt.storm_events = atoi(optarg); break;
 		case 'B': opt.rounds_begin_cmd = optarg; break;
 		case 'E': opt.rounds_end_cmd = optarg; break;
+		case 'T': opt.settle_s = atof(optarg); break;
 		default: usage();
 		}
 	}
-	if (!ntargets || !pub || opt.n <= 0 || opt.src <= 0 || opt.rounds <= 0 || opt.per <= 0 ||
-	    opt.products < opt.per || !nservers || server_pids[0] <= 0 ||
-	    (opt.restart_cmd && (ntargets > 1 || nservers > 1)) ||
+	if (!ntargets || !pub || opt.n <= 0 || opt.src <= 0 || opt.window < 0 || opt.settle_s < 0 ||
+	    opt.rounds <= 0 || opt.per <= 0 || opt.products < opt.per || !nservers ||
+	    server_pids[0] <= 0 || (opt.restart_cmd && (ntargets > 1 || nservers > 1)) ||
 	    (opt.mode == MODE_SA && !opt.secret_file && !opt.rsa_key_file))
 		usage();
 	parse_hostport(pub, opt.pub_host, sizeof opt.pub_host, &opt.pub_port);

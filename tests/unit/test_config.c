@@ -71,6 +71,11 @@ static void assert_defaults(const struct config *c)
 {
 	assert_string_equal(c->listen.host, "0.0.0.0");
 	assert_int_equal(c->listen.port, 8080);
+	assert_int_equal(c->listen.max_connections_per_address, 2048);
+	assert_int_equal(c->listen.n_unlimited_addresses, 2);
+	assert_string_equal(c->listen.unlimited_addresses[0], "127.0.0.1");
+	assert_string_equal(c->listen.unlimited_addresses[1], "::1");
+	assert_int_equal(c->listen.max_pending_handshakes, 256);
 	assert_null(c->tls.cert_file);
 	assert_null(c->tls.key_file);
 	assert_int_equal(c->n_allowed_origins, 1);
@@ -362,6 +367,35 @@ static void test_strings(void **state)
 	refuse("{" MIN_AUTH ", \"allowed_origins\": [\"https://\"]}", "allowed_origins[0]");
 	refuse("{\"auth\": {\"algorithm\": \"HS256\", \"secret_file\": \"s\", \"issuer\": \"\"}}",
 	       "auth.issuer: must not be empty (use null");
+}
+
+static void test_unlimited_addresses(void **state)
+{
+	static const char *const bad[] = {"localhost",	"127.0.0", "::g",
+					  "10.0.0.0/8", "",	   "1.2.3.4 "};
+	char json[256];
+	struct config *c = NULL;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		snprintf(json, sizeof json,
+			 "{" MIN_AUTH ", \"listen\": {\"unlimited_addresses\": [\"::1\", \"%s\"]}}",
+			 bad[i]);
+		refuse(json, bad[i][0] ? "listen.unlimited_addresses[1]: must be a numeric IPv4 or "
+					 "IPv6 address"
+				       : "listen.unlimited_addresses[1]");
+	}
+	static const char ok[] =
+	    "{" MIN_AUTH ", \"listen\": {\"unlimited_addresses\": [],"
+	    " \"max_connections_per_address\": 0, \"max_pending_handshakes\": 0}}";
+	assert_int_equal(config_load_string(ok, sizeof ok - 1, &c, err, sizeof err), 0);
+	assert_int_equal(c->listen.n_unlimited_addresses, 0);
+	assert_int_equal(c->listen.max_connections_per_address, 0);
+	assert_int_equal(c->listen.max_pending_handshakes, 0);
+	config_free(c);
+	refuse("{" MIN_AUTH ", \"listen\": {\"max_pending_handshakes\": 65536}}",
+	       "listen.max_pending_handshakes: must be an integer between 0 and 65535");
 }
 
 static void test_sentinel_addresses(void **state)
@@ -782,6 +816,7 @@ int main(void)
 	    cmocka_unit_test(test_out_of_range),
 	    cmocka_unit_test(test_strings),
 	    cmocka_unit_test(test_sentinel_addresses),
+	    cmocka_unit_test(test_unlimited_addresses),
 	    cmocka_unit_test(test_enums),
 	    cmocka_unit_test(test_syntax_errors),
 	    cmocka_unit_test(test_cross_field),
