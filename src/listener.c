@@ -13,6 +13,7 @@
 
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
+#include "stockalert/peers.h"
 
 #define MOD		"listener"
 /* Connections taken per readable event: enough to drain a burst quickly,
@@ -27,7 +28,9 @@ struct listener {
 	uv_timer_t pause;
 	int fd;
 	struct lws_vhost *vh;
+	struct peers *peers;
 	int open_handles;
+	bool paused; /* by the handshake bound (peers) */
 	bool warned_emfile;
 };
 
@@ -57,7 +60,18 @@ static void on_readable(uv_poll_t *p, int status, int events);
 static void on_pause_over(uv_timer_t *t)
 {
 	struct listener *l = t->data;
-	uv_poll_start(&l->poll, UV_READABLE, on_readable);
+	if (!l->paused)
+		uv_poll_start(&l->poll, UV_READABLE, on_readable);
+}
+
+static void set_accepting(bool accepting, void *arg)
+{
+	struct listener *l = arg;
+	l->paused = !accepting;
+	if (accepting && !uv_is_active((uv_handle_t *)&l->pause))
+		uv_poll_start(&l->poll, UV_READABLE, on_readable);
+	else if (!accepting)
+		uv_poll_stop(&l->poll);
 }
 
 static void on_readable(uv_poll_t *p, int status, int events)
@@ -68,8 +82,11 @@ static void on_readable(uv_poll_t *p, int status, int events)
 		log_error(MOD, "listening socket: %s", uv_strerror(status));
 		return;
 	}
-	for (int i = 0; i < ACCEPT_BATCH; i++) {
-		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	for (int i = 0; i < ACCEPT_BATCH && !l->paused; i++) {
+		struct sockaddr_storage sa;
+		socklen_t salen = sizeof sa;
+		int cfd =
+		    accept4(l->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0) {
 			if (errno == EMFILE || errno == ENFILE) {
 				if (!l->warned_emfile)
@@ -85,17 +102,24 @@ static void on_readable(uv_poll_t *p, int status, int events)
 			return;
 		}
 		l->warned_emfile = false;
+		if (l->peers && !peers_admit(l->peers, NULL, cfd, (struct sockaddr *)&sa, salen)) {
+			close(cfd); /* answered 503 already */
+			continue;
+		}
 		/* On failure lws has closed cfd itself (at its fd limit, for
 		 * one: the same answer a socket it accepted would get). */
 		lws_adopt_socket_vhost(l->vh, cfd);
 	}
 }
 
-struct listener *listener_new(uv_loop_t *loop, int fd, struct lws_vhost *vh)
+struct listener *listener_new(uv_loop_t *loop, int fd, struct lws_vhost *vh, struct peers *peers)
 {
 	struct listener *l = mem_calloc(1, sizeof *l);
 	l->fd = fd;
 	l->vh = vh;
+	l->peers = peers;
+	if (peers)
+		peers_set_acceptor(peers, set_accepting, l);
 	int fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
 		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
@@ -143,6 +167,8 @@ void listener_close(struct listener *l)
 {
 	if (!l)
 		return;
+	if (l->peers)
+		peers_set_acceptor(l->peers, NULL, NULL);
 	uv_close((uv_handle_t *)&l->poll, on_closed);
 	uv_close((uv_handle_t *)&l->pause, on_closed);
 }

@@ -33,8 +33,11 @@ struct peers {
 	uint64_t ended_tick;  /* ... at the last tick that saw one end */
 	unsigned still_ticks; /* ticks paused with none ended since */
 	struct lws *listener; /* its wsi, learnt from the filter */
-	bool paused;	      /* not accepting */
-	char **unlimited;     /* as addr_key() writes them */
+	/* Or, with socket activation, the accept loop of listener.c. */
+	void (*set_accepting)(bool accepting, void *arg);
+	void *set_accepting_arg;
+	bool paused;	  /* not accepting */
+	char **unlimited; /* as addr_key() writes them */
 	size_t n_unlimited;
 	/* The filter admitted a socket; lws adopts it next. */
 	bool bind_pending;
@@ -176,18 +179,33 @@ static void refuse(struct peers *p, int fd)
  * loop, which polls the socket itself, ends after the current one. */
 static void pause_accepting(struct peers *p)
 {
-	if (p->paused || !p->listener)
+	if (p->paused || (!p->listener && !p->set_accepting))
 		return;
 	p->paused = true;
-	lws_rx_flow_control(p->listener, 0);
+	if (p->listener)
+		lws_rx_flow_control(p->listener, 0);
+	else
+		p->set_accepting(false, p->set_accepting_arg);
 }
 
 static void resume_accepting(struct peers *p)
 {
-	if (!p->paused || !p->listener)
+	if (!p->paused || (!p->listener && !p->set_accepting))
 		return;
 	p->paused = false;
-	lws_rx_flow_control(p->listener, 1);
+	if (p->listener)
+		lws_rx_flow_control(p->listener, 1);
+	else
+		p->set_accepting(true, p->set_accepting_arg);
+}
+
+void peers_set_acceptor(struct peers *p, void (*set_accepting)(bool accepting, void *arg),
+			void *arg)
+{
+	p->set_accepting = set_accepting;
+	p->set_accepting_arg = arg;
+	if (!set_accepting && !p->listener)
+		p->paused = false;
 }
 
 static void handshake_ended(struct peers *p)

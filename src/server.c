@@ -594,7 +594,7 @@ static int create_lws(struct server *s, int *exit_code)
 	}
 	if (activated >= 0) {
 		char addr[64];
-		s->listener = listener_new(&s->loop, activated, s->vhost);
+		s->listener = listener_new(&s->loop, activated, s->vhost, s->env.peers);
 		listener_address(s->listener, addr, sizeof addr);
 		log_info(MOD,
 			 "serving %s://%s on the socket from the service manager "

@@ -27,8 +27,13 @@ struct listener;
  */
 int listener_activated_fd(char *err, size_t errlen);
 
-/* Starts accepting on fd (non-blocking from here on) into vh. */
-struct listener *listener_new(uv_loop_t *loop, int fd, struct lws_vhost *vh);
+struct peers;
+
+/* Starts accepting on fd (non-blocking from here on) into vh. Each
+ * connection is admitted by peers first (the per-address limit, and the
+ * handshake bound, which pauses this accept loop), as lws's own accepts
+ * are. */
+struct listener *listener_new(uv_loop_t *loop, int fd, struct lws_vhost *vh, struct peers *peers);
 
 /* "127.0.0.1:8080": the address the socket is bound to. */
 void listener_address(const struct listener *l, char *buf, size_t size);

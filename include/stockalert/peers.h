@@ -54,6 +54,15 @@ void peers_free(struct peers *p);
 bool peers_admit(struct peers *p, struct lws *listener, int fd, const struct sockaddr *sa,
 		 socklen_t salen);
 
+/*
+ * With socket activation lws has no listen socket: listener.c accepts and
+ * calls peers_admit() with listener NULL (closing fd itself when it returns
+ * false), and is told here to stop and resume accepting. NULL detaches it
+ * (the stop).
+ */
+void peers_set_acceptor(struct peers *p, void (*set_accepting)(bool accepting, void *arg),
+			void *arg);
+
 /* The wsi lws adopted the socket admitted last into
  * (LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED, issued within the same
  * accept, once the adoption is complete: earlier, the adoption would reset

@@ -23,7 +23,13 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 async function activator(t) {
 	const proc = spawn('python3', [path.join(here, 'lib/activate.py')],
 		{ stdio: ['pipe', 'pipe', 'inherit'] });
-	t.after(() => { proc.stdin.end(); proc.kill('SIGKILL'); });
+	let daemon = null;
+	// A test that failed half way leaves its daemon to us, not to python.
+	t.after(() => {
+		if (daemon) try { process.kill(daemon, 'SIGKILL'); } catch { /* gone */ }
+		proc.stdin.end();
+		proc.kill('SIGKILL');
+	});
 	const replies = [];
 	let wake = null;
 	readline.createInterface({ input: proc.stdout }).on('line', (l) => {
@@ -40,11 +46,14 @@ async function activator(t) {
 		url: `http://127.0.0.1:${port}`,
 		async start(cfg) {
 			proc.stdin.write(`start ${JSON.stringify([STOCKALERTD, '-c', cfg.path])}\n`);
-			return (await next()).started;
+			daemon = (await next()).started;
+			return daemon;
 		},
 		async stop() {
 			proc.stdin.write('stop\n');
-			return (await next()).exited;
+			const { exited } = await next();
+			daemon = null;
+			return exited;
 		},
 	};
 }
@@ -106,6 +115,36 @@ test('a socket from the manager that is not a listening TCP socket is a clear st
 		STOCKALERTD, cfg.path], { encoding: 'utf8', timeout: 30000 });
 	assert.equal(r.status, 2, r.stderr);
 	assert.match(r.stderr, /socket activation: LISTEN_FDS: fd 3 is not a listening TCP socket/);
+});
+
+// The admission rules of a socket lws accepted itself hold on an activated
+// one too: the per-address limit, and the handshake bound pausing the
+// accept loop (the rest wait in the backlog, none refused).
+test('the per-address limit and the handshake bound hold on the passed socket', async (t) => {
+	const a = await activator(t);
+	const cfg = await makeConfig({
+		listen: { max_connections_per_address: 3, unlimited_addresses: [], max_pending_handshakes: 2 },
+	});
+	await a.start(cfg);
+	await waitReady(a.url);
+	// 60 requests at once through a bound of 2: every one answered.
+	const burst = await Promise.all(Array.from({ length: 60 }, () => probe(a.port)));
+	assert.deepEqual([...new Set(burst)], ['ok'], JSON.stringify(burst));
+	// Three silent connections hold the address's places: the fourth is 503.
+	const silent = await Promise.all(Array.from({ length: 3 }, () => new Promise((resolve, reject) => {
+		const c = net.connect({ host: '127.0.0.1', port: a.port }, () => resolve(c));
+		c.on('error', reject);
+	})));
+	t.after(() => silent.forEach((c) => c.destroy()));
+	const fourth = await new Promise((resolve) => {
+		const c = net.connect({ host: '127.0.0.1', port: a.port });
+		let buf = '';
+		c.on('data', (d) => { buf += d; });
+		c.on('close', () => resolve(buf));
+		c.on('error', () => {});
+	});
+	assert.match(fourth, /^HTTP\/1\.1 503[\s\S]*too_many_connections/, fourth);
+	assert.equal(await a.stop(), 0);
 });
 
 test('restarts refuse no connection with socket activation', async (t) => {

@@ -28,6 +28,9 @@ for line in sys.stdin:
         argv = json.loads(arg)
         pid = os.fork()
         if pid == 0:
+            # stdout is the pipe to the test: the daemon must not hold it
+            # (its log goes to stderr as it does under systemd).
+            os.dup2(2, 1)
             os.dup2(sock.fileno(), 3)
             os.set_inheritable(3, True)
             env = dict(os.environ, LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
