@@ -25,6 +25,51 @@
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 
+/* An alert id as a string whose byte order is the ids' order. */
+#define HIST_PAD_LUA                                                                               \
+	"local function hist_pad(id)\n"                                                            \
+	"  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')\n"                                    \
+	"  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq\n"  \
+	"end\n"
+
+/*
+ * The history: every alert is an entry of <prefix>alerts and a member
+ * "<product id>:<padded alert id>" of the lexically sorted set
+ * <prefix>alerts:index, so a user's history reads only the alerts of the
+ * user's own products. Padding makes byte order id order.
+ *
+ * <prefix>alerts:start is where the history begins: whenever this finds the
+ * stream, the index or the marker missing (Redis restarted empty, a key was
+ * evicted or deleted, an older version ran), it moves the marker to the new
+ * alert, since nothing before it can be vouched for. Trimming removes a
+ * prefix of the stream (MINID ~, or an operator's XTRIM), and the index
+ * drops a product's members only below the stream's first entry, so an
+ * alert still in the stream has every later alert in both. One other
+ * product's stale members are dropped per alert (round robin from
+ * <prefix>alerts:index:sweep), so a product that stops alerting leaves
+ * nothing behind for long.
+ */
+#define HISTORY_LUA                                                                                \
+	HIST_PAD_LUA                                                                               \
+	"local function history_add(prefix, pid, minid, ...)\n"                                    \
+	"  local s, idx, mark = prefix .. 'alerts', prefix .. 'alerts:index', prefix .. 'alerts:start'\n" \
+	"  local whole = redis.call('EXISTS', s, idx, mark) == 3\n"                                \
+	"  local id = redis.call('XADD', s, 'MINID', '~', minid, '*', ...)\n"                      \
+	"  if not whole then redis.call('SET', mark, id) end\n"                                    \
+	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
+	"  redis.call('ZADD', idx, 0, pid .. ':' .. hist_pad(id))\n"                               \
+	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. pid .. ':', '(' .. pid .. ':' .. low)\n"       \
+	"  local sk = prefix .. 'alerts:index:sweep'\n"                                            \
+	"  local cur = redis.call('GET', sk)\n"                                                    \
+	"  local nxt = cur and redis.call('ZRANGEBYLEX', idx, '(' .. cur .. ':\\255', '+',"        \
+	" 'LIMIT', 0, 1)[1]\n"                                                                     \
+	"  nxt = nxt or redis.call('ZRANGEBYLEX', idx, '-', '+', 'LIMIT', 0, 1)[1]\n"              \
+	"  local q = string.match(nxt, '^(.*):')\n"                                                \
+	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. q .. ':', '(' .. q .. ':' .. low)\n"           \
+	"  redis.call('SET', sk, q)\n"                                                             \
+	"  return id\n"                                                                            \
+	"end\n"
+
 /*
  * Fair release (SPEC §6): the next wave of a product's cycle. The cycle's
  * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
@@ -37,6 +82,7 @@
  * deliver to its own sockets. Returns the number of users released.
  */
 #define FAIR_WAVE_LUA                                                                              \
+	HISTORY_LUA                                                                                \
 	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"        \
 	"  local fk = prefix .. 'fair:' .. pid\n"                                                  \
 	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                  \
@@ -53,7 +99,7 @@
 	"  local id, ts = f[2], f[6]\n"                                                            \
 	"  if not first and #users > 0 then\n"                                                     \
 	"    ts = tostring(now)\n"                                                                 \
-	"    id = redis.call('XADD', prefix .. 'alerts', 'MINID', '~', now - ttl * 1000, '*',"     \
+	"    id = history_add(prefix, pid, now - ttl * 1000,"                                       \
 	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"   \
 	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"               \
 	"  end\n"                                                                                  \
@@ -80,7 +126,8 @@
  * Runs an event exactly once across every instance and tells each instance
  * whether it has delivered it yet.
  * KEYS: event hash, stock state, history stream, custom thresholds zset,
- *       delivered-by set, history start marker
+ *       delivered-by set, history start marker (the history keys are
+ *       written by history_add)
  * ARGV: instance, product, stock, prev ("" = from the shared state),
  *       fallback prev ("" = unknown), default threshold, name, event id, ts,
  *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms
@@ -108,10 +155,9 @@ static const char process_lua[] = FAIR_WAVE_LUA
     "  end\n"
     "  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
     "  if kind ~= 'none' then\n"
-    "    id = redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[10], '*', 'kind', kind,\n"
+    "    id = history_add(prefix, ARGV[2], ARGV[10], 'kind', kind,\n"
     "      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
     "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
-    "    redis.call('SET', KEYS[6], id, 'NX')\n"
     "  end\n"
     "  local fk = prefix .. 'fair:' .. ARGV[2]\n"
     "  if fair == '1' then\n"
@@ -199,17 +245,51 @@ static const char rate_note_lua[] =
     "end\n"
     "return 0\n";
 
-/* KEYS: stream, start marker. Returns {start marker or '', max deleted id}. */
-static const char history_info_lua[] =
-    "local start = redis.call('GET', KEYS[2]) or ''\n"
-    "local deleted = '0-0'\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
+/*
+ * One page of a history, read at once. With check = '1', after must be a
+ * point of this history from which nothing is missing: the marker says the
+ * history began at or before it, the alert after still is in the stream (so
+ * no trimming reached past it) and no XDEL removed anything newer.
+ * KEYS: stream, index, start marker.
+ * ARGV: after ('' = from the beginning), check, count, then the product ids,
+ *       or '*' for every product (read from the stream itself).
+ * Returns {0} when the check fails, else {1, entries (oldest first), last
+ * id read ('' = none), 1 if there may be more}.
+ */
+static const char history_read_lua[] = HIST_PAD_LUA
+    "local s, idx, after, count = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])\n"
+    "if ARGV[2] == '1' then\n"
+    "  local start = redis.call('GET', KEYS[3])\n"
+    "  if not start or redis.call('EXISTS', idx) == 0 or hist_pad(after) < hist_pad(start) or\n"
+    "     #redis.call('XRANGE', s, after, after) == 0 then\n"
+    "    return {0}\n"
+    "  end\n"
+    "  local info = redis.call('XINFO', 'STREAM', s)\n"
     "  for i = 1, #info, 2 do\n"
-    "    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end\n"
+    "    if info[i] == 'max-deleted-entry-id' and hist_pad(info[i + 1]) > hist_pad(after) then\n"
+    "      return {0}\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {start, deleted}\n";
+    "if ARGV[4] == '*' then\n"
+    "  local e = redis.call('XRANGE', s, after == '' and '-' or '(' .. after, '+', 'COUNT', count)\n"
+    "  return {1, e, #e > 0 and e[#e][1] or '', #e == count and 1 or 0}\n"
+    "end\n"
+    "local ids, low = {}, after == '' and '' or hist_pad(after)\n"
+    "for i = 4, #ARGV do\n"
+    "  local p = ARGV[i] .. ':'\n"
+    "  local m = redis.call('ZRANGEBYLEX', idx, (low == '' and '[' or '(') .. p .. low,\n"
+    "    '[' .. p .. '\\255', 'LIMIT', 0, count)\n"
+    "  for _, v in ipairs(m) do ids[#ids + 1] = string.sub(v, #p + 1) end\n"
+    "end\n"
+    "table.sort(ids)\n"
+    "local out, last = {}, ''\n"
+    "for i = 1, math.min(count, #ids) do\n"
+    "  local ms, seq = string.match(ids[i], '^0*(%d-)%-0*(%d-)$')\n"
+    "  last = (ms == '' and '0' or ms) .. '-' .. (seq == '' and '0' or seq)\n"
+    "  out[#out + 1] = redis.call('XRANGE', s, last, last)[1]\n"
+    "end\n"
+    "return {1, out, last, #ids >= count and 1 or 0}\n";
 
 /* Events held while Redis commands cannot run; at most BACKLOG_MAX. */
 #define BACKLOG_MAX 10000
@@ -1401,7 +1481,7 @@ struct history {
 	json_t *alerts;
 	json_t *snapshot;
 	json_t *page;	    /* candidates of the page being read */
-	char page_last[40]; /* last id of that page */
+	char page_last[40]; /* last id of that page: where the next starts */
 	bool page_full;	    /* it was a full page: there may be more */
 	alerts_history_fn fn;
 	void *arg;
@@ -1428,6 +1508,13 @@ static const struct roster_sub *find_sub(const struct history *h, int64_t produc
 	return NULL;
 }
 
+/* Whether roles hear of alerts of products they did not subscribe to (the
+ * operations view of deliver()): then the history to read is all of it. */
+static bool hears_every_product(unsigned roles)
+{
+	return (roles & AUTH_ROLE_ADMIN) != 0;
+}
+
 /* Would the user have received this history entry? */
 static bool wanted(const struct history *h, unsigned kind, int64_t product, int64_t stock,
 		   int64_t prev, int default_thr, uint64_t order)
@@ -1438,12 +1525,13 @@ static bool wanted(const struct history *h, unsigned kind, int64_t product, int6
 		if (events_classify(prev, stock, thr) == kind)
 			return true;
 	}
-	return (h->roles & AUTH_ROLE_ADMIN) &&
+	return hears_every_product(h->roles) &&
 	       (kind == SUBS_SOLD_OUT ||
 		(kind == SUBS_LOW_STOCK && events_classify(prev, stock, default_thr) == kind));
 }
 
 static void history_page(struct history *h, const char *after);
+static void history_lost(struct history *h);
 
 /* Marks, inside a history page, an alert whose fair-release waves must be
  * checked (never a field of the alerts we send). */
@@ -1501,25 +1589,30 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 {
 	(void)r;
 	struct history *h = arg;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+		history_finish(h, -1);
+		return;
+	}
+	if (reply_int(reply->element[0]) == 0) {
+		history_lost(h);
+		return;
+	}
+	const redisReply *entries = reply->elements == 4 ? reply->element[1] : NULL;
+	if (!entries || entries->type != REDIS_REPLY_ARRAY) {
 		history_finish(h, -1);
 		return;
 	}
 	/* This page's candidates, in order; fair-released back_in_stock
 	 * alerts count only if their wave reached the user, which one more
-	 * round trip tells for the whole page. */
+	 * round trip tells for the whole page. The next page starts after
+	 * the last id read, whatever its entry held. */
 	h->page = json_array();
 	size_t nfair = 0;
-	h->page_last[0] = '\0';
-	h->page_full = reply->elements == HISTORY_PAGE;
-	for (size_t i = 0; i < reply->elements; i++) {
-		const redisReply *e = reply->element[i];
+	snprintf(h->page_last, sizeof h->page_last, "%s", reply_str(reply->element[2]));
+	h->page_full = reply_int(reply->element[3]) == 1 && *h->page_last;
+	for (size_t i = 0; i < entries->elements; i++) {
+		const redisReply *e = entries->element[i];
 		struct alert_entry en;
-		/* The next page starts after this one's last id, whatever the
-		 * entry holds. */
-		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
-		    e->element[0]->type == REDIS_REPLY_STRING)
-			snprintf(h->page_last, sizeof h->page_last, "%s", e->element[0]->str);
 		if (!alert_entry_parse(e, &en) ||
 		    !wanted(h, en.kind, en.product_id, en.stock, en.prev, en.thr, en.order))
 			continue;
@@ -1551,18 +1644,42 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 	mem_free(argv);
 }
 
+/* Reads the page after the alert id after ("" = from the beginning): the
+ * whole stream for those who hear of every product, else only the user's
+ * products through the index. While a resume is still recovered, each page
+ * first checks that nothing after its starting point is missing. */
 static void history_page(struct history *h, const char *after)
 {
-	char k_stream[96], start[48], count[16];
+	char k_stream[96], k_index[104], k_start[112], count[16];
+	char(*pids)[24] = mem_calloc(h->nsubs ? h->nsubs : 1, sizeof *pids);
+	const char **argv = mem_calloc(10 + h->nsubs, sizeof *argv);
+	int argc = 0;
+
 	key(k_stream, sizeof k_stream, h->a, "alerts");
-	if (after && *after)
-		snprintf(start, sizeof start, "(%s", after);
-	else
-		snprintf(start, sizeof start, "-");
+	key(k_index, sizeof k_index, h->a, "alerts:index");
+	key(k_start, sizeof k_start, h->a, "alerts:start");
 	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
-	const char *argv[] = {"XRANGE", k_stream, start, "+", "COUNT", count};
-	if (redis_command_argv(h->a->env->redis, on_history_range, h, 6, argv, NULL) != 0)
+	argv[argc++] = "EVAL";
+	argv[argc++] = history_read_lua;
+	argv[argc++] = "3";
+	argv[argc++] = k_stream;
+	argv[argc++] = k_index;
+	argv[argc++] = k_start;
+	argv[argc++] = after ? after : "";
+	argv[argc++] = h->since_order && h->recovered && after && *after ? "1" : "0";
+	argv[argc++] = count;
+	if (hears_every_product(h->roles)) {
+		argv[argc++] = "*";
+	} else {
+		for (size_t i = 0; i < h->nsubs; i++) {
+			snprintf(pids[i], sizeof pids[i], "%" PRId64, h->subs[i].product_id);
+			argv[argc++] = pids[i];
+		}
+	}
+	if (redis_command_argv(h->a->env->redis, on_history_range, h, argc, argv, NULL) != 0)
 		history_finish(h, -1);
+	mem_free(argv);
+	mem_free(pids);
 }
 
 static void on_snapshot_product(const struct product_info *p, void *arg)
@@ -1580,7 +1697,7 @@ static void on_snapshot_product(const struct product_info *p, void *arg)
 		}
 	}
 	if (--h->pending == 0)
-		history_page(h, h->since);
+		history_finish(h, 0);
 }
 
 static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
@@ -1607,14 +1724,14 @@ static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
 		}
 	}
 	if (--h->pending == 0)
-		history_page(h, h->since);
+		history_finish(h, 0);
 }
 
 static void snapshot(struct history *h)
 {
 	if (h->nsubs == 0) {
 		h->snapshot = json_array();
-		history_page(h, h->since);
+		history_finish(h, 0);
 		return;
 	}
 	const char **argv = mem_calloc(1 + h->nsubs, sizeof *argv);
@@ -1631,45 +1748,26 @@ static void snapshot(struct history *h)
 	mem_free(argv);
 }
 
-static void on_history_info(struct redis *r, redisReply *reply, void *arg)
+/*
+ * The history no longer reaches back to since (or to where a page began):
+ * nothing read so far counts. A caller that wants a snapshot gets the
+ * current state instead of a history with holes; the others get what is
+ * left, from the beginning.
+ */
+static void history_lost(struct history *h)
 {
-	(void)r;
-	struct history *h = arg;
-	uint64_t start, deleted;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-		history_finish(h, -1);
-		return;
-	}
-	const char *start_id = reply_str(reply->element[0]);
-	const char *deleted_id = reply_str(reply->element[1]);
-	/*
-	 * The history reaches back to since unless: Redis has no record of
-	 * when it began (it lost the stream, or nothing was ever recorded
-	 * while since names an alert), since is older than its beginning, or
-	 * trimming already removed entries newer than since.
-	 */
-	h->recovered = true;
-	if (h->since_order) {
-		if (alert_id_parse(start_id, &start) != 0 || h->since_order < start ||
-		    (alert_id_parse(deleted_id, &deleted) == 0 && deleted > h->since_order))
-			h->recovered = false;
-	}
-	if (!h->recovered) {
-		/* Only what is still there is replayed; the snapshot tells the
-		 * current state of the rest. */
-		h->since[0] = '\0';
-		if (h->want_snapshot) {
-			snapshot(h);
-			return;
-		}
-	}
-	history_page(h, h->since);
+	h->recovered = false;
+	h->since[0] = '\0';
+	json_array_clear(h->alerts);
+	if (h->want_snapshot)
+		snapshot(h);
+	else
+		history_page(h, "");
 }
 
 static void on_history_subs(struct load *l, struct roster_sub *subs, size_t n, bool ok)
 {
 	struct history *h = l->arg;
-	char k_stream[96], k_start[112];
 	if (!ok) {
 		history_finish(h, -1);
 		return;
@@ -1677,11 +1775,10 @@ static void on_history_subs(struct load *l, struct roster_sub *subs, size_t n, b
 	h->subs = mem_calloc(n ? n : 1, sizeof *h->subs);
 	memcpy(h->subs, subs, n * sizeof *subs);
 	h->nsubs = n;
-	key(k_stream, sizeof k_stream, h->a, "alerts");
-	key(k_start, sizeof k_start, h->a, "alerts:start");
-	const char *argv[] = {"EVAL", history_info_lua, "2", k_stream, k_start};
-	if (redis_command_argv(h->a->env->redis, on_history_info, h, 5, argv, NULL) != 0)
-		history_finish(h, -1);
+	if (!h->recovered)
+		history_lost(h);
+	else
+		history_page(h, h->since);
 }
 
 void alerts_history(struct alerts *a, const char *user, unsigned roles, const char *since,
@@ -1697,10 +1794,13 @@ void alerts_history(struct alerts *a, const char *user, unsigned roles, const ch
 	h->fn = fn;
 	h->arg = arg;
 	h->recovered = true;
+	/* A since that is no alert id (the callers refuse it) cannot be
+	 * resumed from. */
 	if (since && *since) {
-		snprintf(h->since, sizeof h->since, "%s", since);
-		if (alert_id_parse(since, &h->since_order) != 0)
-			h->since_order = 0;
+		if (alert_id_parse(since, &h->since_order) == 0)
+			snprintf(h->since, sizeof h->since, "%s", since);
+		else
+			h->recovered = false;
 	}
 	a->inflight++;
 	if (a->closing || !redis_is_ready(a->env->redis)) {
