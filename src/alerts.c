@@ -25,11 +25,24 @@
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 
-/* An alert id as a string whose byte order is the ids' order. */
-#define HIST_PAD_LUA                                                                               \
+/* hist_pad: an alert id as a string whose byte order is the ids' order.
+ * hist_indexed: whether the newest entry of stream s has its index member
+ * (an alert recorded without one, by an older version, is invisible to a
+ * history read through the index). */
+#define HISTORY_BASE_LUA                                                                           \
 	"local function hist_pad(id)\n"                                                            \
-	"  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')\n"                                    \
-	"  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq\n"  \
+	"  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')\n"                                   \
+	"  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq\n"   \
+	"end\n"                                                                                    \
+	"local function hist_indexed(s, idx)\n"                                                    \
+	"  local e = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]\n"                        \
+	"  if not e then return true end\n"                                                        \
+	"  for i = 1, #e[2], 2 do\n"                                                               \
+	"    if e[2][i] == 'product_id' then\n"                                                    \
+	"      return redis.call('ZSCORE', idx, e[2][i + 1] .. ':' .. hist_pad(e[1])) ~= false\n"  \
+	"    end\n"                                                                                \
+	"  end\n"                                                                                  \
+	"  return false\n"                                                                         \
 	"end\n"
 
 /*
@@ -40,8 +53,9 @@
  *
  * <prefix>alerts:start is where the history begins: whenever this finds the
  * stream, the index or the marker missing (Redis restarted empty, a key was
- * evicted or deleted, an older version ran), it moves the marker to the new
- * alert, since nothing before it can be vouched for. Trimming removes a
+ * evicted or deleted), or the stream's newest entry without its index member
+ * (an older version recorded it), it moves the marker to the new alert,
+ * since nothing before it can be vouched for. Trimming removes a
  * prefix of the stream (MINID ~, or an operator's XTRIM), and the index
  * drops a product's members only below the stream's first entry, so an
  * alert still in the stream has every later alert in both. One other
@@ -50,10 +64,11 @@
  * nothing behind for long.
  */
 #define HISTORY_LUA                                                                                \
-	HIST_PAD_LUA                                                                               \
+	HISTORY_BASE_LUA                                                                           \
 	"local function history_add(prefix, pid, minid, ...)\n"                                    \
-	"  local s, idx, mark = prefix .. 'alerts', prefix .. 'alerts:index', prefix .. 'alerts:start'\n" \
-	"  local whole = redis.call('EXISTS', s, idx, mark) == 3\n"                                \
+	"  local s, idx = prefix .. 'alerts', prefix .. 'alerts:index'\n"                          \
+	"  local mark = prefix .. 'alerts:start'\n"                                                \
+	"  local whole = redis.call('EXISTS', s, idx, mark) == 3 and hist_indexed(s, idx)\n"       \
 	"  local id = redis.call('XADD', s, 'MINID', '~', minid, '*', ...)\n"                      \
 	"  if not whole then redis.call('SET', mark, id) end\n"                                    \
 	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
@@ -99,7 +114,7 @@
 	"  local id, ts = f[2], f[6]\n"                                                            \
 	"  if not first and #users > 0 then\n"                                                     \
 	"    ts = tostring(now)\n"                                                                 \
-	"    id = history_add(prefix, pid, now - ttl * 1000,"                                       \
+	"    id = history_add(prefix, pid, now - ttl * 1000,"                                      \
 	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"   \
 	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"               \
 	"  end\n"                                                                                  \
@@ -256,12 +271,12 @@ static const char rate_note_lua[] =
  * Returns {0} when the check fails, else {1, entries (oldest first), last
  * id read ('' = none), 1 if there may be more}.
  */
-static const char history_read_lua[] = HIST_PAD_LUA
+static const char history_read_lua[] = HISTORY_BASE_LUA
     "local s, idx, after, count = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])\n"
     "if ARGV[2] == '1' then\n"
     "  local start = redis.call('GET', KEYS[3])\n"
     "  if not start or redis.call('EXISTS', idx) == 0 or hist_pad(after) < hist_pad(start) or\n"
-    "     #redis.call('XRANGE', s, after, after) == 0 then\n"
+    "     #redis.call('XRANGE', s, after, after) == 0 or not hist_indexed(s, idx) then\n"
     "    return {0}\n"
     "  end\n"
     "  local info = redis.call('XINFO', 'STREAM', s)\n"
@@ -272,7 +287,8 @@ static const char history_read_lua[] = HIST_PAD_LUA
     "  end\n"
     "end\n"
     "if ARGV[4] == '*' then\n"
-    "  local e = redis.call('XRANGE', s, after == '' and '-' or '(' .. after, '+', 'COUNT', count)\n"
+    "  local lo = after == '' and '-' or '(' .. after\n"
+    "  local e = redis.call('XRANGE', s, lo, '+', 'COUNT', count)\n"
     "  return {1, e, #e > 0 and e[#e][1] or '', #e == count and 1 or 0}\n"
     "end\n"
     "local ids, low = {}, after == '' and '' or hist_pad(after)\n"
@@ -1546,11 +1562,19 @@ static const char fair_released_lua[] =
     "end\n"
     "return out\n";
 
-/* Ends a page: more pages, or the end. */
-static void history_page_done(struct history *h)
+/* Ends a page (cut: the limit left some of its candidates out): more
+ * pages, or the end. A replay (the caller wants a snapshot) carries at most
+ * limit alerts, so one with more due after since is no recovery: the
+ * snapshot stands in for what it cannot carry. */
+static void history_page_done(struct history *h, bool cut)
 {
-	if (h->page_full && json_array_size(h->alerts) < h->limit && *h->page_last) {
+	bool more = cut || (h->page_full && *h->page_last);
+	if (more && json_array_size(h->alerts) < h->limit) {
 		history_page(h, h->page_last);
+		return;
+	}
+	if (more && h->want_snapshot && h->recovered && h->since_order) {
+		history_lost(h);
 		return;
 	}
 	history_finish(h, 0);
@@ -1566,8 +1590,8 @@ static void on_fair_released(struct redis *r, redisReply *reply, void *arg)
 		history_finish(h, -1);
 		return;
 	}
-	size_t k = 0;
-	for (size_t i = 0; i < n && json_array_size(h->alerts) < h->limit; i++) {
+	size_t k = 0, i;
+	for (i = 0; i < n && json_array_size(h->alerts) < h->limit; i++) {
 		json_t *c = json_array_get(h->page, i);
 		bool keep = true;
 		if (json_is_true(json_object_get(c, FAIR_MARK))) {
@@ -1582,7 +1606,7 @@ static void on_fair_released(struct redis *r, redisReply *reply, void *arg)
 	}
 	json_decref(h->page);
 	h->page = NULL;
-	history_page_done(h);
+	history_page_done(h, i < n);
 }
 
 static void on_history_range(struct redis *r, redisReply *reply, void *arg)

@@ -70,12 +70,14 @@ async function main() {
 		const get = async () => {
 			const t0 = performance.now();
 			const r = await apiCall(url, 'GET', `/api/me/alerts?since=${since}`,
-				{ token: kit.token(u), timeout: 120000 });
+				{ token: kit.token(u), timeout: 120000 })
+				.catch((e) => ({ status: 0, text: `${e.message}: ${e.cause?.message}` }));
 			if (r.status !== 200 || r.json.alerts.length !== ME.length) {
-				throw new Error(`history: ${r.status} ${r.text.slice(0, 200)}`);
+				failed.push(`${r.status} ${r.text.slice(0, 120)}`);
 			}
 			return performance.now() - t0;
 		};
+		const failed = [];
 		const one = [];
 		for (let i = 0; i < 5; i++) one.push(await get());
 
@@ -90,8 +92,10 @@ async function main() {
 					prev_stock: i % 2 ? 0 : 6 });
 				await wsWaitFor(h, (m) => m.event_id === e, 60000, 'live alert');
 				liveLat.push(performance.now() - t0);
+				await new Promise((res) => setTimeout(res, 20)); // a steady trickle
 			}
-		})();
+		})().catch((e) => { liveErr = e.message.slice(0, 200); });
+		let liveErr;
 		const ten = await Promise.all(Array.from({ length: 10 }, get));
 		stop = true;
 		await live;
@@ -105,7 +109,12 @@ async function main() {
 			ten_at_once_ms_median: r(median(ten)), ten_at_once_ms_max: r(Math.max(...ten)),
 			live_alert_ms_median_during: r(median(liveLat)),
 			live_alert_ms_max_during: r(Math.max(...liveLat)),
+			failed: failed.length, first_failure: failed[0], live_error: liveErr,
+			daemon_running: kit.daemons[0].running,
 		}));
+	} catch (e) {
+		console.error(e.message, kit.daemons[0].log().slice(-1500));
+		throw e;
 	} finally {
 		await kit.close();
 		await redis.stop();

@@ -144,6 +144,21 @@ test('an alert deleted by XDEL after since: not recovered', async (t) => {
 	await assertRecovered(kit, u, c.id, [d], 'since C, B deleted before it');
 });
 
+test('an alert recorded by an older version (no index member): not recovered', async (t) => {
+	const { redis, kit, stream } = await kitFor(t);
+	const { u, a } = await zoeGetsA(kit);
+	// What a previous version's instance writes during a rolling upgrade.
+	const b = await redisCommand(redis.port, ['XADD', stream, '*', 'kind', 'sold_out',
+		'product_id', String(P[1]), 'stock', '0', 'prev', '5', 'thr', '2', 'name', 'x',
+		'event_id', eid('old'), 'ts', String(Date.now()), 'fair', '0']);
+	assert.match(b, /^\d+-\d+$/);
+	await assertNotRecovered(kit, u, a.id, 'B has no index member');
+	const c = await soldOut(kit, P[2]);
+	await assertNotRecovered(kit, u, a.id, 'B has no index member, C after it');
+	const d = await soldOut(kit, P[0], 3);
+	await assertRecovered(kit, u, c.id, [d], 'since C');
+});
+
 test('the daemon\'s own trimming (history_s) past B', { timeout: 240000 }, async (t) => {
 	// One entry per stream node, so MINID ~ trims every entry older than
 	// history_s, as it does to whole nodes of a busy stream.
@@ -267,3 +282,33 @@ test('a user\'s history among many other alerts: ordered, once each, paged', asy
 	}
 	assert.deepEqual(seen, mine.map((m) => m.id));
 });
+
+test('more missed than one replay carries (1,000): a snapshot, and REST pages them all',
+	async (t) => {
+		const { kit } = await kitFor(t);
+		const { u, a } = await zoeGetsA(kit);
+		const missed = [];
+		for (let i = 0; i < 1001; i++) {
+			const e = eid(`b${i}`);
+			await kit.publish({ event_id: e, product_id: P[i % 3], stock: i % 2 ? 0 : 6,
+				prev_stock: i % 2 ? 6 : 0 });
+			missed.push(e);
+		}
+		const ids = [];
+		for (const e of missed) ids.push((await kit.processed(e)).id);
+		ids.sort(cmpId);
+		const seq = await wsResume(kit, u, a.id);
+		assert.equal(seq.length, 2, `a partial replay: ${seq.length - 1} alerts`);
+		assert.equal(seq[0].type, 'snapshot');
+		assert.deepEqual(seq[1], { type: 'replay_done', count: 0, recovered: false });
+		let since = a.id;
+		const seen = [];
+		for (;;) {
+			const j = await restResume(kit, u, since);
+			assert.equal(j.recovered, true);
+			if (j.alerts.length === 0) break;
+			seen.push(...j.alerts.map((x) => x.id));
+			since = j.alerts.at(-1).id;
+		}
+		assert.deepEqual(seen, ids);
+	});
