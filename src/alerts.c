@@ -1488,7 +1488,7 @@ struct history {
 	char user[AUTH_SUB_MAX + 1];
 	unsigned roles;
 	char since[40];
-	uint64_t since_order;
+	bool resuming; /* since names an alert: recovered must be proven */
 	size_t limit;
 	bool want_snapshot;
 	bool recovered;
@@ -1573,7 +1573,7 @@ static void history_page_done(struct history *h, bool cut)
 		history_page(h, h->page_last);
 		return;
 	}
-	if (more && h->want_snapshot && h->recovered && h->since_order) {
+	if (more && h->want_snapshot && h->recovered && h->resuming) {
 		history_lost(h);
 		return;
 	}
@@ -1690,7 +1690,7 @@ static void history_page(struct history *h, const char *after)
 	argv[argc++] = k_index;
 	argv[argc++] = k_start;
 	argv[argc++] = after ? after : "";
-	argv[argc++] = h->since_order && h->recovered && after && *after ? "1" : "0";
+	argv[argc++] = h->resuming && h->recovered && after && *after ? "1" : "0";
 	argv[argc++] = count;
 	if (hears_every_product(h->roles)) {
 		argv[argc++] = "*";
@@ -1821,7 +1821,9 @@ void alerts_history(struct alerts *a, const char *user, unsigned roles, const ch
 	/* A since that is no alert id (the callers refuse it) cannot be
 	 * resumed from. */
 	if (since && *since) {
-		if (alert_id_parse(since, &h->since_order) == 0)
+		uint64_t order;
+		h->resuming = alert_id_parse(since, &order) == 0;
+		if (h->resuming)
 			snprintf(h->since, sizeof h->since, "%s", since);
 		else
 			h->recovered = false;

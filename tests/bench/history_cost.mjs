@@ -105,6 +105,10 @@ async function main() {
 		console.log(JSON.stringify({
 			daemon: process.env.STOCKALERTD, alerts: N + ME.length + 1,
 			xlen: await redisCommand(redis.port, ['XLEN', stream]),
+			stream_bytes: await redisCommand(redis.port, ['MEMORY', 'USAGE', stream,
+				'SAMPLES', '0']),
+			index_bytes: await redisCommand(redis.port, ['MEMORY', 'USAGE', index,
+				'SAMPLES', '0']),
 			one_ms_median: r(median(one)),
 			ten_at_once_ms_median: r(median(ten)), ten_at_once_ms_max: r(Math.max(...ten)),
 			live_alert_ms_median_during: r(median(liveLat)),
