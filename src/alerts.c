@@ -25,14 +25,16 @@
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 
-/* hist_pad: an alert id as a string whose byte order is the ids' order.
+/* hist_pad: an alert id as a short string whose byte order is the ids'
+ * order: each part as a letter telling its length ('A' + digits - 1), then
+ * its digits without leading zeros.
  * hist_indexed: whether the newest entry of stream s has its index member
  * (an alert recorded without one, by an older version, is invisible to a
  * history read through the index). */
 #define HISTORY_BASE_LUA                                                                           \
 	"local function hist_pad(id)\n"                                                            \
-	"  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')\n"                                   \
-	"  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq\n"   \
+	"  local ms, seq = string.match(id, '^0*(%d-%d)%-0*(%d-%d)$')\n"                           \
+	"  return string.char(64 + #ms) .. ms .. string.char(64 + #seq) .. seq\n"                  \
 	"end\n"                                                                                    \
 	"local function hist_indexed(s, idx)\n"                                                    \
 	"  local e = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]\n"                        \
@@ -47,9 +49,9 @@
 
 /*
  * The history: every alert is an entry of <prefix>alerts and a member
- * "<product id>:<padded alert id>" of the lexically sorted set
+ * "<product id>:<hist_pad(alert id)>" of the lexically sorted set
  * <prefix>alerts:index, so a user's history reads only the alerts of the
- * user's own products. Padding makes byte order id order.
+ * user's own products, in order.
  *
  * <prefix>alerts:start is where the history begins: whenever this finds the
  * stream, the index or the marker missing (Redis restarted empty, a key was
@@ -301,8 +303,8 @@ static const char history_read_lua[] = HISTORY_BASE_LUA
     "table.sort(ids)\n"
     "local out, last = {}, ''\n"
     "for i = 1, math.min(count, #ids) do\n"
-    "  local ms, seq = string.match(ids[i], '^0*(%d-)%-0*(%d-)$')\n"
-    "  last = (ms == '' and '0' or ms) .. '-' .. (seq == '' and '0' or seq)\n"
+    "  local ms, seq = string.match(ids[i], '^%u(%d+)%u(%d+)$')\n"
+    "  last = ms .. '-' .. seq\n"
     "  out[#out + 1] = redis.call('XRANGE', s, last, last)[1]\n"
     "end\n"
     "return {1, out, last, #ids >= count and 1 or 0}\n";

@@ -18,9 +18,11 @@
  *                                 whenever the stream, the index or this
  *                                 marker was found missing
  *   <prefix>alerts:index          sorted set (all scores 0) of
- *                                 "<product id>:<alert id, both parts
- *                                 zero-padded to 20 digits>", trimmed with
- *                                 the stream: each product's alerts in order
+ *                                 "<product id>:<alert id>", each id part
+ *                                 written as a letter for its number of
+ *                                 digits ('A' = 1) and the digits, so byte
+ *                                 order is id order ("7:M1700000000000A0");
+ *                                 trimmed with the stream
  *   <prefix>alerts:index:sweep    product whose stale index members were
  *                                 dropped last (round robin)
  *   <prefix>rate:{user}:{window}  hash: the user's count in that window

@@ -46,6 +46,9 @@ async function main() {
 	const kit = await alertsKit({ redis, products,
 		overrides: { alerts: { max_per_window: 10000, window_s: 1 } } });
 	try {
+		await kit.sql('INSERT INTO products (id, sku, name, stock, low_stock_threshold) VALUES ' +
+			Array.from({ length: OTHERS }, (_, i) => `(${1000 + i}, 'S${1000 + i}', 'o', 5, 2)`)
+				.join(', '));
 		const u = 'zoe';
 		for (const p of ME) await kit.subscribe(u, p);
 		await kit.subscribe('live', LIVE);
@@ -65,6 +68,20 @@ async function main() {
 			await kit.publish({ event_id: e, product_id: p, stock: 6, prev_stock: 0 });
 			await kit.processed(e);
 		}
+
+		// What recording an alert costs Redis now (the processing script,
+		// with its history writes), over 1,000 events of other products.
+		await redisCommand(redis.port, ['CONFIG', 'RESETSTAT']);
+		let lastEv;
+		for (let i = 0; i < 1000; i++) {
+			lastEv = eid('cost');
+			await kit.publish({ event_id: lastEv, product_id: 1000 + (i % OTHERS),
+				stock: i % 2 ? 0 : 5, prev_stock: i % 2 ? 5 : 0 });
+		}
+		await kit.processed(lastEv);
+		const evalStat = /cmdstat_eval(?:sha)?:calls=(\d+),usec=(\d+)/.exec(
+			await redisCommand(redis.port, ['INFO', 'commandstats']));
+		const evalUs = evalStat ? Number(evalStat[2]) / Number(evalStat[1]) : null;
 
 		const url = kit.daemons[0].url;
 		const get = async () => {
@@ -109,6 +126,7 @@ async function main() {
 				'SAMPLES', '0']),
 			index_bytes: await redisCommand(redis.port, ['MEMORY', 'USAGE', index,
 				'SAMPLES', '0']),
+			eval_us_per_event: evalUs && r(evalUs),
 			one_ms_median: r(median(one)),
 			ten_at_once_ms_median: r(median(ten)), ten_at_once_ms_max: r(Math.max(...ten)),
 			live_alert_ms_median_during: r(median(liveLat)),
