@@ -25,15 +25,17 @@
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 
-/* hist_pad: an alert id as a short string whose byte order is the ids'
- * order: each part as a letter telling its length ('A' + digits - 1), then
- * its digits without leading zeros.
+/* hist_pad: an alert id (canonical: no leading zeros, as Redis writes
+ * them and alerts_history passes them) as a short string whose byte order
+ * is the ids' order: each part as a letter telling its length ('A' + digits
+ * - 1), then its digits.
  * hist_indexed: whether the newest entry of stream s has its index member
  * (an alert recorded without one, by an older version, is invisible to a
  * history read through the index). */
 #define HISTORY_BASE_LUA                                                                           \
 	"local function hist_pad(id)\n"                                                            \
-	"  local ms, seq = string.match(id, '^0*(%d-%d)%-0*(%d-%d)$')\n"                           \
+	"  local k = string.find(id, '-', 1, true)\n"                                              \
+	"  local ms, seq = string.sub(id, 1, k - 1), string.sub(id, k + 1)\n"                      \
 	"  return string.char(64 + #ms) .. ms .. string.char(64 + #seq) .. seq\n"                  \
 	"end\n"                                                                                    \
 	"local function hist_indexed(s, idx)\n"                                                    \
@@ -60,9 +62,11 @@
  * since nothing before it can be vouched for. Trimming removes a
  * prefix of the stream (MINID ~, or an operator's XTRIM), and the index
  * drops a product's members only below the stream's first entry, so an
- * alert still in the stream has every later alert in both. One other
- * product's stale members are dropped per alert (round robin from
- * <prefix>alerts:index:sweep), so a product that stops alerting leaves
+ * alert still in the stream has every later alert in both. Dropping stale
+ * members only saves memory (a read skips a member whose entry is gone), so
+ * it is done for one alert in ten (its id's millisecond ends in 0): the
+ * alert's own product, and one other product, round robin from
+ * <prefix>alerts:index:sweep, so a product that stops alerting leaves
  * nothing behind for long.
  */
 #define HISTORY_LUA                                                                                \
@@ -73,8 +77,9 @@
 	"  local whole = redis.call('EXISTS', s, idx, mark) == 3 and hist_indexed(s, idx)\n"       \
 	"  local id = redis.call('XADD', s, 'MINID', '~', minid, '*', ...)\n"                      \
 	"  if not whole then redis.call('SET', mark, id) end\n"                                    \
-	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
 	"  redis.call('ZADD', idx, 0, pid .. ':' .. hist_pad(id))\n"                               \
+	"  if string.byte(id, string.find(id, '-', 1, true) - 1) ~= 48 then return id end\n"       \
+	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
 	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. pid .. ':', '(' .. pid .. ':' .. low)\n"       \
 	"  local sk = prefix .. 'alerts:index:sweep'\n"                                            \
 	"  local cur = redis.call('GET', sk)\n"                                                    \
@@ -271,7 +276,9 @@ static const char rate_note_lua[] =
  * ARGV: after ('' = from the beginning), check, count, then the product ids,
  *       or '*' for every product (read from the stream itself).
  * Returns {0} when the check fails, else {1, entries (oldest first), last
- * id read ('' = none), 1 if there may be more}.
+ * id read ('' = none), 1 if there may be more}. Once count candidates are
+ * in hand, the next products are read only up to the newest of them, so a
+ * page costs about count index reads however many products there are.
  */
 static const char history_read_lua[] = HISTORY_BASE_LUA
     "local s, idx, after, count = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])\n"
@@ -293,18 +300,23 @@ static const char history_read_lua[] = HISTORY_BASE_LUA
     "  local e = redis.call('XRANGE', s, lo, '+', 'COUNT', count)\n"
     "  return {1, e, #e > 0 and e[#e][1] or '', #e == count and 1 or 0}\n"
     "end\n"
-    "local ids, low = {}, after == '' and '' or hist_pad(after)\n"
+    "local ids, low, high = {}, after == '' and '' or hist_pad(after), '\\255'\n"
     "for i = 4, #ARGV do\n"
     "  local p = ARGV[i] .. ':'\n"
     "  local m = redis.call('ZRANGEBYLEX', idx, (low == '' and '[' or '(') .. p .. low,\n"
-    "    '[' .. p .. '\\255', 'LIMIT', 0, count)\n"
+    "    '[' .. p .. high, 'LIMIT', 0, count)\n"
     "  for _, v in ipairs(m) do ids[#ids + 1] = string.sub(v, #p + 1) end\n"
+    "  if #ids > count then\n"
+    "    table.sort(ids)\n"
+    "    for j = #ids, count + 1, -1 do ids[j] = nil end\n"
+    "    high = ids[count]\n"
+    "  end\n"
     "end\n"
     "table.sort(ids)\n"
     "local out, last = {}, ''\n"
     "for i = 1, math.min(count, #ids) do\n"
-    "  local ms, seq = string.match(ids[i], '^%u(%d+)%u(%d+)$')\n"
-    "  last = ms .. '-' .. seq\n"
+    "  local n = string.byte(ids[i]) - 63\n"
+    "  last = string.sub(ids[i], 2, n) .. '-' .. string.sub(ids[i], n + 2)\n"
     "  out[#out + 1] = redis.call('XRANGE', s, last, last)[1]\n"
     "end\n"
     "return {1, out, last, #ids >= count and 1 or 0}\n";
@@ -1825,8 +1837,12 @@ void alerts_history(struct alerts *a, const char *user, unsigned roles, const ch
 	if (since && *since) {
 		uint64_t order;
 		h->resuming = alert_id_parse(since, &order) == 0;
+		/* Written back the way Redis writes ids (no leading zeros): the
+		 * history scripts compare ids as strings of that form. */
 		if (h->resuming)
-			snprintf(h->since, sizeof h->since, "%s", since);
+			snprintf(h->since, sizeof h->since, "%" PRIu64 "-%" PRIu64,
+				 alert_order_ms(order),
+				 order & ((UINT64_C(1) << ALERT_SEQ_BITS) - 1));
 		else
 			h->recovered = false;
 	}

@@ -23,10 +23,12 @@ const OTHERS = 1000; // other products
 const ME = [11, 12, 13];
 const LIVE = 14;
 
+// The index member format is hist_pad's in src/alerts.c (the old daemon
+// ignores the index).
 const fillLua = `
 local function pad(id)
-  local ms, seq = string.match(id, '^(%d+)%-(%d+)$')
-  return string.rep('0', 20 - #ms) .. ms .. '-' .. string.rep('0', 20 - #seq) .. seq
+  local ms, seq = string.match(id, '^0*(%d-%d)%-0*(%d-%d)$')
+  return string.char(64 + #ms) .. ms .. string.char(64 + #seq) .. seq
 end
 for i = 1, tonumber(ARGV[1]) do
   local pid = tostring(1000 + (i + tonumber(ARGV[2])) % tonumber(ARGV[3]))
