@@ -25,6 +25,73 @@
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 
+/* hist_pad: an alert id (canonical: no leading zeros, as Redis writes
+ * them and alerts_history passes them) as a short string whose byte order
+ * is the ids' order: each part as a letter telling its length ('A' + digits
+ * - 1), then its digits.
+ * hist_indexed: whether the newest entry of stream s has its index member
+ * (an alert recorded without one, by an older version, is invisible to a
+ * history read through the index). */
+#define HISTORY_BASE_LUA                                                                           \
+	"local function hist_pad(id)\n"                                                            \
+	"  local k = string.find(id, '-', 1, true)\n"                                              \
+	"  local ms, seq = string.sub(id, 1, k - 1), string.sub(id, k + 1)\n"                      \
+	"  return string.char(64 + #ms) .. ms .. string.char(64 + #seq) .. seq\n"                  \
+	"end\n"                                                                                    \
+	"local function hist_indexed(s, idx)\n"                                                    \
+	"  local e = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]\n"                        \
+	"  if not e then return true end\n"                                                        \
+	"  for i = 1, #e[2], 2 do\n"                                                               \
+	"    if e[2][i] == 'product_id' then\n"                                                    \
+	"      return redis.call('ZSCORE', idx, e[2][i + 1] .. ':' .. hist_pad(e[1])) ~= false\n"  \
+	"    end\n"                                                                                \
+	"  end\n"                                                                                  \
+	"  return false\n"                                                                         \
+	"end\n"
+
+/*
+ * The history: every alert is an entry of <prefix>alerts and a member
+ * "<product id>:<hist_pad(alert id)>" of the lexically sorted set
+ * <prefix>alerts:index, so a user's history reads only the alerts of the
+ * user's own products, in order.
+ *
+ * <prefix>alerts:start is where the history begins: whenever this finds the
+ * stream, the index or the marker missing (Redis restarted empty, a key was
+ * evicted or deleted), or the stream's newest entry without its index member
+ * (an older version recorded it), it moves the marker to the new alert,
+ * since nothing before it can be vouched for. Trimming removes a
+ * prefix of the stream (MINID ~, or an operator's XTRIM), and the index
+ * drops a product's members only below the stream's first entry, so an
+ * alert still in the stream has every later alert in both. Dropping stale
+ * members only saves memory (a read skips a member whose entry is gone), so
+ * it is done for one alert in ten (its id's millisecond ends in 0): the
+ * alert's own product, and one other product, round robin from
+ * <prefix>alerts:index:sweep, so a product that stops alerting leaves
+ * nothing behind for long.
+ */
+#define HISTORY_LUA                                                                                \
+	HISTORY_BASE_LUA                                                                           \
+	"local function history_add(prefix, pid, minid, ...)\n"                                    \
+	"  local s, idx = prefix .. 'alerts', prefix .. 'alerts:index'\n"                          \
+	"  local mark = prefix .. 'alerts:start'\n"                                                \
+	"  local whole = redis.call('EXISTS', s, idx, mark) == 3 and hist_indexed(s, idx)\n"       \
+	"  local id = redis.call('XADD', s, 'MINID', '~', minid, '*', ...)\n"                      \
+	"  if not whole then redis.call('SET', mark, id) end\n"                                    \
+	"  redis.call('ZADD', idx, 0, pid .. ':' .. hist_pad(id))\n"                               \
+	"  if string.byte(id, string.find(id, '-', 1, true) - 1) ~= 48 then return id end\n"       \
+	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
+	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. pid .. ':', '(' .. pid .. ':' .. low)\n"       \
+	"  local sk = prefix .. 'alerts:index:sweep'\n"                                            \
+	"  local cur = redis.call('GET', sk)\n"                                                    \
+	"  local nxt = cur and redis.call('ZRANGEBYLEX', idx, '(' .. cur .. ':\\255', '+',"        \
+	" 'LIMIT', 0, 1)[1]\n"                                                                     \
+	"  nxt = nxt or redis.call('ZRANGEBYLEX', idx, '-', '+', 'LIMIT', 0, 1)[1]\n"              \
+	"  local q = string.match(nxt, '^(.*):')\n"                                                \
+	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. q .. ':', '(' .. q .. ':' .. low)\n"           \
+	"  redis.call('SET', sk, q)\n"                                                             \
+	"  return id\n"                                                                            \
+	"end\n"
+
 /*
  * Fair release (conf/README.md, Fair release): the next wave of a product's cycle. The cycle's
  * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
@@ -37,6 +104,7 @@
  * deliver to its own sockets. Returns the number of users released.
  */
 #define FAIR_WAVE_LUA                                                                              \
+	HISTORY_LUA                                                                                \
 	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"        \
 	"  local fk = prefix .. 'fair:' .. pid\n"                                                  \
 	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                  \
@@ -53,7 +121,7 @@
 	"  local id, ts = f[2], f[6]\n"                                                            \
 	"  if not first and #users > 0 then\n"                                                     \
 	"    ts = tostring(now)\n"                                                                 \
-	"    id = redis.call('XADD', prefix .. 'alerts', 'MINID', '~', now - ttl * 1000, '*',"     \
+	"    id = history_add(prefix, pid, now - ttl * 1000,"                                      \
 	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"   \
 	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"               \
 	"  end\n"                                                                                  \
@@ -80,7 +148,8 @@
  * Runs an event exactly once across every instance and tells each instance
  * whether it has delivered it yet.
  * KEYS: event hash, stock state, history stream, custom thresholds zset,
- *       delivered-by set, history start marker
+ *       delivered-by set, history start marker (the history keys are
+ *       written by history_add)
  * ARGV: instance, product, stock, prev ("" = from the shared state),
  *       fallback prev ("" = unknown), default threshold, name, event id, ts,
  *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms,
@@ -109,10 +178,9 @@ static const char process_lua[] = FAIR_WAVE_LUA
     "  end\n"
     "  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
     "  if kind ~= 'none' then\n"
-    "    id = redis.call('XADD', KEYS[3], 'MINID', '~', ARGV[10], '*', 'kind', kind,\n"
+    "    id = history_add(prefix, ARGV[2], ARGV[10], 'kind', kind,\n"
     "      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
     "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
-    "    redis.call('SET', KEYS[6], id, 'NX')\n"
     "  end\n"
     "  local fk = prefix .. 'fair:' .. ARGV[2]\n"
     "  if fair == '1' then\n"
@@ -200,17 +268,59 @@ static const char rate_note_lua[] =
     "end\n"
     "return 0\n";
 
-/* KEYS: stream, start marker. Returns {start marker or '', max deleted id}. */
-static const char history_info_lua[] =
-    "local start = redis.call('GET', KEYS[2]) or ''\n"
-    "local deleted = '0-0'\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then\n"
-    "  local info = redis.call('XINFO', 'STREAM', KEYS[1])\n"
+/*
+ * One page of a history, read at once. With check = '1', after must be a
+ * point of this history from which nothing is missing: the marker says the
+ * history began at or before it, the alert after still is in the stream (so
+ * no trimming reached past it) and no XDEL removed anything newer.
+ * KEYS: stream, index, start marker.
+ * ARGV: after ('' = from the beginning), check, count, then the product ids,
+ *       or '*' for every product (read from the stream itself).
+ * Returns {0} when the check fails, else {1, entries (oldest first), last
+ * id read ('' = none), 1 if there may be more}. Once count candidates are
+ * in hand, the next products are read only up to the newest of them, so a
+ * page costs about count index reads however many products there are.
+ */
+static const char history_read_lua[] = HISTORY_BASE_LUA
+    "local s, idx, after, count = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])\n"
+    "if ARGV[2] == '1' then\n"
+    "  local start = redis.call('GET', KEYS[3])\n"
+    "  if not start or redis.call('EXISTS', idx) == 0 or hist_pad(after) < hist_pad(start) or\n"
+    "     #redis.call('XRANGE', s, after, after) == 0 or not hist_indexed(s, idx) then\n"
+    "    return {0}\n"
+    "  end\n"
+    "  local info = redis.call('XINFO', 'STREAM', s)\n"
     "  for i = 1, #info, 2 do\n"
-    "    if info[i] == 'max-deleted-entry-id' then deleted = info[i + 1] end\n"
+    "    if info[i] == 'max-deleted-entry-id' and hist_pad(info[i + 1]) > hist_pad(after) then\n"
+    "      return {0}\n"
+    "    end\n"
     "  end\n"
     "end\n"
-    "return {start, deleted}\n";
+    "if ARGV[4] == '*' then\n"
+    "  local lo = after == '' and '-' or '(' .. after\n"
+    "  local e = redis.call('XRANGE', s, lo, '+', 'COUNT', count)\n"
+    "  return {1, e, #e > 0 and e[#e][1] or '', #e == count and 1 or 0}\n"
+    "end\n"
+    "local ids, low, high = {}, after == '' and '' or hist_pad(after), '\\255'\n"
+    "for i = 4, #ARGV do\n"
+    "  local p = ARGV[i] .. ':'\n"
+    "  local m = redis.call('ZRANGEBYLEX', idx, (low == '' and '[' or '(') .. p .. low,\n"
+    "    '[' .. p .. high, 'LIMIT', 0, count)\n"
+    "  for _, v in ipairs(m) do ids[#ids + 1] = string.sub(v, #p + 1) end\n"
+    "  if #ids > count then\n"
+    "    table.sort(ids)\n"
+    "    for j = #ids, count + 1, -1 do ids[j] = nil end\n"
+    "    high = ids[count]\n"
+    "  end\n"
+    "end\n"
+    "table.sort(ids)\n"
+    "local out, last = {}, ''\n"
+    "for i = 1, math.min(count, #ids) do\n"
+    "  local n = string.byte(ids[i]) - 63\n"
+    "  last = string.sub(ids[i], 2, n) .. '-' .. string.sub(ids[i], n + 2)\n"
+    "  out[#out + 1] = redis.call('XRANGE', s, last, last)[1]\n"
+    "end\n"
+    "return {1, out, last, #ids >= count and 1 or 0}\n";
 
 /* Events held while Redis commands cannot run; at most BACKLOG_MAX. */
 #define BACKLOG_MAX 10000
@@ -1408,7 +1518,7 @@ struct history {
 	char user[AUTH_SUB_MAX + 1];
 	unsigned roles;
 	char since[40];
-	uint64_t since_order;
+	bool resuming; /* since names an alert: recovered must be proven */
 	size_t limit;
 	bool want_snapshot;
 	bool recovered;
@@ -1417,7 +1527,7 @@ struct history {
 	json_t *alerts;
 	json_t *snapshot;
 	json_t *page;	    /* candidates of the page being read */
-	char page_last[40]; /* last id of that page */
+	char page_last[40]; /* last id of that page: where the next starts */
 	bool page_full;	    /* it was a full page: there may be more */
 	alerts_history_fn fn;
 	void *arg;
@@ -1444,6 +1554,13 @@ static const struct roster_sub *find_sub(const struct history *h, int64_t produc
 	return NULL;
 }
 
+/* Whether roles hear of alerts of products they did not subscribe to (the
+ * operations view of deliver()): then the history to read is all of it. */
+static bool hears_every_product(unsigned roles)
+{
+	return (roles & AUTH_ROLE_ADMIN) != 0;
+}
+
 /* Would the user have received this history entry? */
 static bool wanted(const struct history *h, unsigned kind, int64_t product, int64_t stock,
 		   int64_t prev, int default_thr, uint64_t order)
@@ -1454,12 +1571,13 @@ static bool wanted(const struct history *h, unsigned kind, int64_t product, int6
 		if (events_classify(prev, stock, thr) == kind)
 			return true;
 	}
-	return (h->roles & AUTH_ROLE_ADMIN) &&
+	return hears_every_product(h->roles) &&
 	       (kind == SUBS_SOLD_OUT ||
 		(kind == SUBS_LOW_STOCK && events_classify(prev, stock, default_thr) == kind));
 }
 
 static void history_page(struct history *h, const char *after);
+static void history_lost(struct history *h);
 
 /* Marks, inside a history page, an alert whose fair-release waves must be
  * checked (never a field of the alerts we send). */
@@ -1474,11 +1592,19 @@ static const char fair_released_lua[] =
     "end\n"
     "return out\n";
 
-/* Ends a page: more pages, or the end. */
-static void history_page_done(struct history *h)
+/* Ends a page (cut: the limit left some of its candidates out): more
+ * pages, or the end. A replay (the caller wants a snapshot) carries at most
+ * limit alerts, so one with more due after since is no recovery: the
+ * snapshot stands in for what it cannot carry. */
+static void history_page_done(struct history *h, bool cut)
 {
-	if (h->page_full && json_array_size(h->alerts) < h->limit && *h->page_last) {
+	bool more = cut || (h->page_full && *h->page_last);
+	if (more && json_array_size(h->alerts) < h->limit) {
 		history_page(h, h->page_last);
+		return;
+	}
+	if (more && h->want_snapshot && h->recovered && h->resuming) {
+		history_lost(h);
 		return;
 	}
 	history_finish(h, 0);
@@ -1494,8 +1620,8 @@ static void on_fair_released(struct redis *r, redisReply *reply, void *arg)
 		history_finish(h, -1);
 		return;
 	}
-	size_t k = 0;
-	for (size_t i = 0; i < n && json_array_size(h->alerts) < h->limit; i++) {
+	size_t k = 0, i;
+	for (i = 0; i < n && json_array_size(h->alerts) < h->limit; i++) {
 		json_t *c = json_array_get(h->page, i);
 		bool keep = true;
 		if (json_is_true(json_object_get(c, FAIR_MARK))) {
@@ -1510,32 +1636,37 @@ static void on_fair_released(struct redis *r, redisReply *reply, void *arg)
 	}
 	json_decref(h->page);
 	h->page = NULL;
-	history_page_done(h);
+	history_page_done(h, i < n);
 }
 
 static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 {
 	(void)r;
 	struct history *h = arg;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+		history_finish(h, -1);
+		return;
+	}
+	if (reply_int(reply->element[0]) == 0) {
+		history_lost(h);
+		return;
+	}
+	const redisReply *entries = reply->elements == 4 ? reply->element[1] : NULL;
+	if (!entries || entries->type != REDIS_REPLY_ARRAY) {
 		history_finish(h, -1);
 		return;
 	}
 	/* This page's candidates, in order; fair-released back_in_stock
 	 * alerts count only if their wave reached the user, which one more
-	 * round trip tells for the whole page. */
+	 * round trip tells for the whole page. The next page starts after
+	 * the last id read, whatever its entry held. */
 	h->page = json_array();
 	size_t nfair = 0;
-	h->page_last[0] = '\0';
-	h->page_full = reply->elements == HISTORY_PAGE;
-	for (size_t i = 0; i < reply->elements; i++) {
-		const redisReply *e = reply->element[i];
+	snprintf(h->page_last, sizeof h->page_last, "%s", reply_str(reply->element[2]));
+	h->page_full = reply_int(reply->element[3]) == 1 && *h->page_last;
+	for (size_t i = 0; i < entries->elements; i++) {
+		const redisReply *e = entries->element[i];
 		struct alert_entry en;
-		/* The next page starts after this one's last id, whatever the
-		 * entry holds. */
-		if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
-		    e->element[0]->type == REDIS_REPLY_STRING)
-			snprintf(h->page_last, sizeof h->page_last, "%s", e->element[0]->str);
 		if (!alert_entry_parse(e, &en) ||
 		    !wanted(h, en.kind, en.product_id, en.stock, en.prev, en.thr, en.order))
 			continue;
@@ -1567,18 +1698,42 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 	mem_free(argv);
 }
 
+/* Reads the page after the alert id after ("" = from the beginning): the
+ * whole stream for those who hear of every product, else only the user's
+ * products through the index. While a resume is still recovered, each page
+ * first checks that nothing after its starting point is missing. */
 static void history_page(struct history *h, const char *after)
 {
-	char k_stream[96], start[48], count[16];
+	char k_stream[96], k_index[104], k_start[112], count[16];
+	char(*pids)[24] = mem_calloc(h->nsubs ? h->nsubs : 1, sizeof *pids);
+	const char **argv = mem_calloc(10 + h->nsubs, sizeof *argv);
+	int argc = 0;
+
 	key(k_stream, sizeof k_stream, h->a, "alerts");
-	if (after && *after)
-		snprintf(start, sizeof start, "(%s", after);
-	else
-		snprintf(start, sizeof start, "-");
+	key(k_index, sizeof k_index, h->a, "alerts:index");
+	key(k_start, sizeof k_start, h->a, "alerts:start");
 	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
-	const char *argv[] = {"XRANGE", k_stream, start, "+", "COUNT", count};
-	if (redis_command_argv(h->a->env->redis, on_history_range, h, 6, argv, NULL) != 0)
+	argv[argc++] = "EVAL";
+	argv[argc++] = history_read_lua;
+	argv[argc++] = "3";
+	argv[argc++] = k_stream;
+	argv[argc++] = k_index;
+	argv[argc++] = k_start;
+	argv[argc++] = after ? after : "";
+	argv[argc++] = h->resuming && h->recovered && after && *after ? "1" : "0";
+	argv[argc++] = count;
+	if (hears_every_product(h->roles)) {
+		argv[argc++] = "*";
+	} else {
+		for (size_t i = 0; i < h->nsubs; i++) {
+			snprintf(pids[i], sizeof pids[i], "%" PRId64, h->subs[i].product_id);
+			argv[argc++] = pids[i];
+		}
+	}
+	if (redis_command_argv(h->a->env->redis, on_history_range, h, argc, argv, NULL) != 0)
 		history_finish(h, -1);
+	mem_free(argv);
+	mem_free(pids);
 }
 
 static void on_snapshot_product(const struct product_info *p, void *arg)
@@ -1596,7 +1751,7 @@ static void on_snapshot_product(const struct product_info *p, void *arg)
 		}
 	}
 	if (--h->pending == 0)
-		history_page(h, h->since);
+		history_finish(h, 0);
 }
 
 static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
@@ -1623,14 +1778,14 @@ static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
 		}
 	}
 	if (--h->pending == 0)
-		history_page(h, h->since);
+		history_finish(h, 0);
 }
 
 static void snapshot(struct history *h)
 {
 	if (h->nsubs == 0) {
 		h->snapshot = json_array();
-		history_page(h, h->since);
+		history_finish(h, 0);
 		return;
 	}
 	const char **argv = mem_calloc(1 + h->nsubs, sizeof *argv);
@@ -1647,45 +1802,26 @@ static void snapshot(struct history *h)
 	mem_free(argv);
 }
 
-static void on_history_info(struct redis *r, redisReply *reply, void *arg)
+/*
+ * The history no longer reaches back to since (or to where a page began):
+ * nothing read so far counts. A caller that wants a snapshot gets the
+ * current state instead of a history with holes; the others get what is
+ * left, from the beginning.
+ */
+static void history_lost(struct history *h)
 {
-	(void)r;
-	struct history *h = arg;
-	uint64_t start, deleted;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-		history_finish(h, -1);
-		return;
-	}
-	const char *start_id = reply_str(reply->element[0]);
-	const char *deleted_id = reply_str(reply->element[1]);
-	/*
-	 * The history reaches back to since unless: Redis has no record of
-	 * when it began (it lost the stream, or nothing was ever recorded
-	 * while since names an alert), since is older than its beginning, or
-	 * trimming already removed entries newer than since.
-	 */
-	h->recovered = true;
-	if (h->since_order) {
-		if (alert_id_parse(start_id, &start) != 0 || h->since_order < start ||
-		    (alert_id_parse(deleted_id, &deleted) == 0 && deleted > h->since_order))
-			h->recovered = false;
-	}
-	if (!h->recovered) {
-		/* Only what is still there is replayed; the snapshot tells the
-		 * current state of the rest. */
-		h->since[0] = '\0';
-		if (h->want_snapshot) {
-			snapshot(h);
-			return;
-		}
-	}
-	history_page(h, h->since);
+	h->recovered = false;
+	h->since[0] = '\0';
+	json_array_clear(h->alerts);
+	if (h->want_snapshot)
+		snapshot(h);
+	else
+		history_page(h, "");
 }
 
 static void on_history_subs(struct load *l, struct roster_sub *subs, size_t n, bool ok)
 {
 	struct history *h = l->arg;
-	char k_stream[96], k_start[112];
 	if (!ok) {
 		history_finish(h, -1);
 		return;
@@ -1693,11 +1829,10 @@ static void on_history_subs(struct load *l, struct roster_sub *subs, size_t n, b
 	h->subs = mem_calloc(n ? n : 1, sizeof *h->subs);
 	memcpy(h->subs, subs, n * sizeof *subs);
 	h->nsubs = n;
-	key(k_stream, sizeof k_stream, h->a, "alerts");
-	key(k_start, sizeof k_start, h->a, "alerts:start");
-	const char *argv[] = {"EVAL", history_info_lua, "2", k_stream, k_start};
-	if (redis_command_argv(h->a->env->redis, on_history_info, h, 5, argv, NULL) != 0)
-		history_finish(h, -1);
+	if (!h->recovered)
+		history_lost(h);
+	else
+		history_page(h, h->since);
 }
 
 void alerts_history(struct alerts *a, const char *user, unsigned roles, const char *since,
@@ -1713,10 +1848,19 @@ void alerts_history(struct alerts *a, const char *user, unsigned roles, const ch
 	h->fn = fn;
 	h->arg = arg;
 	h->recovered = true;
+	/* A since that is no alert id (the callers refuse it) cannot be
+	 * resumed from. */
 	if (since && *since) {
-		snprintf(h->since, sizeof h->since, "%s", since);
-		if (alert_id_parse(since, &h->since_order) != 0)
-			h->since_order = 0;
+		uint64_t order;
+		h->resuming = alert_id_parse(since, &order) == 0;
+		/* Written back the way Redis writes ids (no leading zeros): the
+		 * history scripts compare ids as strings of that form. */
+		if (h->resuming)
+			snprintf(h->since, sizeof h->since, "%" PRIu64 "-%" PRIu64,
+				 alert_order_ms(order),
+				 order & ((UINT64_C(1) << ALERT_SEQ_BITS) - 1));
+		else
+			h->recovered = false;
 	}
 	a->inflight++;
 	if (a->closing || !redis_is_ready(a->env->redis)) {

@@ -16,8 +16,18 @@
  *                                 TTL stock_ttl_s from the last event
  *   <prefix>alerts                stream of every alert, trimmed to
  *                                 history_s; entry ids are the alert ids
- *   <prefix>alerts:start          id of the stream's first entry ever
- *                                 (gone with the stream if Redis loses it)
+ *   <prefix>alerts:start          id of the first alert of the history as
+ *                                 it stands: moved to the newest alert
+ *                                 whenever the stream, the index or this
+ *                                 marker was found missing
+ *   <prefix>alerts:index          sorted set (all scores 0) of
+ *                                 "<product id>:<alert id>", each id part
+ *                                 written as a letter for its number of
+ *                                 digits ('A' = 1) and the digits, so byte
+ *                                 order is id order ("7:M1700000000000A0");
+ *                                 trimmed with the stream
+ *   <prefix>alerts:index:sweep    product whose stale index members were
+ *                                 dropped last (round robin)
  *   <prefix>rate:{user}:{window}  hash: the user's count in that window
  *                                 (_n) and a verdict per alert; written once
  *                                 the user nears the limit or leaves an
@@ -77,11 +87,16 @@ void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg)
 
 /*
  * History of what user would have received after since (NULL or "" = the
- * whole history), oldest first, at most limit alerts. recovered is false
- * when the history no longer reaches back to since (trimmed, or Redis lost
- * it); snapshot (only then, when asked for) lists {product_id, stock} for
- * each subscribed product. status: 0, or -1 when Redis is unavailable.
- * The callee keeps no reference to alerts/snapshot after fn returns.
+ * whole history), oldest first, at most limit alerts; it costs what the
+ * user's own products' alerts cost (an admin's is the whole stream).
+ * recovered is true only when every alert after since is provably still
+ * there: since is an alert of this history still in the stream, and
+ * nothing newer was trimmed, deleted or lost (see "The history" in
+ * alerts.c); else false, and then alerts is what is left from the
+ * beginning, or, when a snapshot is asked for, empty with snapshot listing
+ * {product_id, stock} for each subscribed product. status: 0, or -1 when
+ * Redis is unavailable. The callee keeps no reference to alerts/snapshot
+ * after fn returns.
  */
 typedef void (*alerts_history_fn)(int status, json_t *alerts, bool recovered, json_t *snapshot,
 				  void *arg);
