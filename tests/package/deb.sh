@@ -124,11 +124,11 @@ esac
 
 # -------------------------------------------------------------- control
 control=$(dpkg-deb -f "$deb")
-echo "$control" | grep -q '^Package: stockalert$' || fail "Package field"
+grep -q '^Package: stockalert$' <<<"$control" || fail "Package field"
 depends=$(dpkg-deb -f "$deb" Depends)
 for d in libwebsockets-evlib-uv adduser libwebsockets17 libhiredis0.14 libmariadb3 libjansson4 \
 	libjwt0 libuv1 libssl3 libsystemd0 libc6; do
-	echo ", $depends," | grep -q "[ ,]${d}[ ,(]" || fail "Depends lacks $d: $depends"
+	grep -q "[ ,]${d}[ ,(]" <<<", $depends," || fail "Depends lacks $d: $depends"
 done
 [ "$(dpkg-deb -f "$deb" Recommends)" = "redis-server, mariadb-server" ] ||
 	fail "Recommends: $(dpkg-deb -f "$deb" Recommends)"
@@ -157,7 +157,9 @@ done
 mode /usr/share/man/man8/stockalertd.8.gz "root:root 644"
 mode /etc/stockalert "root:root 755"
 mode /etc/stockalert/stockalertd.json "root:root 644"
-dpkg-query -W -f='${Conffiles}\n' stockalert | grep -q '^ /etc/stockalert/stockalertd.json ' ||
+# Here strings, not `echo | grep -q`: with pipefail, grep -q leaving early
+# can fail the pipeline with the writer's SIGPIPE.
+grep -q '^ /etc/stockalert/stockalertd.json ' <<<"$(dpkg-query -W -f='${Conffiles}\n' stockalert)" ||
 	fail "/etc/stockalert/stockalertd.json is not a conffile"
 # The installed config names installed files only (no path relative to the
 # source tree).
@@ -252,7 +254,7 @@ sa_wait_for 60 "installed stockalertd" "$daemon_pid" ready || fail "never ready 
 ok "installed daemon ready against the fixture's Redis and MariaDB"
 
 page=$(curl -sf "$base/") || fail "GET / failed"
-echo "$page" | grep -qi '<html' || fail "GET / is not the demo page"
+grep -qi '<html' <<<"$page" || fail "GET / is not the demo page"
 curl -sf -o "$work/stockalert.js" "$base/stockalert.js" || fail "GET /stockalert.js failed"
 cmp -s "$work/stockalert.js" /usr/share/stockalert/www/stockalert.js || fail "stockalert.js differs"
 token=$(as_daemon /usr/sbin/stockalertd gentoken --sub pkg-test -c $conf) || fail "gentoken"
