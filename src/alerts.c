@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include "stockalert/alert.h"
+#include "stockalert/auth.h"
 #include "stockalert/buf.h"
 #include "stockalert/catalog.h"
+#include "stockalert/config.h"
 #include "stockalert/dict.h"
 #include "stockalert/hub.h"
 #include "stockalert/log.h"

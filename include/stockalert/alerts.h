@@ -41,9 +41,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
+#include "stockalert/env.h"
 #include "stockalert/events.h"
-#include "stockalert/http.h"
 
 struct alerts;
 

@@ -15,41 +15,9 @@
 struct json_t;
 
 #include "stockalert/auth.h"
-#include "stockalert/config.h"
-#include "stockalert/hub.h"
-#include "stockalert/redis.h"
-#include "stockalert/store.h"
+#include "stockalert/env.h"
 
 #define HTTP_BODY_MAX (64 * 1024)
-
-/* What the HTTP and WebSocket handlers may use; owned by the server,
- * outlives every request and socket. Reached from a wsi through
- * lws_context_user(). */
-struct presence;
-struct subs;
-struct stream;
-struct alerts;
-
-struct http_env {
-	const struct config *cfg;
-	struct redis *redis;	  /* command connection */
-	struct redis *pubsub;	  /* subscriber connection */
-	struct redis *streamconn; /* durable input reader (XREADGROUP blocks) */
-	struct stream *stream;	  /* durable input */
-	struct store *store;
-	struct auth *auth;
-	char *static_root; /* realpath of cfg->static_dir, NULL if missing */
-	struct lws_context *lws;
-	struct hub *hub; /* local sockets by user */
-	struct presence *presence;
-	struct subs *subs;     /* subscription writes and index */
-	struct alerts *alerts; /* the alert pipeline */
-	struct peers *peers;   /* connections per address */
-	const struct lws_protocols *ws_protocol;
-	bool shutting_down;	    /* refuse new sockets */
-	void (*drained)(void *arg); /* see ws_shutdown() */
-	void *drained_arg;
-};
 
 /*
  * Every answer goes through one write path (static files too, read whole):
