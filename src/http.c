@@ -16,9 +16,8 @@
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
+#include "stockalert/ops.h"
 #include "stockalert/peers.h"
-#include "stockalert/stream.h"
-#include "stockalert/subs.h"
 #include "stockalert/ws.h"
 
 #define PATH_MAX_LEN	512
@@ -193,14 +192,10 @@ int http_authenticate(struct http_req *r, struct http_env *env, struct auth_clai
 	return 0;
 }
 
-static void handle_healthz(struct http_req *r, struct http_env *env);
-static void handle_readyz(struct http_req *r, struct http_env *env);
-static void handle_metrics(struct http_req *r, struct http_env *env);
-
 static const struct route routes[] = {
-    {"/healthz", M_GET, handle_healthz, METRICS_ROUTE_HEALTHZ},
-    {"/readyz", M_GET, handle_readyz, METRICS_ROUTE_READYZ},
-    {"/metrics", M_GET, handle_metrics, METRICS_ROUTE_METRICS},
+    {"/healthz", M_GET, ops_healthz, METRICS_ROUTE_HEALTHZ},
+    {"/readyz", M_GET, ops_readyz, METRICS_ROUTE_READYZ},
+    {"/metrics", M_GET, ops_metrics, METRICS_ROUTE_METRICS},
     {"/api/products/", M_GET, api_get_product, METRICS_ROUTE_PRODUCT},
     {"/api/me/subscriptions", M_GET, api_list_subscriptions, METRICS_ROUTE_SUBSCRIPTIONS},
     {"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription, METRICS_ROUTE_SUBSCRIPTION},
@@ -293,52 +288,6 @@ void http_reply_json(struct http_req *r, int status, json_t *j)
 		http_reply_error(r, 500, "internal", "could not encode the response");
 	}
 	json_decref(j);
-}
-
-static void handle_healthz(struct http_req *r, struct http_env *env)
-{
-	(void)env;
-	http_reply(r, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
-}
-
-static void handle_readyz(struct http_req *r, struct http_env *env)
-{
-	/* Redis counts as up only when both connections are: without the
-	 * subscriber no alert would arrive. */
-	bool redis_up = redis_is_ready(env->redis) && redis_is_ready(env->pubsub) &&
-			(!env->streamconn || redis_is_ready(env->streamconn));
-	bool mysql_up = store_is_ready(env->store);
-	json_t *j = json_pack("{s:s,s:s}", "redis", redis_up ? "up" : "down", "mysql",
-			      mysql_up ? "up" : "down");
-	/* Still ready while the index is rebuilt (subscribing works), but say
-	 * so: alerts may miss subscribers until it is done. */
-	if (env->subs && subs_rebuilding(env->subs))
-		json_object_set_new(j, "index", json_string("rebuilding"));
-	/* The durable input's backlog, when it has one: the body keeps its documented
-	 * exact shape while there is nothing to say. */
-	struct stream_stats st = {0};
-	if (env->stream)
-		stream_stats(env->stream, &st);
-	if (st.lag > 0 || st.pending > 0 || st.dead > 0 || st.error) {
-		json_t *sj = json_pack("{s:I,s:I,s:I}", "lag", (json_int_t)st.lag, "pending",
-				       (json_int_t)st.pending, "dead", (json_int_t)st.dead);
-		/* Redis refuses the reader: no event on the stream would be
-		 * processed, so this instance is not ready. */
-		if (st.error)
-			json_object_set_new(sj, "error", json_string(st.error));
-		json_object_set_new(j, "stream", sj);
-	}
-	http_reply_json(r, redis_up && mysql_up && !st.error ? 200 : 503, j);
-}
-
-static void handle_metrics(struct http_req *r, struct http_env *env)
-{
-	(void)env;
-	struct buf out;
-	buf_init(&out);
-	metrics_render(&out);
-	http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len, NULL);
-	buf_free(&out);
 }
 
 /* Reads the regular file at path (size bytes by stat) into out. */

@@ -2,8 +2,8 @@
 #define STOCKALERT_HTTP_H
 /*
  * The HTTP side of the lws vhost: routing, request bodies (Content-Length
- * only, at most HTTP_BODY_MAX), JSON error bodies (README.md, HTTP API), the ops
- * endpoints (/healthz, /readyz, /metrics) and static files.
+ * only, at most HTTP_BODY_MAX), JSON error bodies (README.md, HTTP API) and
+ * static files.
  *
  * Handlers answer through http_reply*(); a reply may be given later (after
  * a Redis or MySQL round trip) as long as the request is still open.
