@@ -9,16 +9,15 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
-#include "stockalert/api.h"
 #include "stockalert/buf.h"
+#include "stockalert/config.h"
 #include "stockalert/hdrcheck.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
-#include "stockalert/ops.h"
 #include "stockalert/peers.h"
-#include "stockalert/ws.h"
 
 #define PATH_MAX_LEN	512
 /* Body bytes written per WRITEABLE callback, so one big response cannot hog
@@ -31,23 +30,7 @@
 /* How long a browser may cache a preflight answer. */
 #define CORS_MAX_AGE	"600"
 
-enum method_bit {
-	M_GET = 1u << LWSHUMETH_GET,
-	M_POST = 1u << LWSHUMETH_POST,
-	M_PUT = 1u << LWSHUMETH_PUT,
-	M_DELETE = 1u << LWSHUMETH_DELETE,
-};
-
 #define MOD "http"
-
-typedef void (*route_fn)(struct http_req *r, struct http_env *env);
-
-struct route {
-	const char *path; /* exact path, or prefix when it ends with '/' */
-	unsigned methods; /* enum method_bit */
-	route_fn fn;
-	enum metrics_route metric; /* its label in stockalert_http_request_seconds */
-};
 
 struct http_req {
 	struct lws *wsi;
@@ -57,7 +40,7 @@ struct http_req {
 	bool api;
 	char cors_origin[ORIGIN_MAX]; /* a listed Origin to allow, or "" */
 	char path[PATH_MAX_LEN];
-	const struct route *route;
+	const struct http_route *route;
 	uint64_t t0_ns; /* uv_hrtime() at the request line */
 	struct buf body_in;
 	/* response */
@@ -192,23 +175,12 @@ int http_authenticate(struct http_req *r, struct http_env *env, struct auth_clai
 	return 0;
 }
 
-static const struct route routes[] = {
-    {"/healthz", M_GET, ops_healthz, METRICS_ROUTE_HEALTHZ},
-    {"/readyz", M_GET, ops_readyz, METRICS_ROUTE_READYZ},
-    {"/metrics", M_GET, ops_metrics, METRICS_ROUTE_METRICS},
-    {"/api/products/", M_GET, api_get_product, METRICS_ROUTE_PRODUCT},
-    {"/api/me/subscriptions", M_GET, api_list_subscriptions, METRICS_ROUTE_SUBSCRIPTIONS},
-    {"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription, METRICS_ROUTE_SUBSCRIPTION},
-    {"/api/me/alerts", M_GET, api_list_alerts, METRICS_ROUTE_ALERTS},
-    {"/api/inventory/events", M_POST, api_post_event, METRICS_ROUTE_EVENTS},
-};
-
 size_t http_session_size(void)
 {
 	return sizeof(struct http_req);
 }
 
-static bool route_matches(const struct route *rt, const char *path)
+static bool route_matches(const struct http_route *rt, const char *path)
 {
 	size_t n = strlen(rt->path);
 	if (rt->path[n - 1] == '/')
@@ -216,11 +188,11 @@ static bool route_matches(const struct route *rt, const char *path)
 	return strcmp(path, rt->path) == 0;
 }
 
-static const struct route *route_find(const char *path)
+static const struct http_route *route_find(const struct http_routes *rs, const char *path)
 {
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-		if (route_matches(&routes[i], path))
-			return &routes[i];
+	for (size_t i = 0; rs && i < rs->n; i++)
+		if (route_matches(&rs->routes[i], path))
+			return &rs->routes[i];
 	return NULL;
 }
 
@@ -230,11 +202,11 @@ static void methods_header(const char *name, unsigned methods, struct buf *out)
 	static const struct {
 		unsigned bit;
 		const char *name;
-	} names[] = {{M_GET, "GET"},
-		     {M_GET, "HEAD"},
-		     {M_POST, "POST"},
-		     {M_PUT, "PUT"},
-		     {M_DELETE, "DELETE"}};
+	} names[] = {{HTTP_GET, "GET"},
+		     {HTTP_GET, "HEAD"},
+		     {HTTP_POST, "POST"},
+		     {HTTP_PUT, "PUT"},
+		     {HTTP_DELETE, "DELETE"}};
 	buf_printf(out, "%s: ", name);
 	bool first = true;
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -462,7 +434,7 @@ static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
 		return 0;
 	}
 
-	r->route = route_find(r->path);
+	r->route = route_find(env->http, r->path);
 	if (!r->route) {
 		if (r->method == LWSHUMETH_GET && strncmp(r->path, "/api/", 5) != 0)
 			return serve_static(r, env);
@@ -647,7 +619,9 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		/* Never touch `in` here (CVE-2025-11677 in lws 4.1.6). */
-		return ws_confirm_upgrade(wsi, env);
+		if (!env->http || !env->http->confirm_upgrade)
+			return -1;
+		return env->http->confirm_upgrade(wsi, env);
 
 	/* Every accepted socket, WebSocket or not, passes the filter and the
 	 * destroy (lws sends both to protocols[0]); the adoption in between

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "stockalert/alerts.h"
+#include "stockalert/api.h"
 #include "stockalert/auth.h"
 #include "stockalert/errbuf.h"
 #include "stockalert/http.h"
@@ -22,6 +23,7 @@
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
 #include "stockalert/notify.h"
+#include "stockalert/ops.h"
 #include "stockalert/peers.h"
 #include "stockalert/presence.h"
 #include "stockalert/redis.h"
@@ -62,6 +64,25 @@ static const struct channel_route {
     {"rate:sync", alerts_on_rate_sync},
 };
 #define N_CHANNELS (sizeof channel_routes / sizeof channel_routes[0])
+
+/* What the HTTP transport serves: the operators' endpoints, the REST API,
+ * and the WebSocket upgrade at /ws (anything else GET is a static file). */
+static const struct http_route http_routes[] = {
+    {"/healthz", HTTP_GET, ops_healthz, METRICS_ROUTE_HEALTHZ},
+    {"/readyz", HTTP_GET, ops_readyz, METRICS_ROUTE_READYZ},
+    {"/metrics", HTTP_GET, ops_metrics, METRICS_ROUTE_METRICS},
+    {"/api/products/", HTTP_GET, api_get_product, METRICS_ROUTE_PRODUCT},
+    {"/api/me/subscriptions", HTTP_GET, api_list_subscriptions, METRICS_ROUTE_SUBSCRIPTIONS},
+    {"/api/me/subscriptions/", HTTP_PUT | HTTP_DELETE, api_subscription,
+     METRICS_ROUTE_SUBSCRIPTION},
+    {"/api/me/alerts", HTTP_GET, api_list_alerts, METRICS_ROUTE_ALERTS},
+    {"/api/inventory/events", HTTP_POST, api_post_event, METRICS_ROUTE_EVENTS},
+};
+static const struct http_routes http_table = {
+    .routes = http_routes,
+    .n = sizeof http_routes / sizeof http_routes[0],
+    .confirm_upgrade = ws_confirm_upgrade,
+};
 
 struct server {
 	uv_loop_t loop;
@@ -672,6 +693,7 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	s->cfg = cfg;
 	s->config_path = mem_strdup(config_path);
 	s->env.cfg = cfg;
+	s->env.http = &http_table;
 	*exit_code = SERVER_EXIT_CONFIG;
 
 	/* A peer that vanishes mid-write must not kill the process. */

@@ -13,6 +13,7 @@
 struct alerts;
 struct auth;
 struct config;
+struct http_routes;
 struct hub;
 struct lws_context;
 struct lws_protocols;
@@ -39,8 +40,9 @@ struct http_env {
 	struct alerts *alerts; /* the alert pipeline */
 	struct peers *peers;   /* connections per address */
 	const struct lws_protocols *ws_protocol;
-	bool shutting_down;	    /* refuse new sockets */
-	void (*drained)(void *arg); /* see ws_shutdown() */
+	const struct http_routes *http; /* what the HTTP transport serves */
+	bool shutting_down;		/* refuse new sockets */
+	void (*drained)(void *arg);	/* see ws_shutdown() */
 	void *drained_arg;
 };
 

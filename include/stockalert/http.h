@@ -16,6 +16,7 @@ struct json_t;
 
 #include "stockalert/auth.h"
 #include "stockalert/env.h"
+#include "stockalert/metrics.h"
 
 #define HTTP_BODY_MAX (64 * 1024)
 
@@ -30,6 +31,35 @@ struct json_t;
 
 /* Per-request state; lws allocates http_session_size() bytes of it. */
 struct http_req;
+
+/*
+ * The transport knows no handler: the server hands it the routes and the
+ * WebSocket upgrade's decision (env->http), as it hands pub/sub channels to
+ * the alert pipeline.
+ */
+enum http_method {
+	HTTP_GET = 1u << LWSHUMETH_GET, /* HEAD too, wherever GET */
+	HTTP_POST = 1u << LWSHUMETH_POST,
+	HTTP_PUT = 1u << LWSHUMETH_PUT,
+	HTTP_DELETE = 1u << LWSHUMETH_DELETE,
+};
+
+struct http_route {
+	const char *path; /* exact path, or prefix when it ends with '/' */
+	unsigned methods; /* enum http_method bits; OPTIONS on /api/ is CORS */
+	/* Runs once the body (if any) is in; answers through http_reply*(). */
+	void (*fn)(struct http_req *r, struct http_env *env);
+	enum metrics_route metric; /* its label in stockalert_http_request_seconds */
+};
+
+struct http_routes {
+	const struct http_route *routes; /* the first match wins */
+	size_t n;
+	/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: 0 lets the upgrade proceed, 1
+	 * when a refusal has been written, -1 hangs up. NULL refuses every
+	 * upgrade (hangs up). */
+	int (*confirm_upgrade)(struct lws *wsi, struct http_env *env);
+};
 
 size_t http_session_size(void);
 /* The lws protocol callback for HTTP (protocols[0] of the vhost). */
