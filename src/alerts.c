@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +15,7 @@
 #include "stockalert/config.h"
 #include "stockalert/dict.h"
 #include "stockalert/hub.h"
+#include "stockalert/keys.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -421,18 +421,6 @@ static void op_done(struct alerts *a)
 	maybe_free(a);
 }
 
-static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
-{
-	int n = snprintf(out, outlen, "%s", a->prefix);
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(out + n, outlen - (size_t)n, fmt, ap);
-	va_end(ap);
-}
-
 static int64_t reply_int(const redisReply *r)
 {
 	if (!r)
@@ -505,7 +493,7 @@ static int64_t window_now(const struct alerts *a)
 static void rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
 		     size_t outlen)
 {
-	key(out, outlen, a, "rate:%s:%" PRId64, user, window);
+	keys_rate(out, outlen, a->prefix, user, window);
 }
 
 static void on_window(uv_timer_t *t);
@@ -1014,12 +1002,12 @@ static void on_product_info(const struct product_info *p, void *arg)
 	j->threshold = p->threshold;
 	char idk[EVENTS_ID_KEY_MAX + 1];
 	events_id_key(j->ev.event_id, idk, sizeof idk);
-	key(k_event, sizeof k_event, a, "event:%s", idk);
-	key(k_stock, sizeof k_stock, a, "stock:%" PRId64, j->ev.product_id);
-	key(k_stream, sizeof k_stream, a, "alerts");
-	key(k_thr, sizeof k_thr, a, "product:%" PRId64 ":thr", j->ev.product_id);
-	snprintf(k_inst, sizeof k_inst, "%s:i", k_event);
-	key(k_start, sizeof k_start, a, "alerts:start");
+	keys_event(k_event, sizeof k_event, a->prefix, idk);
+	keys_stock(k_stock, sizeof k_stock, a->prefix, j->ev.product_id);
+	keys_name(k_stream, sizeof k_stream, a->prefix, KEYS_ALERTS);
+	keys_product_thr(k_thr, sizeof k_thr, a->prefix, j->ev.product_id);
+	keys_event_instances(k_inst, sizeof k_inst, a->prefix, idk);
+	keys_name(k_start, sizeof k_start, a->prefix, KEYS_ALERTS_START);
 	snprintf(pid, sizeof pid, "%" PRId64, j->ev.product_id);
 	snprintf(stock, sizeof stock, "%" PRId64, j->ev.stock);
 	if (j->ev.has_prev)
@@ -1206,7 +1194,7 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 		 * holds the claim, so nothing is delivered twice. */
 		char k_inst[300], idk[EVENTS_ID_KEY_MAX + 1];
 		events_id_key(c->event_id, idk, sizeof idk);
-		key(k_inst, sizeof k_inst, a, "event:%s:i", idk);
+		keys_event_instances(k_inst, sizeof k_inst, a->prefix, idk);
 		a->inflight++;
 		if (redis_command(a->env->redis, on_catchup_mark, c, "SADD %s %s", k_inst,
 				  a->instance) != 0)
@@ -1221,7 +1209,7 @@ void alerts_redis_ready(struct alerts *a)
 	drain_backlog(a);
 	if (a->catching_up || a->closing || !redis_is_ready(a->env->redis))
 		return;
-	key(k_stream, sizeof k_stream, a, "alerts");
+	keys_name(k_stream, sizeof k_stream, a->prefix, KEYS_ALERTS);
 	snprintf(start, sizeof start, "(%s", a->last_id);
 	a->catching_up = true;
 	a->inflight++;
@@ -1260,7 +1248,7 @@ static void rate_join(struct alerts *a, const char *user, struct rate_state *r, 
 	if (a->closing || !redis_is_ready(a->env->redis))
 		return;
 	char channel[128], w[24];
-	key(channel, sizeof channel, a, "rate:sync");
+	keys_name(channel, sizeof channel, a->prefix, KEYS_RATE_SYNC);
 	snprintf(w, sizeof w, "%" PRId64, window);
 	json_t *j = json_pack("{s:s,s:s,s:s}", "user", user, "window", w, "from", a->instance);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1364,9 +1352,9 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	l->products = mem_calloc(l->n ? l->n : 1, sizeof *l->products);
 	const char **argv = mem_calloc(7 + l->n, sizeof *argv);
 	char prefix[256], k_rate[RATE_KEY_MAX], k_online[256];
-	key(prefix, sizeof prefix, a, "sub:%s:", l->user);
+	keys_sub_of(prefix, sizeof prefix, a->prefix, l->user);
 	rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
-	key(k_online, sizeof k_online, a, "online:%s", l->user);
+	keys_online(k_online, sizeof k_online, a->prefix, l->user);
 	argv[0] = "EVAL";
 	argv[1] = load_lua;
 	argv[2] = "3";
@@ -1396,7 +1384,7 @@ static void load_user(struct alerts *a, const char *user,
 	l->window = window_now(a);
 	l->done = done;
 	l->arg = arg;
-	key(k, sizeof k, a, "user:%s:subs", user);
+	keys_user_subs(k, sizeof k, a->prefix, user);
 	a->inflight++;
 	if (redis_command(a->env->redis, on_load_members, l, "SMEMBERS %s", k) != 0)
 		on_load_members(NULL, NULL, l);
@@ -1711,9 +1699,9 @@ static void history_page(struct history *h, const char *after)
 	const char **argv = mem_calloc(10 + h->nsubs, sizeof *argv);
 	int argc = 0;
 
-	key(k_stream, sizeof k_stream, h->a, "alerts");
-	key(k_index, sizeof k_index, h->a, "alerts:index");
-	key(k_start, sizeof k_start, h->a, "alerts:start");
+	keys_name(k_stream, sizeof k_stream, h->a->prefix, KEYS_ALERTS);
+	keys_name(k_index, sizeof k_index, h->a->prefix, KEYS_ALERTS_INDEX);
+	keys_name(k_start, sizeof k_start, h->a->prefix, KEYS_ALERTS_START);
 	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
 	argv[argc++] = "EVAL";
 	argv[argc++] = history_read_lua;
@@ -1794,7 +1782,7 @@ static void snapshot(struct history *h)
 	char(*keys)[96] = mem_calloc(h->nsubs, sizeof *keys);
 	argv[0] = "MGET";
 	for (size_t i = 0; i < h->nsubs; i++) {
-		key(keys[i], sizeof keys[i], h->a, "stock:%" PRId64, h->subs[i].product_id);
+		keys_stock(keys[i], sizeof keys[i], h->a->prefix, h->subs[i].product_id);
 		argv[1 + i] = keys[i];
 	}
 	if (redis_command_argv(h->a->env->redis, on_snapshot_stocks, h, (int)(1 + h->nsubs), argv,
@@ -1901,7 +1889,7 @@ void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(i
 	p->a = a;
 	p->done = done;
 	p->arg = arg;
-	key(channel, sizeof channel, a, "inventory");
+	keys_name(channel, sizeof channel, a->prefix, KEYS_INVENTORY);
 	a->inflight++;
 	if (a->closing ||
 	    redis_command(a->env->redis, on_published, p, "PUBLISH %s %s", channel, json) != 0)

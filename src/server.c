@@ -18,6 +18,7 @@
 #include "stockalert/auth.h"
 #include "stockalert/errbuf.h"
 #include "stockalert/http.h"
+#include "stockalert/keys.h"
 #include "stockalert/listener.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
@@ -52,16 +53,16 @@
 #define ER_ACCESS_DENIED_ERROR_CODE   1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
 
-/* The pub/sub channels every instance listens on (after <prefix>), and the
- * alert pipeline's entry for each. */
+/* The pub/sub channels every instance listens on (after <prefix>, keys.h),
+ * and the alert pipeline's entry for each. */
 static const struct channel_route {
 	const char *suffix;
 	void (*deliver)(struct alerts *a, const char *payload, size_t len);
 } channel_routes[] = {
-    {"inventory", alerts_on_inventory},
-    {"subs:changes", alerts_on_subs_change},
-    {"fair:waves", alerts_on_fair_wave},
-    {"rate:sync", alerts_on_rate_sync},
+    {KEYS_INVENTORY, alerts_on_inventory},
+    {KEYS_SUBS_CHANGES, alerts_on_subs_change},
+    {KEYS_FAIR_WAVES, alerts_on_fair_wave},
+    {KEYS_RATE_SYNC, alerts_on_rate_sync},
 };
 #define N_CHANNELS (sizeof channel_routes / sizeof channel_routes[0])
 
@@ -650,8 +651,7 @@ static void create_deps(struct server *s)
 		struct channel_sub *c = &s->channels[i];
 		c->s = s;
 		c->route = i;
-		snprintf(c->name, sizeof c->name, "%s%s", cfg->redis.prefix,
-			 channel_routes[i].suffix);
+		keys_name(c->name, sizeof c->name, cfg->redis.prefix, channel_routes[i].suffix);
 		redis_subscribe(s->env.pubsub, c->name, on_channel_message, c);
 	}
 

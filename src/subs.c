@@ -9,6 +9,7 @@
 
 #include "stockalert/dict.h"
 #include "stockalert/errbuf.h"
+#include "stockalert/keys.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -338,11 +339,11 @@ static int redis_apply(struct subs *s, const char *user, int64_t product,
 {
 	char k_user[160], k_product[160], k_sub[200], k_thr[160], channel[96], pid[24], ver[24],
 	    thr[16], created[24], kinds[64], tomb[16];
-	snprintf(k_user, sizeof k_user, "%suser:%s:subs", s->prefix, user);
-	snprintf(k_product, sizeof k_product, "%sproduct:%" PRId64 ":subs", s->prefix, product);
-	snprintf(k_sub, sizeof k_sub, "%ssub:%s:%" PRId64, s->prefix, user, product);
-	snprintf(k_thr, sizeof k_thr, "%sproduct:%" PRId64 ":thr", s->prefix, product);
-	snprintf(channel, sizeof channel, "%ssubs:changes", s->prefix);
+	keys_user_subs(k_user, sizeof k_user, s->prefix, user);
+	keys_product_subs(k_product, sizeof k_product, s->prefix, product);
+	keys_sub(k_sub, sizeof k_sub, s->prefix, user, product);
+	keys_product_thr(k_thr, sizeof k_thr, s->prefix, product);
+	keys_name(channel, sizeof channel, s->prefix, KEYS_SUBS_CHANGES);
 	snprintf(pid, sizeof pid, "%" PRId64, product);
 	snprintf(ver, sizeof ver, "%" PRId64, st->version);
 	if (st->threshold >= 0)
@@ -687,7 +688,7 @@ static void on_rebuild_rows(struct store *st, const struct store_result *res, co
 	}
 	size_t rows = store_result_rows(res);
 	if (rows == 0) {
-		snprintf(marker, sizeof marker, "%sindex:ready", s->prefix);
+		keys_name(marker, sizeof marker, s->prefix, KEYS_INDEX_READY);
 		if (redis_command(s->redis, on_marker_set, s, "SET %s 1", marker) != 0)
 			rebuild_stop(s, "redis not connected");
 		return;
@@ -764,7 +765,7 @@ static void check_marker(struct subs *s)
 	char marker[160];
 	if (s->rebuilding || s->closing || !redis_is_ready(s->redis))
 		return;
-	snprintf(marker, sizeof marker, "%sindex:ready", s->prefix);
+	keys_name(marker, sizeof marker, s->prefix, KEYS_INDEX_READY);
 	redis_command(s->redis, on_marker, s, "EXISTS %s", marker);
 }
 

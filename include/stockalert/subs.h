@@ -1,10 +1,9 @@
 #ifndef STOCKALERT_SUBS_H
 #define STOCKALERT_SUBS_H
 /*
- * Subscriptions: MySQL is the durable truth, Redis the live index
- * (conf/README.md, Redis and MySQL layout): <prefix>user:{user}:subs (set of product ids),
- * <prefix>product:{product}:subs (sorted set of users by subscription time,
- * ms) and <prefix>sub:{user}:{product} (hash: kinds, threshold, created, v).
+ * Subscriptions: MySQL is the durable truth, Redis the live index: the
+ * user's set, the product's sorted set and one hash per subscription (their
+ * layout is in keys.h).
  *
  * A write goes to MySQL first, bumping the row's version, then to Redis by a
  * Lua script that applies it only when its version is newer than the one
