@@ -1303,16 +1303,10 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 		l->elsewhere = reply_int(reply->element[l->n + 1]) > 0;
 	}
 	for (size_t i = 0; ok && i < l->n; i++) {
-		redisReply *e = reply->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
-		    strcmp(reply_str(e->element[3]), "1") != 0)
+		struct subs_entry e;
+		if (!subs_hash_parse(reply->element[i], &e))
 			continue;
-		subs[m].product_id = l->products[i];
-		subs[m].kinds = subs_kinds_from_csv(reply_str(e->element[0]));
-		const char *thr = reply_str(e->element[1]);
-		subs[m].threshold = *thr ? (int)strtol(thr, NULL, 10) : -1;
-		subs[m].created_ms = strtoll(reply_str(e->element[2]), NULL, 10);
-		m++;
+		subs[m++] = (struct roster_sub){l->products[i], e.kinds, e.threshold, e.created_ms};
 	}
 	l->done(l, subs, m, ok);
 	mem_free(subs);
@@ -1330,8 +1324,7 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 static const char load_lua[] =
     "local out = {}\n"
     "for i = 2, #ARGV do\n"
-    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], 'kinds', 'threshold', 'created',\n"
-    "                          'active')\n"
+    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], " SUBS_HASH_FIELDS_LUA ")\n"
     "end\n"
     "out[#ARGV] = redis.call('HGET', KEYS[2], '_n') or ''\n"
     "out[#ARGV + 1] = redis.call('SCARD', KEYS[3]) - redis.call('SISMEMBER', KEYS[3], ARGV[1])\n"
@@ -1467,25 +1460,15 @@ void alerts_user_offline(struct alerts *a, const char *user)
 
 void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 {
-	json_error_t jerr;
-	json_t *j = json_loadb(payload, len, 0, &jerr);
-	const char *user = json_string_value(json_object_get(j, "user"));
-	json_t *pid = json_object_get(j, "product_id");
-	/* Written by subs.c's apply script. */
-	if (!user || !json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
+	struct subs_change ch;
+	if (subs_change_parse(payload, len, &ch) != 0) {
 		log_warn(MOD, "bad subscription change notice ignored");
-		json_decref(j);
 		return;
 	}
-	struct roster_sub sub = {
-	    .product_id = (int64_t)json_integer_value(pid),
-	    .kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
-	    .threshold = json_is_integer(json_object_get(j, "threshold"))
-			     ? (int)json_integer_value(json_object_get(j, "threshold"))
-			     : -1,
-	    .created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
-	};
-	bool active = json_is_true(json_object_get(j, "active"));
+	const char *user = ch.user;
+	const struct subs_entry *e = &ch.entry;
+	struct roster_sub sub = {e->product_id, e->kinds, e->threshold, e->created_ms};
+	bool active = ch.active;
 	roster_update(a->roster, user, &sub, active);
 	struct loading *ld = dict_get(a->loading, user);
 	if (ld) {
@@ -1498,7 +1481,7 @@ void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 			ld->changes = c;
 		ld->changes_tail = c;
 	}
-	json_decref(j);
+	subs_change_free(&ch);
 }
 
 /* --- history and resume ------------------------------------------------------- */

@@ -60,7 +60,7 @@ static const char apply_lua[] =
     /* The numbers go into the notice as the decimal text C wrote, never
      * through tonumber and cjson: cjson prints numbers with 14 significant
      * digits, so product 123456789012345 came out as 1.2345678901234e+14
-     * and every instance ignored the notice. alerts_on_subs_change() reads
+     * and every instance ignored the notice. subs_change_parse() reads
      * it. */
     "local thr = ARGV[6] == '' and 'null' or ARGV[6]\n"
     "redis.call('PUBLISH', ARGV[9], '{\"user\":' .. cjson.encode(ARGV[1]) .."
@@ -302,6 +302,58 @@ static int64_t parse_i64(const char *v, int64_t dflt)
 	errno = 0;
 	long long n = strtoll(v, &end, 10);
 	return errno || *end ? dflt : (int64_t)n;
+}
+
+static const char *reply_str(const redisReply *r)
+{
+	return r && r->type == REDIS_REPLY_STRING ? r->str : "";
+}
+
+bool subs_hash_parse(const redisReply *fields, struct subs_entry *e)
+{
+	if (fields->type != REDIS_REPLY_ARRAY || fields->elements != 4 ||
+	    strcmp(reply_str(fields->element[3]), "1") != 0)
+		return false;
+	e->kinds = subs_kinds_from_csv(reply_str(fields->element[0]));
+	const char *thr = reply_str(fields->element[1]);
+	e->threshold = *thr ? (int)strtol(thr, NULL, 10) : -1;
+	e->created_ms = strtoll(reply_str(fields->element[2]), NULL, 10);
+	return true;
+}
+
+/* The notice is apply_lua's PUBLISH. */
+int subs_change_parse(const char *payload, size_t len, struct subs_change *c)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(payload, len, 0, &jerr);
+	const char *user = json_string_value(json_object_get(j, "user"));
+	json_t *pid = json_object_get(j, "product_id");
+	if (!user || !json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
+		json_decref(j);
+		return -1;
+	}
+	*c = (struct subs_change){
+	    .user = user,
+	    .entry =
+		{
+		    .product_id = (int64_t)json_integer_value(pid),
+		    .kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
+		    .threshold = json_is_integer(json_object_get(j, "threshold"))
+				     ? (int)json_integer_value(json_object_get(j, "threshold"))
+				     : -1,
+		    .created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
+		},
+	    .active = json_is_true(json_object_get(j, "active")),
+	    .notice_ = j,
+	};
+	return 0;
+}
+
+void subs_change_free(struct subs_change *c)
+{
+	json_decref(c->notice_);
+	c->notice_ = NULL;
+	c->user = NULL;
 }
 
 /* Columns: active, kinds, threshold, version, created_ms */
