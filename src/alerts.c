@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +9,13 @@
 #include <unistd.h>
 
 #include "stockalert/alert.h"
+#include "stockalert/auth.h"
 #include "stockalert/buf.h"
 #include "stockalert/catalog.h"
+#include "stockalert/config.h"
 #include "stockalert/dict.h"
 #include "stockalert/hub.h"
+#include "stockalert/keys.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -419,18 +421,6 @@ static void op_done(struct alerts *a)
 	maybe_free(a);
 }
 
-static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void key(char *out, size_t outlen, const struct alerts *a, const char *fmt, ...)
-{
-	int n = snprintf(out, outlen, "%s", a->prefix);
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(out + n, outlen - (size_t)n, fmt, ap);
-	va_end(ap);
-}
-
 static int64_t reply_int(const redisReply *r)
 {
 	if (!r)
@@ -503,7 +493,7 @@ static int64_t window_now(const struct alerts *a)
 static void rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
 		     size_t outlen)
 {
-	key(out, outlen, a, "rate:%s:%" PRId64, user, window);
+	keys_rate(out, outlen, a->prefix, user, window);
 }
 
 static void on_window(uv_timer_t *t);
@@ -1012,12 +1002,12 @@ static void on_product_info(const struct product_info *p, void *arg)
 	j->threshold = p->threshold;
 	char idk[EVENTS_ID_KEY_MAX + 1];
 	events_id_key(j->ev.event_id, idk, sizeof idk);
-	key(k_event, sizeof k_event, a, "event:%s", idk);
-	key(k_stock, sizeof k_stock, a, "stock:%" PRId64, j->ev.product_id);
-	key(k_stream, sizeof k_stream, a, "alerts");
-	key(k_thr, sizeof k_thr, a, "product:%" PRId64 ":thr", j->ev.product_id);
-	snprintf(k_inst, sizeof k_inst, "%s:i", k_event);
-	key(k_start, sizeof k_start, a, "alerts:start");
+	keys_event(k_event, sizeof k_event, a->prefix, idk);
+	keys_stock(k_stock, sizeof k_stock, a->prefix, j->ev.product_id);
+	keys_name(k_stream, sizeof k_stream, a->prefix, KEYS_ALERTS);
+	keys_product_thr(k_thr, sizeof k_thr, a->prefix, j->ev.product_id);
+	keys_event_instances(k_inst, sizeof k_inst, a->prefix, idk);
+	keys_name(k_start, sizeof k_start, a->prefix, KEYS_ALERTS_START);
 	snprintf(pid, sizeof pid, "%" PRId64, j->ev.product_id);
 	snprintf(stock, sizeof stock, "%" PRId64, j->ev.stock);
 	if (j->ev.has_prev)
@@ -1204,7 +1194,7 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 		 * holds the claim, so nothing is delivered twice. */
 		char k_inst[300], idk[EVENTS_ID_KEY_MAX + 1];
 		events_id_key(c->event_id, idk, sizeof idk);
-		key(k_inst, sizeof k_inst, a, "event:%s:i", idk);
+		keys_event_instances(k_inst, sizeof k_inst, a->prefix, idk);
 		a->inflight++;
 		if (redis_command(a->env->redis, on_catchup_mark, c, "SADD %s %s", k_inst,
 				  a->instance) != 0)
@@ -1219,7 +1209,7 @@ void alerts_redis_ready(struct alerts *a)
 	drain_backlog(a);
 	if (a->catching_up || a->closing || !redis_is_ready(a->env->redis))
 		return;
-	key(k_stream, sizeof k_stream, a, "alerts");
+	keys_name(k_stream, sizeof k_stream, a->prefix, KEYS_ALERTS);
 	snprintf(start, sizeof start, "(%s", a->last_id);
 	a->catching_up = true;
 	a->inflight++;
@@ -1258,7 +1248,7 @@ static void rate_join(struct alerts *a, const char *user, struct rate_state *r, 
 	if (a->closing || !redis_is_ready(a->env->redis))
 		return;
 	char channel[128], w[24];
-	key(channel, sizeof channel, a, "rate:sync");
+	keys_name(channel, sizeof channel, a->prefix, KEYS_RATE_SYNC);
 	snprintf(w, sizeof w, "%" PRId64, window);
 	json_t *j = json_pack("{s:s,s:s,s:s}", "user", user, "window", w, "from", a->instance);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -1313,16 +1303,10 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 		l->elsewhere = reply_int(reply->element[l->n + 1]) > 0;
 	}
 	for (size_t i = 0; ok && i < l->n; i++) {
-		redisReply *e = reply->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 4 ||
-		    strcmp(reply_str(e->element[3]), "1") != 0)
+		struct subs_entry e;
+		if (!subs_hash_parse(reply->element[i], &e))
 			continue;
-		subs[m].product_id = l->products[i];
-		subs[m].kinds = subs_kinds_from_csv(reply_str(e->element[0]));
-		const char *thr = reply_str(e->element[1]);
-		subs[m].threshold = *thr ? (int)strtol(thr, NULL, 10) : -1;
-		subs[m].created_ms = strtoll(reply_str(e->element[2]), NULL, 10);
-		m++;
+		subs[m++] = (struct roster_sub){l->products[i], e.kinds, e.threshold, e.created_ms};
 	}
 	l->done(l, subs, m, ok);
 	mem_free(subs);
@@ -1340,8 +1324,7 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 static const char load_lua[] =
     "local out = {}\n"
     "for i = 2, #ARGV do\n"
-    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], 'kinds', 'threshold', 'created',\n"
-    "                          'active')\n"
+    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], " SUBS_HASH_FIELDS_LUA ")\n"
     "end\n"
     "out[#ARGV] = redis.call('HGET', KEYS[2], '_n') or ''\n"
     "out[#ARGV + 1] = redis.call('SCARD', KEYS[3]) - redis.call('SISMEMBER', KEYS[3], ARGV[1])\n"
@@ -1362,9 +1345,9 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	l->products = mem_calloc(l->n ? l->n : 1, sizeof *l->products);
 	const char **argv = mem_calloc(7 + l->n, sizeof *argv);
 	char prefix[256], k_rate[RATE_KEY_MAX], k_online[256];
-	key(prefix, sizeof prefix, a, "sub:%s:", l->user);
+	keys_sub_of(prefix, sizeof prefix, a->prefix, l->user);
 	rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
-	key(k_online, sizeof k_online, a, "online:%s", l->user);
+	keys_online(k_online, sizeof k_online, a->prefix, l->user);
 	argv[0] = "EVAL";
 	argv[1] = load_lua;
 	argv[2] = "3";
@@ -1394,7 +1377,7 @@ static void load_user(struct alerts *a, const char *user,
 	l->window = window_now(a);
 	l->done = done;
 	l->arg = arg;
-	key(k, sizeof k, a, "user:%s:subs", user);
+	keys_user_subs(k, sizeof k, a->prefix, user);
 	a->inflight++;
 	if (redis_command(a->env->redis, on_load_members, l, "SMEMBERS %s", k) != 0)
 		on_load_members(NULL, NULL, l);
@@ -1477,25 +1460,15 @@ void alerts_user_offline(struct alerts *a, const char *user)
 
 void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 {
-	json_error_t jerr;
-	json_t *j = json_loadb(payload, len, 0, &jerr);
-	const char *user = json_string_value(json_object_get(j, "user"));
-	json_t *pid = json_object_get(j, "product_id");
-	/* Written by subs.c's apply script. */
-	if (!user || !json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
+	struct subs_change ch;
+	if (subs_change_parse(payload, len, &ch) != 0) {
 		log_warn(MOD, "bad subscription change notice ignored");
-		json_decref(j);
 		return;
 	}
-	struct roster_sub sub = {
-	    .product_id = (int64_t)json_integer_value(pid),
-	    .kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
-	    .threshold = json_is_integer(json_object_get(j, "threshold"))
-			     ? (int)json_integer_value(json_object_get(j, "threshold"))
-			     : -1,
-	    .created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
-	};
-	bool active = json_is_true(json_object_get(j, "active"));
+	const char *user = ch.user;
+	const struct subs_entry *e = &ch.entry;
+	struct roster_sub sub = {e->product_id, e->kinds, e->threshold, e->created_ms};
+	bool active = ch.active;
 	roster_update(a->roster, user, &sub, active);
 	struct loading *ld = dict_get(a->loading, user);
 	if (ld) {
@@ -1508,7 +1481,7 @@ void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
 			ld->changes = c;
 		ld->changes_tail = c;
 	}
-	json_decref(j);
+	subs_change_free(&ch);
 }
 
 /* --- history and resume ------------------------------------------------------- */
@@ -1709,9 +1682,9 @@ static void history_page(struct history *h, const char *after)
 	const char **argv = mem_calloc(10 + h->nsubs, sizeof *argv);
 	int argc = 0;
 
-	key(k_stream, sizeof k_stream, h->a, "alerts");
-	key(k_index, sizeof k_index, h->a, "alerts:index");
-	key(k_start, sizeof k_start, h->a, "alerts:start");
+	keys_name(k_stream, sizeof k_stream, h->a->prefix, KEYS_ALERTS);
+	keys_name(k_index, sizeof k_index, h->a->prefix, KEYS_ALERTS_INDEX);
+	keys_name(k_start, sizeof k_start, h->a->prefix, KEYS_ALERTS_START);
 	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
 	argv[argc++] = "EVAL";
 	argv[argc++] = history_read_lua;
@@ -1792,7 +1765,7 @@ static void snapshot(struct history *h)
 	char(*keys)[96] = mem_calloc(h->nsubs, sizeof *keys);
 	argv[0] = "MGET";
 	for (size_t i = 0; i < h->nsubs; i++) {
-		key(keys[i], sizeof keys[i], h->a, "stock:%" PRId64, h->subs[i].product_id);
+		keys_stock(keys[i], sizeof keys[i], h->a->prefix, h->subs[i].product_id);
 		argv[1 + i] = keys[i];
 	}
 	if (redis_command_argv(h->a->env->redis, on_snapshot_stocks, h, (int)(1 + h->nsubs), argv,
@@ -1899,7 +1872,7 @@ void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(i
 	p->a = a;
 	p->done = done;
 	p->arg = arg;
-	key(channel, sizeof channel, a, "inventory");
+	keys_name(channel, sizeof channel, a->prefix, KEYS_INVENTORY);
 	a->inflight++;
 	if (a->closing ||
 	    redis_command(a->env->redis, on_published, p, "PUBLISH %s %s", channel, json) != 0)

@@ -9,17 +9,15 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
-#include "stockalert/api.h"
 #include "stockalert/buf.h"
+#include "stockalert/config.h"
 #include "stockalert/hdrcheck.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
 #include "stockalert/peers.h"
-#include "stockalert/stream.h"
-#include "stockalert/subs.h"
-#include "stockalert/ws.h"
 
 #define PATH_MAX_LEN	512
 /* Body bytes written per WRITEABLE callback, so one big response cannot hog
@@ -32,23 +30,7 @@
 /* How long a browser may cache a preflight answer. */
 #define CORS_MAX_AGE	"600"
 
-enum method_bit {
-	M_GET = 1u << LWSHUMETH_GET,
-	M_POST = 1u << LWSHUMETH_POST,
-	M_PUT = 1u << LWSHUMETH_PUT,
-	M_DELETE = 1u << LWSHUMETH_DELETE,
-};
-
 #define MOD "http"
-
-typedef void (*route_fn)(struct http_req *r, struct http_env *env);
-
-struct route {
-	const char *path; /* exact path, or prefix when it ends with '/' */
-	unsigned methods; /* enum method_bit */
-	route_fn fn;
-	enum metrics_route metric; /* its label in stockalert_http_request_seconds */
-};
 
 struct http_req {
 	struct lws *wsi;
@@ -58,7 +40,7 @@ struct http_req {
 	bool api;
 	char cors_origin[ORIGIN_MAX]; /* a listed Origin to allow, or "" */
 	char path[PATH_MAX_LEN];
-	const struct route *route;
+	const struct http_route *route;
 	uint64_t t0_ns; /* uv_hrtime() at the request line */
 	struct buf body_in;
 	/* response */
@@ -193,27 +175,12 @@ int http_authenticate(struct http_req *r, struct http_env *env, struct auth_clai
 	return 0;
 }
 
-static void handle_healthz(struct http_req *r, struct http_env *env);
-static void handle_readyz(struct http_req *r, struct http_env *env);
-static void handle_metrics(struct http_req *r, struct http_env *env);
-
-static const struct route routes[] = {
-    {"/healthz", M_GET, handle_healthz, METRICS_ROUTE_HEALTHZ},
-    {"/readyz", M_GET, handle_readyz, METRICS_ROUTE_READYZ},
-    {"/metrics", M_GET, handle_metrics, METRICS_ROUTE_METRICS},
-    {"/api/products/", M_GET, api_get_product, METRICS_ROUTE_PRODUCT},
-    {"/api/me/subscriptions", M_GET, api_list_subscriptions, METRICS_ROUTE_SUBSCRIPTIONS},
-    {"/api/me/subscriptions/", M_PUT | M_DELETE, api_subscription, METRICS_ROUTE_SUBSCRIPTION},
-    {"/api/me/alerts", M_GET, api_list_alerts, METRICS_ROUTE_ALERTS},
-    {"/api/inventory/events", M_POST, api_post_event, METRICS_ROUTE_EVENTS},
-};
-
 size_t http_session_size(void)
 {
 	return sizeof(struct http_req);
 }
 
-static bool route_matches(const struct route *rt, const char *path)
+static bool route_matches(const struct http_route *rt, const char *path)
 {
 	size_t n = strlen(rt->path);
 	if (rt->path[n - 1] == '/')
@@ -221,11 +188,11 @@ static bool route_matches(const struct route *rt, const char *path)
 	return strcmp(path, rt->path) == 0;
 }
 
-static const struct route *route_find(const char *path)
+static const struct http_route *route_find(const struct http_routes *rs, const char *path)
 {
-	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-		if (route_matches(&routes[i], path))
-			return &routes[i];
+	for (size_t i = 0; rs && i < rs->n; i++)
+		if (route_matches(&rs->routes[i], path))
+			return &rs->routes[i];
 	return NULL;
 }
 
@@ -235,11 +202,11 @@ static void methods_header(const char *name, unsigned methods, struct buf *out)
 	static const struct {
 		unsigned bit;
 		const char *name;
-	} names[] = {{M_GET, "GET"},
-		     {M_GET, "HEAD"},
-		     {M_POST, "POST"},
-		     {M_PUT, "PUT"},
-		     {M_DELETE, "DELETE"}};
+	} names[] = {{HTTP_GET, "GET"},
+		     {HTTP_GET, "HEAD"},
+		     {HTTP_POST, "POST"},
+		     {HTTP_PUT, "PUT"},
+		     {HTTP_DELETE, "DELETE"}};
 	buf_printf(out, "%s: ", name);
 	bool first = true;
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -293,52 +260,6 @@ void http_reply_json(struct http_req *r, int status, json_t *j)
 		http_reply_error(r, 500, "internal", "could not encode the response");
 	}
 	json_decref(j);
-}
-
-static void handle_healthz(struct http_req *r, struct http_env *env)
-{
-	(void)env;
-	http_reply(r, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
-}
-
-static void handle_readyz(struct http_req *r, struct http_env *env)
-{
-	/* Redis counts as up only when both connections are: without the
-	 * subscriber no alert would arrive. */
-	bool redis_up = redis_is_ready(env->redis) && redis_is_ready(env->pubsub) &&
-			(!env->streamconn || redis_is_ready(env->streamconn));
-	bool mysql_up = store_is_ready(env->store);
-	json_t *j = json_pack("{s:s,s:s}", "redis", redis_up ? "up" : "down", "mysql",
-			      mysql_up ? "up" : "down");
-	/* Still ready while the index is rebuilt (subscribing works), but say
-	 * so: alerts may miss subscribers until it is done. */
-	if (env->subs && subs_rebuilding(env->subs))
-		json_object_set_new(j, "index", json_string("rebuilding"));
-	/* The durable input's backlog, when it has one: the body keeps its documented
-	 * exact shape while there is nothing to say. */
-	struct stream_stats st = {0};
-	if (env->stream)
-		stream_stats(env->stream, &st);
-	if (st.lag > 0 || st.pending > 0 || st.dead > 0 || st.error) {
-		json_t *sj = json_pack("{s:I,s:I,s:I}", "lag", (json_int_t)st.lag, "pending",
-				       (json_int_t)st.pending, "dead", (json_int_t)st.dead);
-		/* Redis refuses the reader: no event on the stream would be
-		 * processed, so this instance is not ready. */
-		if (st.error)
-			json_object_set_new(sj, "error", json_string(st.error));
-		json_object_set_new(j, "stream", sj);
-	}
-	http_reply_json(r, redis_up && mysql_up && !st.error ? 200 : 503, j);
-}
-
-static void handle_metrics(struct http_req *r, struct http_env *env)
-{
-	(void)env;
-	struct buf out;
-	buf_init(&out);
-	metrics_render(&out);
-	http_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", out.data, out.len, NULL);
-	buf_free(&out);
 }
 
 /* Reads the regular file at path (size bytes by stat) into out. */
@@ -513,7 +434,7 @@ static int on_request(struct http_req *r, struct lws *wsi, struct http_env *env)
 		return 0;
 	}
 
-	r->route = route_find(r->path);
+	r->route = route_find(env->http, r->path);
 	if (!r->route) {
 		if (r->method == LWSHUMETH_GET && strncmp(r->path, "/api/", 5) != 0)
 			return serve_static(r, env);
@@ -698,7 +619,9 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		/* Never touch `in` here (CVE-2025-11677 in lws 4.1.6). */
-		return ws_confirm_upgrade(wsi, env);
+		if (!env->http || !env->http->confirm_upgrade)
+			return -1;
+		return env->http->confirm_upgrade(wsi, env);
 
 	/* Every accepted socket, WebSocket or not, passes the filter and the
 	 * destroy (lws sends both to protocols[0]); the adoption in between

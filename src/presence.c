@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "stockalert/keys.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 
@@ -20,7 +21,7 @@ struct presence {
 static void announce(struct presence *p, const char *user, bool online)
 {
 	char key[256];
-	snprintf(key, sizeof key, "%sonline:%s", p->prefix, user);
+	keys_online(key, sizeof key, p->prefix, user);
 	/* Fire and forget: a lost update heals at the next refresh, and a
 	 * Redis that is down gets everything re-announced when it returns. */
 	if (online) {

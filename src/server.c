@@ -14,14 +14,17 @@
 #include <uv.h>
 
 #include "stockalert/alerts.h"
+#include "stockalert/api.h"
 #include "stockalert/auth.h"
 #include "stockalert/errbuf.h"
 #include "stockalert/http.h"
+#include "stockalert/keys.h"
 #include "stockalert/listener.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
 #include "stockalert/notify.h"
+#include "stockalert/ops.h"
 #include "stockalert/peers.h"
 #include "stockalert/presence.h"
 #include "stockalert/redis.h"
@@ -50,18 +53,37 @@
 #define ER_ACCESS_DENIED_ERROR_CODE   1045u
 #define ER_DBACCESS_DENIED_ERROR_CODE 1044u
 
-/* The pub/sub channels every instance listens on (after <prefix>), and the
- * alert pipeline's entry for each. */
+/* The pub/sub channels every instance listens on (after <prefix>, keys.h),
+ * and the alert pipeline's entry for each. */
 static const struct channel_route {
 	const char *suffix;
 	void (*deliver)(struct alerts *a, const char *payload, size_t len);
 } channel_routes[] = {
-    {"inventory", alerts_on_inventory},
-    {"subs:changes", alerts_on_subs_change},
-    {"fair:waves", alerts_on_fair_wave},
-    {"rate:sync", alerts_on_rate_sync},
+    {KEYS_INVENTORY, alerts_on_inventory},
+    {KEYS_SUBS_CHANGES, alerts_on_subs_change},
+    {KEYS_FAIR_WAVES, alerts_on_fair_wave},
+    {KEYS_RATE_SYNC, alerts_on_rate_sync},
 };
 #define N_CHANNELS (sizeof channel_routes / sizeof channel_routes[0])
+
+/* What the HTTP transport serves: the operators' endpoints, the REST API,
+ * and the WebSocket upgrade at /ws (anything else GET is a static file). */
+static const struct http_route http_routes[] = {
+    {"/healthz", HTTP_GET, ops_healthz, METRICS_ROUTE_HEALTHZ},
+    {"/readyz", HTTP_GET, ops_readyz, METRICS_ROUTE_READYZ},
+    {"/metrics", HTTP_GET, ops_metrics, METRICS_ROUTE_METRICS},
+    {"/api/products/", HTTP_GET, api_get_product, METRICS_ROUTE_PRODUCT},
+    {"/api/me/subscriptions", HTTP_GET, api_list_subscriptions, METRICS_ROUTE_SUBSCRIPTIONS},
+    {"/api/me/subscriptions/", HTTP_PUT | HTTP_DELETE, api_subscription,
+     METRICS_ROUTE_SUBSCRIPTION},
+    {"/api/me/alerts", HTTP_GET, api_list_alerts, METRICS_ROUTE_ALERTS},
+    {"/api/inventory/events", HTTP_POST, api_post_event, METRICS_ROUTE_EVENTS},
+};
+static const struct http_routes http_table = {
+    .routes = http_routes,
+    .n = sizeof http_routes / sizeof http_routes[0],
+    .confirm_upgrade = ws_confirm_upgrade,
+};
 
 struct server {
 	uv_loop_t loop;
@@ -629,8 +651,7 @@ static void create_deps(struct server *s)
 		struct channel_sub *c = &s->channels[i];
 		c->s = s;
 		c->route = i;
-		snprintf(c->name, sizeof c->name, "%s%s", cfg->redis.prefix,
-			 channel_routes[i].suffix);
+		keys_name(c->name, sizeof c->name, cfg->redis.prefix, channel_routes[i].suffix);
 		redis_subscribe(s->env.pubsub, c->name, on_channel_message, c);
 	}
 
@@ -672,6 +693,7 @@ struct server *server_new(struct config *cfg, const char *config_path, int *exit
 	s->cfg = cfg;
 	s->config_path = mem_strdup(config_path);
 	s->env.cfg = cfg;
+	s->env.http = &http_table;
 	*exit_code = SERVER_EXIT_CONFIG;
 
 	/* A peer that vanishes mid-write must not kill the process. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "stockalert/backoff.h"
+#include "stockalert/keys.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -447,8 +448,8 @@ struct stream *stream_new(uv_loop_t *loop, struct redis *conn, struct alerts *al
 	struct stream *s = mem_calloc(1, sizeof *s);
 	s->conn = conn;
 	s->alerts = alerts;
-	snprintf(s->key, sizeof s->key, "%sinventory:stream", prefix);
-	snprintf(s->dead_key, sizeof s->dead_key, "%sinventory:dead", prefix);
+	keys_name(s->key, sizeof s->key, prefix, KEYS_INVENTORY_STREAM);
+	keys_name(s->dead_key, sizeof s->dead_key, prefix, KEYS_INVENTORY_DEAD);
 	snprintf(s->consumer, sizeof s->consumer, "%s", consumer);
 	s->stats.lag = -1;
 	metrics_gauge_set(METRICS_STREAM_LAG, -1);

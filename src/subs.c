@@ -9,6 +9,7 @@
 
 #include "stockalert/dict.h"
 #include "stockalert/errbuf.h"
+#include "stockalert/keys.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"
 #include "stockalert/metrics.h"
@@ -59,7 +60,7 @@ static const char apply_lua[] =
     /* The numbers go into the notice as the decimal text C wrote, never
      * through tonumber and cjson: cjson prints numbers with 14 significant
      * digits, so product 123456789012345 came out as 1.2345678901234e+14
-     * and every instance ignored the notice. alerts_on_subs_change() reads
+     * and every instance ignored the notice. subs_change_parse() reads
      * it. */
     "local thr = ARGV[6] == '' and 'null' or ARGV[6]\n"
     "redis.call('PUBLISH', ARGV[9], '{\"user\":' .. cjson.encode(ARGV[1]) .."
@@ -303,6 +304,58 @@ static int64_t parse_i64(const char *v, int64_t dflt)
 	return errno || *end ? dflt : (int64_t)n;
 }
 
+static const char *reply_str(const redisReply *r)
+{
+	return r && r->type == REDIS_REPLY_STRING ? r->str : "";
+}
+
+bool subs_hash_parse(const redisReply *fields, struct subs_entry *e)
+{
+	if (fields->type != REDIS_REPLY_ARRAY || fields->elements != 4 ||
+	    strcmp(reply_str(fields->element[3]), "1") != 0)
+		return false;
+	e->kinds = subs_kinds_from_csv(reply_str(fields->element[0]));
+	const char *thr = reply_str(fields->element[1]);
+	e->threshold = *thr ? (int)strtol(thr, NULL, 10) : -1;
+	e->created_ms = strtoll(reply_str(fields->element[2]), NULL, 10);
+	return true;
+}
+
+/* The notice is apply_lua's PUBLISH. */
+int subs_change_parse(const char *payload, size_t len, struct subs_change *c)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(payload, len, 0, &jerr);
+	const char *user = json_string_value(json_object_get(j, "user"));
+	json_t *pid = json_object_get(j, "product_id");
+	if (!user || !json_is_integer(pid) || !subs_product_id_valid(json_integer_value(pid))) {
+		json_decref(j);
+		return -1;
+	}
+	*c = (struct subs_change){
+	    .user = user,
+	    .entry =
+		{
+		    .product_id = (int64_t)json_integer_value(pid),
+		    .kinds = subs_kinds_from_csv(json_string_value(json_object_get(j, "kinds"))),
+		    .threshold = json_is_integer(json_object_get(j, "threshold"))
+				     ? (int)json_integer_value(json_object_get(j, "threshold"))
+				     : -1,
+		    .created_ms = (int64_t)json_integer_value(json_object_get(j, "created")),
+		},
+	    .active = json_is_true(json_object_get(j, "active")),
+	    .notice_ = j,
+	};
+	return 0;
+}
+
+void subs_change_free(struct subs_change *c)
+{
+	json_decref(c->notice_);
+	c->notice_ = NULL;
+	c->user = NULL;
+}
+
 /* Columns: active, kinds, threshold, version, created_ms */
 #define ROW_COLUMNS                                                                                \
 	"active, kinds, IFNULL(threshold, -1), version, "                                          \
@@ -338,11 +391,11 @@ static int redis_apply(struct subs *s, const char *user, int64_t product,
 {
 	char k_user[160], k_product[160], k_sub[200], k_thr[160], channel[96], pid[24], ver[24],
 	    thr[16], created[24], kinds[64], tomb[16];
-	snprintf(k_user, sizeof k_user, "%suser:%s:subs", s->prefix, user);
-	snprintf(k_product, sizeof k_product, "%sproduct:%" PRId64 ":subs", s->prefix, product);
-	snprintf(k_sub, sizeof k_sub, "%ssub:%s:%" PRId64, s->prefix, user, product);
-	snprintf(k_thr, sizeof k_thr, "%sproduct:%" PRId64 ":thr", s->prefix, product);
-	snprintf(channel, sizeof channel, "%ssubs:changes", s->prefix);
+	keys_user_subs(k_user, sizeof k_user, s->prefix, user);
+	keys_product_subs(k_product, sizeof k_product, s->prefix, product);
+	keys_sub(k_sub, sizeof k_sub, s->prefix, user, product);
+	keys_product_thr(k_thr, sizeof k_thr, s->prefix, product);
+	keys_name(channel, sizeof channel, s->prefix, KEYS_SUBS_CHANGES);
 	snprintf(pid, sizeof pid, "%" PRId64, product);
 	snprintf(ver, sizeof ver, "%" PRId64, st->version);
 	if (st->threshold >= 0)
@@ -687,7 +740,7 @@ static void on_rebuild_rows(struct store *st, const struct store_result *res, co
 	}
 	size_t rows = store_result_rows(res);
 	if (rows == 0) {
-		snprintf(marker, sizeof marker, "%sindex:ready", s->prefix);
+		keys_name(marker, sizeof marker, s->prefix, KEYS_INDEX_READY);
 		if (redis_command(s->redis, on_marker_set, s, "SET %s 1", marker) != 0)
 			rebuild_stop(s, "redis not connected");
 		return;
@@ -764,7 +817,7 @@ static void check_marker(struct subs *s)
 	char marker[160];
 	if (s->rebuilding || s->closing || !redis_is_ready(s->redis))
 		return;
-	snprintf(marker, sizeof marker, "%sindex:ready", s->prefix);
+	keys_name(marker, sizeof marker, s->prefix, KEYS_INDEX_READY);
 	redis_command(s->redis, on_marker, s, "EXISTS %s", marker);
 }
 

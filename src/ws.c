@@ -15,6 +15,7 @@
 #include "stockalert/alerts.h"
 #include "stockalert/auth.h"
 #include "stockalert/buf.h"
+#include "stockalert/http.h"
 #include "stockalert/hub.h"
 #include "stockalert/log.h"
 #include "stockalert/mem.h"

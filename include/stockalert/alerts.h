@@ -5,45 +5,17 @@
  * classification and history in Redis -> local recipients from the roster ->
  * per-user rate limit -> the hub.
  *
- * Redis layout (besides the subscription index of subs.h):
- *   <prefix>event:{event_id}      hash: the event's outcome (kind, alert id,
- *                                 prev), written once by whichever instance
- *                                 ran the event first; TTL history_s
- *   <prefix>event:{event_id}:i    set of instances that delivered it
- *                                 ({event_id} is events_id_key()'s form, so
- *                                 no id's keys meet another id's)
- *   <prefix>stock:{product_id}    the shared stock state (last level seen);
- *                                 TTL stock_ttl_s from the last event
- *   <prefix>alerts                stream of every alert, trimmed to
- *                                 history_s; entry ids are the alert ids
- *   <prefix>alerts:start          id of the first alert of the history as
- *                                 it stands: moved to the newest alert
- *                                 whenever the stream, the index or this
- *                                 marker was found missing
- *   <prefix>alerts:index          sorted set (all scores 0) of
- *                                 "<product id>:<alert id>", each id part
- *                                 written as a letter for its number of
- *                                 digits ('A' = 1) and the digits, so byte
- *                                 order is id order ("7:M1700000000000A0");
- *                                 trimmed with the stream
- *   <prefix>alerts:index:sweep    product whose stale index members were
- *                                 dropped last (round robin)
- *   <prefix>rate:{user}:{window}  hash: the user's count in that window
- *                                 (_n) and a verdict per alert; written once
- *                                 the user nears the limit or leaves an
- *                                 instance (see "rate limit" in alerts.c)
- *   <prefix>product:{id}:thr      custom low-stock thresholds in use
- *   <prefix>fair:{id}             fair-release cycle: offset, alert, active
- *   <prefix>fair:due              sorted set: products by next wave time
- *   <prefix>fair:rel:{alert id}   users a fair-released alert has reached
+ * Its Redis keys (event records, stock state, the history stream and its
+ * index, rate windows, fair release) are laid out in keys.h.
  */
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
+#include "stockalert/env.h"
 #include "stockalert/events.h"
-#include "stockalert/http.h"
 
 struct alerts;
 

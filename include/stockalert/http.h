@@ -2,8 +2,8 @@
 #define STOCKALERT_HTTP_H
 /*
  * The HTTP side of the lws vhost: routing, request bodies (Content-Length
- * only, at most HTTP_BODY_MAX), JSON error bodies (README.md, HTTP API), the ops
- * endpoints (/healthz, /readyz, /metrics) and static files.
+ * only, at most HTTP_BODY_MAX), JSON error bodies (README.md, HTTP API) and
+ * static files.
  *
  * Handlers answer through http_reply*(); a reply may be given later (after
  * a Redis or MySQL round trip) as long as the request is still open.
@@ -15,41 +15,10 @@
 struct json_t;
 
 #include "stockalert/auth.h"
-#include "stockalert/config.h"
-#include "stockalert/hub.h"
-#include "stockalert/redis.h"
-#include "stockalert/store.h"
+#include "stockalert/env.h"
+#include "stockalert/metrics.h"
 
 #define HTTP_BODY_MAX (64 * 1024)
-
-/* What the HTTP and WebSocket handlers may use; owned by the server,
- * outlives every request and socket. Reached from a wsi through
- * lws_context_user(). */
-struct presence;
-struct subs;
-struct stream;
-struct alerts;
-
-struct http_env {
-	const struct config *cfg;
-	struct redis *redis;	  /* command connection */
-	struct redis *pubsub;	  /* subscriber connection */
-	struct redis *streamconn; /* durable input reader (XREADGROUP blocks) */
-	struct stream *stream;	  /* durable input */
-	struct store *store;
-	struct auth *auth;
-	char *static_root; /* realpath of cfg->static_dir, NULL if missing */
-	struct lws_context *lws;
-	struct hub *hub; /* local sockets by user */
-	struct presence *presence;
-	struct subs *subs;     /* subscription writes and index */
-	struct alerts *alerts; /* the alert pipeline */
-	struct peers *peers;   /* connections per address */
-	const struct lws_protocols *ws_protocol;
-	bool shutting_down;	    /* refuse new sockets */
-	void (*drained)(void *arg); /* see ws_shutdown() */
-	void *drained_arg;
-};
 
 /*
  * Every answer goes through one write path (static files too, read whole):
@@ -62,6 +31,35 @@ struct http_env {
 
 /* Per-request state; lws allocates http_session_size() bytes of it. */
 struct http_req;
+
+/*
+ * The transport knows no handler: the server hands it the routes and the
+ * WebSocket upgrade's decision (env->http), as it hands pub/sub channels to
+ * the alert pipeline.
+ */
+enum http_method {
+	HTTP_GET = 1u << LWSHUMETH_GET, /* HEAD too, wherever GET */
+	HTTP_POST = 1u << LWSHUMETH_POST,
+	HTTP_PUT = 1u << LWSHUMETH_PUT,
+	HTTP_DELETE = 1u << LWSHUMETH_DELETE,
+};
+
+struct http_route {
+	const char *path; /* exact path, or prefix when it ends with '/' */
+	unsigned methods; /* enum http_method bits; OPTIONS on /api/ is CORS */
+	/* Runs once the body (if any) is in; answers through http_reply*(). */
+	void (*fn)(struct http_req *r, struct http_env *env);
+	enum metrics_route metric; /* its label in stockalert_http_request_seconds */
+};
+
+struct http_routes {
+	const struct http_route *routes; /* the first match wins */
+	size_t n;
+	/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: 0 lets the upgrade proceed, 1
+	 * when a refusal has been written, -1 hangs up. NULL refuses every
+	 * upgrade (hangs up). */
+	int (*confirm_upgrade)(struct lws *wsi, struct http_env *env);
+};
 
 size_t http_session_size(void);
 /* The lws protocol callback for HTTP (protocols[0] of the vhost). */

@@ -1,10 +1,11 @@
 #ifndef STOCKALERT_SUBS_H
 #define STOCKALERT_SUBS_H
 /*
- * Subscriptions: MySQL is the durable truth, Redis the live index
- * (conf/README.md, Redis and MySQL layout): <prefix>user:{user}:subs (set of product ids),
- * <prefix>product:{product}:subs (sorted set of users by subscription time,
- * ms) and <prefix>sub:{user}:{product} (hash: kinds, threshold, created, v).
+ * Subscriptions: MySQL is the durable truth, Redis the live index: the
+ * user's set, the product's sorted set and one hash per subscription (their
+ * layout is in keys.h). This module writes them, and is the only reader of
+ * the formats it writes: the hash (subs_hash_parse) and the change notice
+ * every instance hears (subs_change_parse).
  *
  * A write goes to MySQL first, bumping the row's version, then to Redis by a
  * Lua script that applies it only when its version is newer than the one
@@ -24,6 +25,8 @@
 
 #include "stockalert/redis.h"
 #include "stockalert/store.h"
+
+struct json_t;
 
 enum subs_kind {
 	SUBS_BACK_IN_STOCK = 1u << 0,
@@ -97,6 +100,27 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 #define SUBS_PRODUCT_ID_MAX	 9007199254740991LL
 /* What a refused id is told (test_subs checks it names the bound). */
 #define SUBS_PRODUCT_ID_EXPECTED "product_id: expected an integer from 1 to 9007199254740991"
+
+/*
+ * The subscription hash, read back: the fields a reader asks for with HMGET
+ * in a Lua script, in the order subs_hash_parse() takes them.
+ */
+#define SUBS_HASH_FIELDS_LUA "'kinds', 'threshold', 'created', 'active'"
+/* Parses the reply to that HMGET into e (all but product_id). True for a
+ * live subscription; false for a deleted one (its hash stays a while as a
+ * tombstone), a missing hash or a reply of another shape. */
+bool subs_hash_parse(const redisReply *fields, struct subs_entry *e);
+
+/* A change notice on <prefix>subs:changes, parsed. */
+struct subs_change {
+	const char *user; /* valid until subs_change_free() */
+	struct subs_entry entry;
+	bool active;		/* false: the subscription was deleted */
+	struct json_t *notice_; /* owns user */
+};
+/* Returns 0, or -1 for a notice that is not one (nothing to free then). */
+int subs_change_parse(const char *payload, size_t len, struct subs_change *c);
+void subs_change_free(struct subs_change *c);
 
 /* True for an id in 1..SUBS_PRODUCT_ID_MAX. */
 bool subs_product_id_valid(long long id);

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <uv.h>
 
-#include "stockalert/http.h"
+#include "stockalert/env.h"
 
 /* Starts (and stops) what the sessions share on the loop: the token-expiry
  * timer. */

@@ -5,7 +5,9 @@
  * since the stream and the dead-letter list carry the re-encoded form.
  * An accepted id's key form (events_id_key) is the id or "{id}", never one
  * that ends in ":i"; and the bytes as a log line carries them (log_escape)
- * hold no control character, in JSON decode to the text form.
+ * hold no control character, in JSON decode to the text form. The
+ * subscription change notice (subs_change_parse) is a pub/sub payload too:
+ * what it accepts names a user and a product id within the contract.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -113,9 +115,22 @@ static void check_log(const char *bytes, size_t size)
 	buf_free(&json);
 }
 
+static void check_change(const char *payload, size_t size)
+{
+	struct subs_change c;
+
+	if (subs_change_parse(payload, size, &c) != 0)
+		return;
+	if (!c.user || !subs_product_id_valid(c.entry.product_id) ||
+	    (c.entry.kinds & ~(unsigned)SUBS_ALL_KINDS) != 0)
+		__builtin_trap();
+	subs_change_free(&c);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	check_log((const char *)data, size);
+	check_change((const char *)data, size);
 	check((const char *)data, size, false);
 	check((const char *)data, size, true);
 	return 0;

@@ -1,5 +1,6 @@
 /* The pure parts of subscriptions: the PUT body a client sends, the id in a
- * path, and the kinds text MySQL and Redis store. */
+ * path, the kinds text MySQL and Redis store, and reading back the
+ * subscription hash and the change notice this module writes to Redis. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -315,6 +316,88 @@ static void test_csv_truncates_safely(void **state)
 	assert_int_equal(one[0], '\0');
 }
 
+/* A string element of a hand-built HMGET reply; NULL for a nil field. */
+static redisReply field(const char *v)
+{
+	redisReply r = {.type = v ? REDIS_REPLY_STRING : REDIS_REPLY_NIL};
+	if (v) {
+		r.str = (char *)(uintptr_t)v;
+		r.len = strlen(v);
+	}
+	return r;
+}
+
+/* The HMGET of SUBS_HASH_FIELDS_LUA over kinds, threshold, created, active. */
+static bool hash_parse(const char *kinds, const char *thr, const char *created, const char *active,
+		       struct subs_entry *e)
+{
+	redisReply f[4] = {field(kinds), field(thr), field(created), field(active)};
+	redisReply *el[4] = {&f[0], &f[1], &f[2], &f[3]};
+	redisReply arr = {.type = REDIS_REPLY_ARRAY, .elements = 4, .element = el};
+	return subs_hash_parse(&arr, e);
+}
+
+static void test_hash_read_back(void **state)
+{
+	(void)state;
+	struct subs_entry e = {.product_id = 7};
+	assert_true(hash_parse("low_stock,sold_out", "", "1700000000123", "1", &e));
+	assert_int_equal(e.product_id, 7); /* not the hash's to say */
+	assert_int_equal(e.kinds, SUBS_LOW_STOCK | SUBS_SOLD_OUT);
+	assert_int_equal(e.threshold, -1); /* "" = the product's */
+	assert_int_equal(e.created_ms, 1700000000123LL);
+	assert_true(hash_parse("back_in_stock", "3", "1", "1", &e));
+	assert_int_equal(e.kinds, SUBS_BACK_IN_STOCK);
+	assert_int_equal(e.threshold, 3);
+	/* A tombstone, a missing hash, a reply of another shape: no subscription. */
+	assert_false(hash_parse("back_in_stock", "", "1", "0", &e));
+	assert_false(hash_parse(NULL, NULL, NULL, NULL, &e));
+	redisReply nil = {.type = REDIS_REPLY_NIL};
+	assert_false(subs_hash_parse(&nil, &e));
+	redisReply f = field("1");
+	redisReply *el[1] = {&f};
+	redisReply short_arr = {.type = REDIS_REPLY_ARRAY, .elements = 1, .element = el};
+	assert_false(subs_hash_parse(&short_arr, &e));
+}
+
+static void test_change_notice_read_back(void **state)
+{
+	(void)state;
+	struct subs_change c;
+	/* As the apply script writes it: numbers as the decimal text C wrote. */
+	const char *on = "{\"user\":\"u-1\",\"product_id\":123456789012345,\"active\":true,"
+			 "\"kinds\":\"back_in_stock,low_stock\",\"threshold\":4,\"created\":"
+			 "1700000000123}";
+	assert_int_equal(subs_change_parse(on, strlen(on), &c), 0);
+	assert_string_equal(c.user, "u-1");
+	assert_int_equal(c.entry.product_id, 123456789012345LL);
+	assert_int_equal(c.entry.kinds, SUBS_BACK_IN_STOCK | SUBS_LOW_STOCK);
+	assert_int_equal(c.entry.threshold, 4);
+	assert_int_equal(c.entry.created_ms, 1700000000123LL);
+	assert_true(c.active);
+	subs_change_free(&c);
+	const char *off = "{\"user\":\"u-1\",\"product_id\":9,\"active\":false,\"kinds\":\"\","
+			  "\"threshold\":null,\"created\":5}";
+	assert_int_equal(subs_change_parse(off, strlen(off), &c), 0);
+	assert_false(c.active);
+	assert_int_equal(c.entry.threshold, -1);
+	subs_change_free(&c);
+	static const char *const bad[] = {
+	    "",
+	    "nope",
+	    "[]",
+	    "{\"product_id\":9}",
+	    "{\"user\":\"u\"}",
+	    "{\"user\":\"u\",\"product_id\":0}",
+	    "{\"user\":\"u\",\"product_id\":\"9\"}",
+	    "{\"user\":7,\"product_id\":9}",
+	    "{\"user\":\"u\",\"product_id\":9007199254740992}",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (subs_change_parse(bad[i], strlen(bad[i]), &c) != -1)
+			fail_msg("notice %s accepted", bad[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -333,6 +416,8 @@ int main(void)
 	    cmocka_unit_test(test_csv_round_trip),
 	    cmocka_unit_test(test_csv_parse_tolerates_junk),
 	    cmocka_unit_test(test_csv_truncates_safely),
+	    cmocka_unit_test(test_hash_read_back),
+	    cmocka_unit_test(test_change_notice_read_back),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
