@@ -25,302 +25,15 @@
 /* Alerts read from the history per Redis round trip. */
 #define HISTORY_PAGE 500
 
-/* hist_pad: an alert id (canonical: no leading zeros, as Redis writes
- * them and alerts_history passes them) as a short string whose byte order
- * is the ids' order: each part as a letter telling its length ('A' + digits
- * - 1), then its digits.
- * hist_indexed: whether the newest entry of stream s has its index member
- * (an alert recorded without one, by an older version, is invisible to a
- * history read through the index). */
-#define HISTORY_BASE_LUA                                                                           \
-	"local function hist_pad(id)\n"                                                            \
-	"  local k = string.find(id, '-', 1, true)\n"                                              \
-	"  local ms, seq = string.sub(id, 1, k - 1), string.sub(id, k + 1)\n"                      \
-	"  return string.char(64 + #ms) .. ms .. string.char(64 + #seq) .. seq\n"                  \
-	"end\n"                                                                                    \
-	"local function hist_indexed(s, idx)\n"                                                    \
-	"  local e = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]\n"                        \
-	"  if not e then return true end\n"                                                        \
-	"  for i = 1, #e[2], 2 do\n"                                                               \
-	"    if e[2][i] == 'product_id' then\n"                                                    \
-	"      return redis.call('ZSCORE', idx, e[2][i + 1] .. ':' .. hist_pad(e[1])) ~= false\n"  \
-	"    end\n"                                                                                \
-	"  end\n"                                                                                  \
-	"  return false\n"                                                                         \
-	"end\n"
-
-/*
- * The history: every alert is an entry of <prefix>alerts and a member
- * "<product id>:<hist_pad(alert id)>" of the lexically sorted set
- * <prefix>alerts:index, so a user's history reads only the alerts of the
- * user's own products, in order.
- *
- * <prefix>alerts:start is where the history begins: whenever this finds the
- * stream, the index or the marker missing (Redis restarted empty, a key was
- * evicted or deleted), or the stream's newest entry without its index member
- * (an older version recorded it), it moves the marker to the new alert,
- * since nothing before it can be vouched for. Trimming removes a
- * prefix of the stream (MINID ~, or an operator's XTRIM), and the index
- * drops a product's members only below the stream's first entry, so an
- * alert still in the stream has every later alert in both. Dropping stale
- * members only saves memory (a read skips a member whose entry is gone), so
- * it is done for one alert in ten (its id's millisecond ends in 0): the
- * alert's own product, and one other product, round robin from
- * <prefix>alerts:index:sweep, so a product that stops alerting leaves
- * nothing behind for long.
- */
-#define HISTORY_LUA                                                                                \
-	HISTORY_BASE_LUA                                                                           \
-	"local function history_add(prefix, pid, minid, ...)\n"                                    \
-	"  local s, idx = prefix .. 'alerts', prefix .. 'alerts:index'\n"                          \
-	"  local mark = prefix .. 'alerts:start'\n"                                                \
-	"  local whole = redis.call('EXISTS', s, idx, mark) == 3 and hist_indexed(s, idx)\n"       \
-	"  local id = redis.call('XADD', s, 'MINID', '~', minid, '*', ...)\n"                      \
-	"  if not whole then redis.call('SET', mark, id) end\n"                                    \
-	"  redis.call('ZADD', idx, 0, pid .. ':' .. hist_pad(id))\n"                               \
-	"  if string.byte(id, string.find(id, '-', 1, true) - 1) ~= 48 then return id end\n"       \
-	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
-	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. pid .. ':', '(' .. pid .. ':' .. low)\n"       \
-	"  local sk = prefix .. 'alerts:index:sweep'\n"                                            \
-	"  local cur = redis.call('GET', sk)\n"                                                    \
-	"  local nxt = cur and redis.call('ZRANGEBYLEX', idx, '(' .. cur .. ':\\255', '+',"        \
-	" 'LIMIT', 0, 1)[1]\n"                                                                     \
-	"  nxt = nxt or redis.call('ZRANGEBYLEX', idx, '-', '+', 'LIMIT', 0, 1)[1]\n"              \
-	"  local q = string.match(nxt, '^(.*):')\n"                                                \
-	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. q .. ':', '(' .. q .. ':' .. low)\n"           \
-	"  redis.call('SET', sk, q)\n"                                                             \
-	"  return id\n"                                                                            \
-	"end\n"
-
-/*
- * Fair release (conf/README.md, Fair release): the next wave of a product's cycle. The cycle's
- * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
- * first alert's fields); the schedule is the sorted set <prefix>fair:due, so
- * exactly one instance runs each wave and a crash loses nothing. The first
- * wave is the event's own alert; each later wave is a history entry of its
- * own, so its id sorts by when it was delivered and resume finds it. The
- * wave's users are recorded in <prefix>fair:rel:{alert id} (for resume and
- * the history) and published on <prefix>fair:waves for every instance to
- * deliver to its own sockets. Returns the number of users released.
- */
-#define FAIR_WAVE_LUA                                                                              \
-	HISTORY_LUA                                                                                \
-	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"        \
-	"  local fk = prefix .. 'fair:' .. pid\n"                                                  \
-	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                  \
-	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'prev', 'name', 'event_id', 'ts')\n"  \
-	"  local offset = tonumber(f[1] or '0')\n"                                                 \
-	"  local total = redis.call('ZCARD', subs)\n"                                              \
-	"  local w = math.ceil(factor * stock)\n"                                                  \
-	"  local users = {}\n"                                                                     \
-	"  if w > 0 and offset < total then\n"                                                     \
-	"    users = redis.call('ZRANGE', subs, offset, offset + w - 1)\n"                         \
-	"  end\n"                                                                                  \
-	"  offset = offset + #users\n"                                                             \
-	"  redis.call('HSET', fk, 'offset', offset)\n"                                             \
-	"  local id, ts = f[2], f[6]\n"                                                            \
-	"  if not first and #users > 0 then\n"                                                     \
-	"    ts = tostring(now)\n"                                                                 \
-	"    id = history_add(prefix, pid, now - ttl * 1000,"                                      \
-	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"   \
-	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"               \
-	"  end\n"                                                                                  \
-	"  local rel = prefix .. 'fair:rel:' .. id\n"                                              \
-	"  for i = 1, #users, 500 do\n"                                                            \
-	"    redis.call('SADD', rel, unpack(users, i, math.min(i + 499, #users)))\n"               \
-	"  end\n"                                                                                  \
-	"  redis.call('EXPIRE', rel, ttl)\n"                                                       \
-	"  if offset < total then\n"                                                               \
-	"    redis.call('ZADD', prefix .. 'fair:due', now + interval, pid)\n"                      \
-	"  else\n"                                                                                 \
-	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"                                      \
-	"    redis.call('HSET', fk, 'active', '0')\n"                                              \
-	"  end\n"                                                                                  \
-	"  if #users > 0 then\n"                                                                   \
-	"    redis.call('PUBLISH', prefix .. 'fair:waves', cjson.encode({product_id = pid,"        \
-	" id = id, stock = tostring(stock), prev = f[3], name = f[4], event_id = f[5], ts = ts,"   \
-	" users = users}))\n"                                                                      \
-	"  end\n"                                                                                  \
-	"  return #users\n"                                                                        \
-	"end\n"
-
-/*
- * Runs an event exactly once across every instance and tells each instance
- * whether it has delivered it yet.
- * KEYS: event hash, stock state, history stream, custom thresholds zset,
- *       delivered-by set, history start marker (the history keys are
- *       written by history_add)
- * ARGV: instance, product, stock, prev ("" = from the shared state),
- *       fallback prev ("" = unknown), default threshold, name, event id, ts,
- *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms,
- *       stock state ttl s
- * Returns {kind, alert id, prev, first, mine, ts, name}: the outcome the
- * first instance decided, the same for everyone.
- */
-static const char process_lua[] = FAIR_WAVE_LUA
-    "local first, released = 0, -1\n"
-    "local prefix, factor = ARGV[12], tonumber(ARGV[13])\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
-    "  local prev = ARGV[4]\n"
-    "  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
-    "  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[16])\n"
-    "  local kind, id = 'none', ''\n"
-    "  if prev ~= '' then\n"
-    "    local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])\n"
-    "    if p <= 0 and s > 0 then kind = 'back_in_stock'\n"
-    "    elseif p > 0 and s <= 0 then kind = 'sold_out'\n"
-    "    elseif s > 0 and p > s then\n"
-    "      if (p > t and t >= s) or\n"
-    "         #redis.call('ZRANGEBYSCORE', KEYS[4], s, p - 1, 'LIMIT', 0, 1) > 0 then\n"
-    "        kind = 'low_stock'\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
-    "  if kind ~= 'none' then\n"
-    "    id = history_add(prefix, ARGV[2], ARGV[10], 'kind', kind,\n"
-    "      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
-    "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
-    "  end\n"
-    "  local fk = prefix .. 'fair:' .. ARGV[2]\n"
-    "  if fair == '1' then\n"
-    "    local offset = tonumber(redis.call('HGET', fk, 'offset') or '0')\n"
-    "    if offset >= redis.call('ZCARD', prefix .. 'product:' .. ARGV[2] .. ':subs') then\n"
-    "      offset = 0\n"
-    "    end\n"
-    "    redis.call('HSET', fk, 'offset', offset, 'id', id, 'prev', prev,\n"
-    "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'active', '1')\n"
-    "    released = fair_wave(prefix, ARGV[2], factor, tonumber(ARGV[3]), tonumber(ARGV[15]),\n"
-    "      tonumber(ARGV[14]), tonumber(ARGV[11]), true)\n"
-    "  elseif kind == 'sold_out' and redis.call('HGET', fk, 'active') == '1' then\n"
-    "    redis.call('HSET', fk, 'active', '0')\n"
-    "    redis.call('ZREM', prefix .. 'fair:due', ARGV[2])\n"
-    "    released = -2\n"
-    "  end\n"
-    "  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev, 'ts', ARGV[9],\n"
-    "    'name', ARGV[7])\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[11])\n"
-    "  first = 1\n"
-    "end\n"
-    "local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
-    "redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
-    "local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev', 'ts', 'name')\n"
-    "return {r[1], r[2], r[3], first, mine, r[4], r[5], released}\n";
-
-/*
- * Runs the fair-release waves that are due. Atomic, so of all instances
- * polling, exactly one runs each wave.
- * ARGV: prefix, factor, now ms, interval ms, ttl s.
- * Returns {waves run, users released, cycles stopped}.
- */
-static const char fair_due_lua[] = FAIR_WAVE_LUA
-    "local prefix, factor, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local due = redis.call('ZRANGEBYSCORE', prefix .. 'fair:due', '-inf', now, 'LIMIT', 0, 20)\n"
-    "local waves, released, stopped = 0, 0, 0\n"
-    "for _, pid in ipairs(due) do\n"
-    "  local fk = prefix .. 'fair:' .. pid\n"
-    "  local stock = tonumber(redis.call('GET', prefix .. 'stock:' .. pid) or '0')\n"
-    "  if redis.call('HGET', fk, 'active') ~= '1' or stock <= 0 then\n"
-    "    redis.call('ZREM', prefix .. 'fair:due', pid)\n"
-    "    redis.call('HSET', fk, 'active', '0')\n"
-    "    stopped = stopped + 1\n"
-    "  else\n"
-    "    released = released + fair_wave(prefix, pid, factor, stock, now, tonumber(ARGV[4]),\n"
-    "      tonumber(ARGV[5]), false)\n"
-    "    waves = waves + 1\n"
-    "  end\n"
-    "end\n"
-    "return {waves, released, stopped}\n";
-
-/*
- * The shared counter of the per-user window limit (see "rate limit" below).
- * An alert already decided for a user (by another instance, or earlier)
- * keeps its decision, so a user connected to two instances is counted once;
- * the count first rises to the asking instance's own count before this
- * alert (its seed), which covers the alerts it let through by itself.
- * KEYS: rate hash per user; ARGV: max, ttl, then the alert id per key, then
- * the seed per key. Returns 1 (deliver) or 0 (hold) per key.
- */
-static const char rate_lua[] = "local out = {}\n"
-			       "local max = tonumber(ARGV[1])\n"
-			       "for i, key in ipairs(KEYS) do\n"
-			       "  local id = ARGV[2 + i]\n"
-			       "  local d = redis.call('HGET', key, id)\n"
-			       "  if not d then\n"
-			       "    local n = tonumber(redis.call('HGET', key, '_n') or '0')\n"
-			       "    n = math.max(n, tonumber(ARGV[2 + #KEYS + i])) + 1\n"
-			       "    d = n <= max and '1' or '0'\n"
-			       "    redis.call('HSET', key, '_n', n, id, d)\n"
-			       "    redis.call('EXPIRE', key, ARGV[2])\n"
-			       "  end\n"
-			       "  out[i] = tonumber(d)\n"
-			       "end\n"
-			       "return out\n";
-
-/* Hands this instance's count of a user's window to the shared counter
- * (it keeps the larger): when the user's last socket here closes, for the
- * instance the user turns up at next, or when another instance joins the
- * user. KEYS: rate hash; ARGV: count, ttl. */
-static const char rate_note_lua[] =
-    "if tonumber(redis.call('HGET', KEYS[1], '_n') or '0') < tonumber(ARGV[1]) then\n"
-    "  redis.call('HSET', KEYS[1], '_n', ARGV[1])\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return 0\n";
-
-/*
- * One page of a history, read at once. With check = '1', after must be a
- * point of this history from which nothing is missing: the marker says the
- * history began at or before it, the alert after still is in the stream (so
- * no trimming reached past it) and no XDEL removed anything newer.
- * KEYS: stream, index, start marker.
- * ARGV: after ('' = from the beginning), check, count, then the product ids,
- *       or '*' for every product (read from the stream itself).
- * Returns {0} when the check fails, else {1, entries (oldest first), last
- * id read ('' = none), 1 if there may be more}. Once count candidates are
- * in hand, the next products are read only up to the newest of them, so a
- * page costs about count index reads however many products there are.
- */
-static const char history_read_lua[] = HISTORY_BASE_LUA
-    "local s, idx, after, count = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])\n"
-    "if ARGV[2] == '1' then\n"
-    "  local start = redis.call('GET', KEYS[3])\n"
-    "  if not start or redis.call('EXISTS', idx) == 0 or hist_pad(after) < hist_pad(start) or\n"
-    "     #redis.call('XRANGE', s, after, after) == 0 or not hist_indexed(s, idx) then\n"
-    "    return {0}\n"
-    "  end\n"
-    "  local info = redis.call('XINFO', 'STREAM', s)\n"
-    "  for i = 1, #info, 2 do\n"
-    "    if info[i] == 'max-deleted-entry-id' and hist_pad(info[i + 1]) > hist_pad(after) then\n"
-    "      return {0}\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "if ARGV[4] == '*' then\n"
-    "  local lo = after == '' and '-' or '(' .. after\n"
-    "  local e = redis.call('XRANGE', s, lo, '+', 'COUNT', count)\n"
-    "  return {1, e, #e > 0 and e[#e][1] or '', #e == count and 1 or 0}\n"
-    "end\n"
-    "local ids, low, high = {}, after == '' and '' or hist_pad(after), '\\255'\n"
-    "for i = 4, #ARGV do\n"
-    "  local p = ARGV[i] .. ':'\n"
-    "  local m = redis.call('ZRANGEBYLEX', idx, (low == '' and '[' or '(') .. p .. low,\n"
-    "    '[' .. p .. high, 'LIMIT', 0, count)\n"
-    "  for _, v in ipairs(m) do ids[#ids + 1] = string.sub(v, #p + 1) end\n"
-    "  if #ids > count then\n"
-    "    table.sort(ids)\n"
-    "    for j = #ids, count + 1, -1 do ids[j] = nil end\n"
-    "    high = ids[count]\n"
-    "  end\n"
-    "end\n"
-    "table.sort(ids)\n"
-    "local out, last = {}, ''\n"
-    "for i = 1, math.min(count, #ids) do\n"
-    "  local n = string.byte(ids[i]) - 63\n"
-    "  last = string.sub(ids[i], 2, n) .. '-' .. string.sub(ids[i], n + 2)\n"
-    "  out[#out + 1] = redis.call('XRANGE', s, last, last)[1]\n"
-    "end\n"
-    "return {1, out, last, #ids >= count and 1 or 0}\n";
+/* The Lua scripts, compiled in from src/lua/ (CMakeLists.txt, sa_embed_lua):
+ * each file says what it is sent and what it returns. */
+extern const char sa_lua_process[];
+extern const char sa_lua_fair_due[];
+extern const char sa_lua_rate[];
+extern const char sa_lua_rate_note[];
+extern const char sa_lua_history_read[];
+extern const char sa_lua_fair_released[];
+extern const char sa_lua_load[];
 
 /* Events held while Redis commands cannot run; at most BACKLOG_MAX. */
 #define BACKLOG_MAX 10000
@@ -478,8 +191,8 @@ static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
  * Each instance counts a user's alerts itself (rate.c, kept in the user's
  * roster slot) and lets them through alone while the user is below half the
  * limit. From there on, and while alerts are held for the user, the shared
- * counter in Redis decides alert by alert (rate_lua). A user's last socket
- * on an instance leaves its count in Redis (rate_note_lua) and the next
+ * counter in Redis decides alert by alert (src/lua/rate.lua). A user's last socket
+ * on an instance leaves its count in Redis (src/lua/rate_note.lua) and the next
  * instance's roster load reads it back, so a user who moves between
  * instances cannot restart the window; an instance that joins a user online
  * elsewhere makes every instance of the user use the shared counter for the
@@ -688,7 +401,7 @@ static void rate_check(struct alerts *a, struct rate_batch *b)
 	snprintf(max, sizeof max, "%d", a->cfg->alerts.max_per_window);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
 	argv[0] = "EVAL";
-	argv[1] = rate_lua;
+	argv[1] = sa_lua_rate;
 	argv[2] = nkeys;
 	argv[3 + b->n] = max;
 	argv[4 + b->n] = ttl;
@@ -864,7 +577,7 @@ static void on_fair_timer(uv_timer_t *t)
 	snprintf(now, sizeof now, "%" PRId64, now_ms());
 	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
 	snprintf(ttl, sizeof ttl, "%d", a->cfg->alerts.history_s);
-	const char *argv[] = {"EVAL", fair_due_lua, "0", a->prefix, factor, now, interval, ttl};
+	const char *argv[] = {"EVAL", sa_lua_fair_due, "0", a->prefix, factor, now, interval, ttl};
 	a->fair_polling = true;
 	a->inflight++;
 	if (redis_command_argv(a->env->redis, on_fair_due, a, 8, argv, NULL) != 0)
@@ -1041,12 +754,30 @@ static void on_product_info(const struct product_info *p, void *arg)
 	snprintf(now, sizeof now, "%" PRId64, now_ms());
 	snprintf(stock_ttl, sizeof stock_ttl, "%d", a->cfg->alerts.stock_ttl_s);
 
-	const char *argv[] = {"EVAL",	      process_lua, "6",	     k_event,
-			      k_stock,	      k_stream,	   k_thr,    k_inst,
-			      k_start,	      a->instance, pid,	     stock,
-			      prev,	      fallback,	   thr,	     j->name ? j->name : "",
-			      j->ev.event_id, ts,	   minid,    ttl,
-			      a->prefix,      factor,	   interval, now,
+	const char *argv[] = {"EVAL",
+			      sa_lua_process,
+			      "6",
+			      k_event,
+			      k_stock,
+			      k_stream,
+			      k_thr,
+			      k_inst,
+			      k_start,
+			      a->instance,
+			      pid,
+			      stock,
+			      prev,
+			      fallback,
+			      thr,
+			      j->name ? j->name : "",
+			      j->ev.event_id,
+			      ts,
+			      minid,
+			      ttl,
+			      a->prefix,
+			      factor,
+			      interval,
+			      now,
 			      stock_ttl};
 	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
 					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
@@ -1245,7 +976,7 @@ static void rate_note(struct alerts *a, const char *user, const struct rate_stat
 	rate_key(a, user, window, k, sizeof k);
 	snprintf(count, sizeof count, "%" PRIu32, n);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-	const char *argv[] = {"EVAL", rate_note_lua, "1", k, count, ttl};
+	const char *argv[] = {"EVAL", sa_lua_rate_note, "1", k, count, ttl};
 	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
 }
 
@@ -1332,21 +1063,6 @@ static void on_load_details(struct redis *r, redisReply *reply, void *arg)
 	op_done(a);
 }
 
-/* Reads every subscription hash of the user in one script call, so the
- * load costs one round trip whatever the count; then the user's count in
- * the current rate window, and how many other instances have the user
- * online. KEYS: subscription hash prefix, rate hash, presence set; ARGV:
- * this instance, then the product ids. */
-static const char load_lua[] =
-    "local out = {}\n"
-    "for i = 2, #ARGV do\n"
-    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], 'kinds', 'threshold', 'created',\n"
-    "                          'active')\n"
-    "end\n"
-    "out[#ARGV] = redis.call('HGET', KEYS[2], '_n') or ''\n"
-    "out[#ARGV + 1] = redis.call('SCARD', KEYS[3]) - redis.call('SISMEMBER', KEYS[3], ARGV[1])\n"
-    "return out\n";
-
 static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 {
 	(void)r;
@@ -1366,7 +1082,7 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
 	key(k_online, sizeof k_online, a, "online:%s", l->user);
 	argv[0] = "EVAL";
-	argv[1] = load_lua;
+	argv[1] = sa_lua_load;
 	argv[2] = "3";
 	argv[3] = prefix;
 	argv[4] = k_rate;
@@ -1583,15 +1299,6 @@ static void history_lost(struct history *h);
  * checked (never a field of the alerts we send). */
 #define FAIR_MARK "_fair"
 
-/* KEYS: none; ARGV: prefix, user, alert ids. 1/0 per id: did a
- * fair-release wave of that alert reach the user? */
-static const char fair_released_lua[] =
-    "local out = {}\n"
-    "for i = 3, #ARGV do\n"
-    "  out[i - 2] = redis.call('SISMEMBER', ARGV[1] .. 'fair:rel:' .. ARGV[i], ARGV[2])\n"
-    "end\n"
-    "return out\n";
-
 /* Ends a page (cut: the limit left some of its candidates out): more
  * pages, or the end. A replay (the caller wants a snapshot) carries at most
  * limit alerts, so one with more due after since is no recovery: the
@@ -1685,7 +1392,7 @@ static void on_history_range(struct redis *r, redisReply *reply, void *arg)
 	const char **argv = mem_calloc(5 + nfair, sizeof *argv);
 	size_t argc = 0;
 	argv[argc++] = "EVAL";
-	argv[argc++] = fair_released_lua;
+	argv[argc++] = sa_lua_fair_released;
 	argv[argc++] = "0";
 	argv[argc++] = h->a->prefix;
 	argv[argc++] = h->user;
@@ -1714,7 +1421,7 @@ static void history_page(struct history *h, const char *after)
 	key(k_start, sizeof k_start, h->a, "alerts:start");
 	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
 	argv[argc++] = "EVAL";
-	argv[argc++] = history_read_lua;
+	argv[argc++] = sa_lua_history_read;
 	argv[argc++] = "3";
 	argv[argc++] = k_stream;
 	argv[argc++] = k_index;
