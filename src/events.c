@@ -15,8 +15,8 @@
 #include <jansson.h>
 
 #include "stockalert/errbuf.h"
+#include "stockalert/kind.h"
 #include "stockalert/mem.h"
-#include "stockalert/subs.h"
 
 /* Matches the HTTP body limit: an event is a few dozen bytes, anything
  * this big is a mistake or an attack, and jansson would build the whole

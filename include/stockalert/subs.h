@@ -22,15 +22,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "stockalert/kind.h"
 #include "stockalert/redis.h"
 #include "stockalert/store.h"
-
-enum subs_kind {
-	SUBS_BACK_IN_STOCK = 1u << 0,
-	SUBS_LOW_STOCK = 1u << 1,
-	SUBS_SOLD_OUT = 1u << 2,
-	SUBS_ALL_KINDS = (1u << 3) - 1
-};
 
 enum subs_status {
 	SUBS_CREATED,	     /* 201 */
@@ -87,16 +81,6 @@ void subs_kinds_to_csv(unsigned kinds, char *out, size_t outlen);
  */
 int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshold, char *err,
 		    size_t errlen);
-
-/*
- * Product ids are 1..2^53-1 everywhere (REST paths, WebSocket frames,
- * inventory events, the subscription change notice): the largest range
- * every encoder on the way carries exactly (JavaScript clients, and
- * Redis's Lua, whose numbers are doubles).
- */
-#define SUBS_PRODUCT_ID_MAX	 9007199254740991LL
-/* What a refused id is told (test_subs checks it names the bound). */
-#define SUBS_PRODUCT_ID_EXPECTED "product_id: expected an integer from 1 to 9007199254740991"
 
 /* True for an id in 1..SUBS_PRODUCT_ID_MAX. */
 bool subs_product_id_valid(long long id);
