@@ -209,7 +209,7 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 		return -1;
 	}
 	if (!json_is_object(j)) {
-		snprintf(err, errlen, "body: expected a JSON object");
+		errbuf_set(err, errlen, "body: expected a JSON object");
 		goto err;
 	}
 	json_object_foreach(j, key, v)
@@ -218,9 +218,9 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 			size_t i;
 			json_t *k;
 			if (!json_is_array(v) || json_array_size(v) == 0) {
-				snprintf(err, errlen,
-					 "kinds: expected a non-empty array of "
-					 "\"back_in_stock\", \"low_stock\", \"sold_out\"");
+				errbuf_set(err, errlen,
+					   "kinds: expected a non-empty array of "
+					   "\"back_in_stock\", \"low_stock\", \"sold_out\"");
 				goto err;
 			}
 			*kinds = 0;
@@ -229,10 +229,10 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 				unsigned bit =
 				    json_is_string(k) ? subs_kind_parse(json_string_value(k)) : 0;
 				if (!bit) {
-					snprintf(err, errlen,
-						 "kinds[%zu]: unknown kind (expected "
-						 "back_in_stock, low_stock or sold_out)",
-						 i);
+					errbuf_set(err, errlen,
+						   "kinds[%zu]: unknown kind (expected "
+						   "back_in_stock, low_stock or sold_out)",
+						   i);
 					goto err;
 				}
 				*kinds |= bit;
@@ -244,15 +244,15 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 			}
 			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 			    json_integer_value(v) > 1000000000) {
-				snprintf(err, errlen,
-					 "threshold: expected an integer from 0 to 1000000000");
+				errbuf_set(err, errlen,
+					   "threshold: expected an integer from 0 to 1000000000");
 				goto err;
 			}
 			*threshold = (int)json_integer_value(v);
 		} else {
 			/* A long key is cut short so the message still says why. */
-			snprintf(err, errlen, "%.48s%s: unknown field", key,
-				 strlen(key) > 48 ? "..." : "");
+			errbuf_set(err, errlen, "%.48s%s: unknown field", key,
+				   strlen(key) > 48 ? "..." : "");
 			goto err;
 		}
 	}
