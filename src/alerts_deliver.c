@@ -291,11 +291,10 @@ void alerts_deliver_limited(struct alerts *a, struct rate_batch *b, const char *
 		batch_add(b, user, al->msg, al->product_id, al->id, seed);
 }
 
-/* Whether user's subscription sub asks for al. */
+/* Whether user's subscription sub (NULL = none) asks for al. */
 static bool wants(const struct roster_sub *sub, const struct alert *al)
 {
-	int64_t thr = sub->threshold >= 0 ? sub->threshold : al->default_threshold;
-	return (sub->kinds & al->kind) && events_classify(al->prev, al->stock, thr) == al->kind;
+	return roster_hears(sub, false, al->kind, al->prev, al->stock, al->default_threshold);
 }
 
 static void consider_subscriber(const char *user, const struct roster_sub *sub,
@@ -311,19 +310,16 @@ static bool already_reached(const char *user, void *arg)
 {
 	const struct recipients *rc = arg;
 	const struct roster_sub *sub = roster_get(rc->a->roster, user, rc->al->product_id);
-	return sub && wants(sub, rc->al);
+	return wants(sub, rc->al);
 }
 
 void alerts_deliver(struct alerts *a, const struct alert *al)
 {
 	struct rate_batch *b = mem_calloc(1, sizeof *b);
-	/* The operations view: every sold_out, and low_stock by the
-	 * product's own threshold, to admins; not rate limited, not twice to
-	 * an admin who also subscribed. */
+	/* The operations view (roster_hears) goes to admins; not rate
+	 * limited, not twice to an admin who also subscribed. */
 	bool to_admins =
-	    al->kind == SUBS_SOLD_OUT ||
-	    (al->kind == SUBS_LOW_STOCK &&
-	     events_classify(al->prev, al->stock, al->default_threshold) == SUBS_LOW_STOCK);
+	    roster_hears(NULL, true, al->kind, al->prev, al->stock, al->default_threshold);
 	struct recipients rc = {a, al, b};
 
 	b->a = a;

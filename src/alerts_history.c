@@ -60,14 +60,10 @@ static bool wanted(const struct history *h, unsigned kind, int64_t product, int6
 		   int64_t prev, int default_thr, uint64_t order)
 {
 	const struct roster_sub *sub = find_sub(h, product);
-	if (sub && (sub->kinds & kind) && (uint64_t)sub->created_ms <= alert_order_ms(order)) {
-		int64_t thr = sub->threshold >= 0 ? sub->threshold : default_thr;
-		if (events_classify(prev, stock, thr) == kind)
-			return true;
-	}
-	return hears_every_product(h->roles) &&
-	       (kind == SUBS_SOLD_OUT ||
-		(kind == SUBS_LOW_STOCK && events_classify(prev, stock, default_thr) == kind));
+	/* A subscription made after the alert did not hear of it. */
+	if (sub && (uint64_t)sub->created_ms > alert_order_ms(order))
+		sub = NULL;
+	return roster_hears(sub, hears_every_product(h->roles), kind, prev, stock, default_thr);
 }
 
 static void history_page(struct history *h, const char *after);
