@@ -183,6 +183,9 @@ err:
 	return out;
 }
 
+/* The rule's twin is the processing script (src/lua/process.lua), which
+ * decides once in Redis which alert an event is; it_classify runs both over
+ * tests/cases/classify.txt. Change them together. */
 unsigned events_classify(int64_t prev, int64_t stock, int64_t threshold)
 {
 	if (prev <= 0 && stock > 0)

@@ -17,6 +17,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end
   redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[16])
   local kind, id = 'none', ''
+  -- The classification: events_classify in src/events.c is its twin (who
+  -- hears of the alert); this one also finds a low_stock that crosses only a
+  -- subscriber's own threshold (KEYS[4]). tests/integration/it_classify.c
+  -- runs both over tests/cases/classify.txt.
   if prev ~= '' then
     local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])
     if p <= 0 and s > 0 then kind = 'back_in_stock'
