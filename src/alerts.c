@@ -1,328 +1,9 @@
-#include "stockalert/alerts.h"
+#include "alerts_int.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "stockalert/alert.h"
-#include "stockalert/auth.h"
-#include "stockalert/buf.h"
-#include "stockalert/catalog.h"
-#include "stockalert/config.h"
-#include "stockalert/dict.h"
-#include "stockalert/hub.h"
-#include "stockalert/keys.h"
-#include "stockalert/log.h"
-#include "stockalert/mem.h"
-#include "stockalert/metrics.h"
-#include "stockalert/rate.h"
-#include "stockalert/roster.h"
-#include "stockalert/subs.h"
-
-#define MOD	     "alerts"
-/* Alerts read from the history per Redis round trip. */
-#define HISTORY_PAGE 500
-
-/* hist_pad: an alert id (canonical: no leading zeros, as Redis writes
- * them and alerts_history passes them) as a short string whose byte order
- * is the ids' order: each part as a letter telling its length ('A' + digits
- * - 1), then its digits.
- * hist_indexed: whether the newest entry of stream s has its index member
- * (an alert recorded without one, by an older version, is invisible to a
- * history read through the index). */
-#define HISTORY_BASE_LUA                                                                           \
-	"local function hist_pad(id)\n"                                                            \
-	"  local k = string.find(id, '-', 1, true)\n"                                              \
-	"  local ms, seq = string.sub(id, 1, k - 1), string.sub(id, k + 1)\n"                      \
-	"  return string.char(64 + #ms) .. ms .. string.char(64 + #seq) .. seq\n"                  \
-	"end\n"                                                                                    \
-	"local function hist_indexed(s, idx)\n"                                                    \
-	"  local e = redis.call('XREVRANGE', s, '+', '-', 'COUNT', 1)[1]\n"                        \
-	"  if not e then return true end\n"                                                        \
-	"  for i = 1, #e[2], 2 do\n"                                                               \
-	"    if e[2][i] == 'product_id' then\n"                                                    \
-	"      return redis.call('ZSCORE', idx, e[2][i + 1] .. ':' .. hist_pad(e[1])) ~= false\n"  \
-	"    end\n"                                                                                \
-	"  end\n"                                                                                  \
-	"  return false\n"                                                                         \
-	"end\n"
-
-/*
- * The history: every alert is an entry of <prefix>alerts and a member
- * "<product id>:<hist_pad(alert id)>" of the lexically sorted set
- * <prefix>alerts:index, so a user's history reads only the alerts of the
- * user's own products, in order.
- *
- * <prefix>alerts:start is where the history begins: whenever this finds the
- * stream, the index or the marker missing (Redis restarted empty, a key was
- * evicted or deleted), or the stream's newest entry without its index member
- * (an older version recorded it), it moves the marker to the new alert,
- * since nothing before it can be vouched for. Trimming removes a
- * prefix of the stream (MINID ~, or an operator's XTRIM), and the index
- * drops a product's members only below the stream's first entry, so an
- * alert still in the stream has every later alert in both. Dropping stale
- * members only saves memory (a read skips a member whose entry is gone), so
- * it is done for one alert in ten (its id's millisecond ends in 0): the
- * alert's own product, and one other product, round robin from
- * <prefix>alerts:index:sweep, so a product that stops alerting leaves
- * nothing behind for long.
- */
-#define HISTORY_LUA                                                                                \
-	HISTORY_BASE_LUA                                                                           \
-	"local function history_add(prefix, pid, minid, ...)\n"                                    \
-	"  local s, idx = prefix .. 'alerts', prefix .. 'alerts:index'\n"                          \
-	"  local mark = prefix .. 'alerts:start'\n"                                                \
-	"  local whole = redis.call('EXISTS', s, idx, mark) == 3 and hist_indexed(s, idx)\n"       \
-	"  local id = redis.call('XADD', s, 'MINID', '~', minid, '*', ...)\n"                      \
-	"  if not whole then redis.call('SET', mark, id) end\n"                                    \
-	"  redis.call('ZADD', idx, 0, pid .. ':' .. hist_pad(id))\n"                               \
-	"  if string.byte(id, string.find(id, '-', 1, true) - 1) ~= 48 then return id end\n"       \
-	"  local low = hist_pad(redis.call('XRANGE', s, '-', '+', 'COUNT', 1)[1][1])\n"            \
-	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. pid .. ':', '(' .. pid .. ':' .. low)\n"       \
-	"  local sk = prefix .. 'alerts:index:sweep'\n"                                            \
-	"  local cur = redis.call('GET', sk)\n"                                                    \
-	"  local nxt = cur and redis.call('ZRANGEBYLEX', idx, '(' .. cur .. ':\\255', '+',"        \
-	" 'LIMIT', 0, 1)[1]\n"                                                                     \
-	"  nxt = nxt or redis.call('ZRANGEBYLEX', idx, '-', '+', 'LIMIT', 0, 1)[1]\n"              \
-	"  local q = string.match(nxt, '^(.*):')\n"                                                \
-	"  redis.call('ZREMRANGEBYLEX', idx, '[' .. q .. ':', '(' .. q .. ':' .. low)\n"           \
-	"  redis.call('SET', sk, q)\n"                                                             \
-	"  return id\n"                                                                            \
-	"end\n"
-
-/*
- * Fair release (conf/README.md, Fair release): the next wave of a product's cycle. The cycle's
- * state is in <prefix>fair:{pid} (offset = subscribers alerted so far, the
- * first alert's fields); the schedule is the sorted set <prefix>fair:due, so
- * exactly one instance runs each wave and a crash loses nothing. The first
- * wave is the event's own alert; each later wave is a history entry of its
- * own, so its id sorts by when it was delivered and resume finds it. The
- * wave's users are recorded in <prefix>fair:rel:{alert id} (for resume and
- * the history) and published on <prefix>fair:waves for every instance to
- * deliver to its own sockets. Returns the number of users released.
- */
-#define FAIR_WAVE_LUA                                                                              \
-	HISTORY_LUA                                                                                \
-	"local function fair_wave(prefix, pid, factor, stock, now, interval, ttl, first)\n"        \
-	"  local fk = prefix .. 'fair:' .. pid\n"                                                  \
-	"  local subs = prefix .. 'product:' .. pid .. ':subs'\n"                                  \
-	"  local f = redis.call('HMGET', fk, 'offset', 'id', 'prev', 'name', 'event_id', 'ts')\n"  \
-	"  local offset = tonumber(f[1] or '0')\n"                                                 \
-	"  local total = redis.call('ZCARD', subs)\n"                                              \
-	"  local w = math.ceil(factor * stock)\n"                                                  \
-	"  local users = {}\n"                                                                     \
-	"  if w > 0 and offset < total then\n"                                                     \
-	"    users = redis.call('ZRANGE', subs, offset, offset + w - 1)\n"                         \
-	"  end\n"                                                                                  \
-	"  offset = offset + #users\n"                                                             \
-	"  redis.call('HSET', fk, 'offset', offset)\n"                                             \
-	"  local id, ts = f[2], f[6]\n"                                                            \
-	"  if not first and #users > 0 then\n"                                                     \
-	"    ts = tostring(now)\n"                                                                 \
-	"    id = history_add(prefix, pid, now - ttl * 1000,"                                      \
-	" 'kind', 'back_in_stock', 'product_id', pid, 'stock', stock, 'prev', f[3], 'thr', '0',"   \
-	" 'name', f[4], 'event_id', f[5], 'ts', ts, 'fair', '1', 'wave_of', f[2])\n"               \
-	"  end\n"                                                                                  \
-	"  local rel = prefix .. 'fair:rel:' .. id\n"                                              \
-	"  for i = 1, #users, 500 do\n"                                                            \
-	"    redis.call('SADD', rel, unpack(users, i, math.min(i + 499, #users)))\n"               \
-	"  end\n"                                                                                  \
-	"  redis.call('EXPIRE', rel, ttl)\n"                                                       \
-	"  if offset < total then\n"                                                               \
-	"    redis.call('ZADD', prefix .. 'fair:due', now + interval, pid)\n"                      \
-	"  else\n"                                                                                 \
-	"    redis.call('ZREM', prefix .. 'fair:due', pid)\n"                                      \
-	"    redis.call('HSET', fk, 'active', '0')\n"                                              \
-	"  end\n"                                                                                  \
-	"  if #users > 0 then\n"                                                                   \
-	"    redis.call('PUBLISH', prefix .. 'fair:waves', cjson.encode({product_id = pid,"        \
-	" id = id, stock = tostring(stock), prev = f[3], name = f[4], event_id = f[5], ts = ts,"   \
-	" users = users}))\n"                                                                      \
-	"  end\n"                                                                                  \
-	"  return #users\n"                                                                        \
-	"end\n"
-
-/*
- * Runs an event exactly once across every instance and tells each instance
- * whether it has delivered it yet.
- * KEYS: event hash, stock state, history stream, custom thresholds zset,
- *       delivered-by set, history start marker (the history keys are
- *       written by history_add)
- * ARGV: instance, product, stock, prev ("" = from the shared state),
- *       fallback prev ("" = unknown), default threshold, name, event id, ts,
- *       trim MINID, ttl s, prefix, fair factor, fair interval ms, now ms,
- *       stock state ttl s
- * Returns {kind, alert id, prev, first, mine, ts, name}: the outcome the
- * first instance decided, the same for everyone.
- */
-static const char process_lua[] = FAIR_WAVE_LUA
-    "local first, released = 0, -1\n"
-    "local prefix, factor = ARGV[12], tonumber(ARGV[13])\n"
-    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
-    "  local prev = ARGV[4]\n"
-    "  if prev == '' then prev = redis.call('GET', KEYS[2]) or ARGV[5] end\n"
-    "  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[16])\n"
-    "  local kind, id = 'none', ''\n"
-    "  if prev ~= '' then\n"
-    "    local p, s, t = tonumber(prev), tonumber(ARGV[3]), tonumber(ARGV[6])\n"
-    "    if p <= 0 and s > 0 then kind = 'back_in_stock'\n"
-    "    elseif p > 0 and s <= 0 then kind = 'sold_out'\n"
-    "    elseif s > 0 and p > s then\n"
-    "      if (p > t and t >= s) or\n"
-    "         #redis.call('ZRANGEBYSCORE', KEYS[4], s, p - 1, 'LIMIT', 0, 1) > 0 then\n"
-    "        kind = 'low_stock'\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
-    "  local fair = (kind == 'back_in_stock' and factor > 0) and '1' or '0'\n"
-    "  if kind ~= 'none' then\n"
-    "    id = history_add(prefix, ARGV[2], ARGV[10], 'kind', kind,\n"
-    "      'product_id', ARGV[2], 'stock', ARGV[3], 'prev', prev, 'thr', ARGV[6],\n"
-    "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'fair', fair)\n"
-    "  end\n"
-    "  local fk = prefix .. 'fair:' .. ARGV[2]\n"
-    "  if fair == '1' then\n"
-    "    local offset = tonumber(redis.call('HGET', fk, 'offset') or '0')\n"
-    "    if offset >= redis.call('ZCARD', prefix .. 'product:' .. ARGV[2] .. ':subs') then\n"
-    "      offset = 0\n"
-    "    end\n"
-    "    redis.call('HSET', fk, 'offset', offset, 'id', id, 'prev', prev,\n"
-    "      'name', ARGV[7], 'event_id', ARGV[8], 'ts', ARGV[9], 'active', '1')\n"
-    "    released = fair_wave(prefix, ARGV[2], factor, tonumber(ARGV[3]), tonumber(ARGV[15]),\n"
-    "      tonumber(ARGV[14]), tonumber(ARGV[11]), true)\n"
-    "  elseif kind == 'sold_out' and redis.call('HGET', fk, 'active') == '1' then\n"
-    "    redis.call('HSET', fk, 'active', '0')\n"
-    "    redis.call('ZREM', prefix .. 'fair:due', ARGV[2])\n"
-    "    released = -2\n"
-    "  end\n"
-    "  redis.call('HSET', KEYS[1], 'kind', kind, 'id', id, 'prev', prev, 'ts', ARGV[9],\n"
-    "    'name', ARGV[7])\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[11])\n"
-    "  first = 1\n"
-    "end\n"
-    "local mine = redis.call('SADD', KEYS[5], ARGV[1])\n"
-    "redis.call('EXPIRE', KEYS[5], ARGV[11])\n"
-    "local r = redis.call('HMGET', KEYS[1], 'kind', 'id', 'prev', 'ts', 'name')\n"
-    "return {r[1], r[2], r[3], first, mine, r[4], r[5], released}\n";
-
-/*
- * Runs the fair-release waves that are due. Atomic, so of all instances
- * polling, exactly one runs each wave.
- * ARGV: prefix, factor, now ms, interval ms, ttl s.
- * Returns {waves run, users released, cycles stopped}.
- */
-static const char fair_due_lua[] = FAIR_WAVE_LUA
-    "local prefix, factor, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local due = redis.call('ZRANGEBYSCORE', prefix .. 'fair:due', '-inf', now, 'LIMIT', 0, 20)\n"
-    "local waves, released, stopped = 0, 0, 0\n"
-    "for _, pid in ipairs(due) do\n"
-    "  local fk = prefix .. 'fair:' .. pid\n"
-    "  local stock = tonumber(redis.call('GET', prefix .. 'stock:' .. pid) or '0')\n"
-    "  if redis.call('HGET', fk, 'active') ~= '1' or stock <= 0 then\n"
-    "    redis.call('ZREM', prefix .. 'fair:due', pid)\n"
-    "    redis.call('HSET', fk, 'active', '0')\n"
-    "    stopped = stopped + 1\n"
-    "  else\n"
-    "    released = released + fair_wave(prefix, pid, factor, stock, now, tonumber(ARGV[4]),\n"
-    "      tonumber(ARGV[5]), false)\n"
-    "    waves = waves + 1\n"
-    "  end\n"
-    "end\n"
-    "return {waves, released, stopped}\n";
-
-/*
- * The shared counter of the per-user window limit (see "rate limit" below).
- * An alert already decided for a user (by another instance, or earlier)
- * keeps its decision, so a user connected to two instances is counted once;
- * the count first rises to the asking instance's own count before this
- * alert (its seed), which covers the alerts it let through by itself.
- * KEYS: rate hash per user; ARGV: max, ttl, then the alert id per key, then
- * the seed per key. Returns 1 (deliver) or 0 (hold) per key.
- */
-static const char rate_lua[] = "local out = {}\n"
-			       "local max = tonumber(ARGV[1])\n"
-			       "for i, key in ipairs(KEYS) do\n"
-			       "  local id = ARGV[2 + i]\n"
-			       "  local d = redis.call('HGET', key, id)\n"
-			       "  if not d then\n"
-			       "    local n = tonumber(redis.call('HGET', key, '_n') or '0')\n"
-			       "    n = math.max(n, tonumber(ARGV[2 + #KEYS + i])) + 1\n"
-			       "    d = n <= max and '1' or '0'\n"
-			       "    redis.call('HSET', key, '_n', n, id, d)\n"
-			       "    redis.call('EXPIRE', key, ARGV[2])\n"
-			       "  end\n"
-			       "  out[i] = tonumber(d)\n"
-			       "end\n"
-			       "return out\n";
-
-/* Hands this instance's count of a user's window to the shared counter
- * (it keeps the larger): when the user's last socket here closes, for the
- * instance the user turns up at next, or when another instance joins the
- * user. KEYS: rate hash; ARGV: count, ttl. */
-static const char rate_note_lua[] =
-    "if tonumber(redis.call('HGET', KEYS[1], '_n') or '0') < tonumber(ARGV[1]) then\n"
-    "  redis.call('HSET', KEYS[1], '_n', ARGV[1])\n"
-    "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return 0\n";
-
-/*
- * One page of a history, read at once. With check = '1', after must be a
- * point of this history from which nothing is missing: the marker says the
- * history began at or before it, the alert after still is in the stream (so
- * no trimming reached past it) and no XDEL removed anything newer.
- * KEYS: stream, index, start marker.
- * ARGV: after ('' = from the beginning), check, count, then the product ids,
- *       or '*' for every product (read from the stream itself).
- * Returns {0} when the check fails, else {1, entries (oldest first), last
- * id read ('' = none), 1 if there may be more}. Once count candidates are
- * in hand, the next products are read only up to the newest of them, so a
- * page costs about count index reads however many products there are.
- */
-static const char history_read_lua[] = HISTORY_BASE_LUA
-    "local s, idx, after, count = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[3])\n"
-    "if ARGV[2] == '1' then\n"
-    "  local start = redis.call('GET', KEYS[3])\n"
-    "  if not start or redis.call('EXISTS', idx) == 0 or hist_pad(after) < hist_pad(start) or\n"
-    "     #redis.call('XRANGE', s, after, after) == 0 or not hist_indexed(s, idx) then\n"
-    "    return {0}\n"
-    "  end\n"
-    "  local info = redis.call('XINFO', 'STREAM', s)\n"
-    "  for i = 1, #info, 2 do\n"
-    "    if info[i] == 'max-deleted-entry-id' and hist_pad(info[i + 1]) > hist_pad(after) then\n"
-    "      return {0}\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "if ARGV[4] == '*' then\n"
-    "  local lo = after == '' and '-' or '(' .. after\n"
-    "  local e = redis.call('XRANGE', s, lo, '+', 'COUNT', count)\n"
-    "  return {1, e, #e > 0 and e[#e][1] or '', #e == count and 1 or 0}\n"
-    "end\n"
-    "local ids, low, high = {}, after == '' and '' or hist_pad(after), '\\255'\n"
-    "for i = 4, #ARGV do\n"
-    "  local p = ARGV[i] .. ':'\n"
-    "  local m = redis.call('ZRANGEBYLEX', idx, (low == '' and '[' or '(') .. p .. low,\n"
-    "    '[' .. p .. high, 'LIMIT', 0, count)\n"
-    "  for _, v in ipairs(m) do ids[#ids + 1] = string.sub(v, #p + 1) end\n"
-    "  if #ids > count then\n"
-    "    table.sort(ids)\n"
-    "    for j = #ids, count + 1, -1 do ids[j] = nil end\n"
-    "    high = ids[count]\n"
-    "  end\n"
-    "end\n"
-    "table.sort(ids)\n"
-    "local out, last = {}, ''\n"
-    "for i = 1, math.min(count, #ids) do\n"
-    "  local n = string.byte(ids[i]) - 63\n"
-    "  last = string.sub(ids[i], 2, n) .. '-' .. string.sub(ids[i], n + 2)\n"
-    "  out[#out + 1] = redis.call('XRANGE', s, last, last)[1]\n"
-    "end\n"
-    "return {1, out, last, #ids >= count and 1 or 0}\n";
+/* Compiled in from src/lua/process.lua. */
+extern const char sa_lua_process[];
 
 /* Events held while Redis commands cannot run; at most BACKLOG_MAX. */
 #define BACKLOG_MAX 10000
@@ -332,579 +13,6 @@ struct backlog_event {
 	size_t len;
 	char payload[];
 };
-
-/* One alert as delivered: encoded once, shared by every recipient. */
-struct alert {
-	char id[32];
-	uint64_t order;
-	unsigned kind;
-	int64_t product_id;
-	int64_t stock;
-	int64_t prev;
-	int default_threshold;
-	struct hub_msg *msg;
-};
-
-/* A user's alerts held back by the rate limit: the newest per product. */
-struct held {
-	struct dict *by_product; /* decimal product id -> struct held_msg */
-};
-
-struct held_msg {
-	struct hub_msg *msg;
-	int64_t product_id;
-	char id[32];
-};
-
-/* A user whose subscriptions are being loaded into the roster: changes
- * that arrive meanwhile are replayed over the loaded state, and sockets
- * wait for it before their hello. */
-struct loading_change {
-	struct roster_sub sub;
-	bool active;
-	struct loading_change *next;
-};
-
-struct loading_waiter {
-	void (*fn)(void *arg);
-	void *arg;
-	struct loading_waiter *next;
-};
-
-struct loading {
-	struct loading_change *changes, *changes_tail;
-	struct loading_waiter *waiters;
-};
-
-struct alerts {
-	uv_loop_t *loop;
-	struct http_env *env;
-	const struct config *cfg;
-	struct roster *roster;
-	struct catalog *catalog;
-	struct dict *held;    /* user -> struct held */
-	struct dict *loading; /* user -> struct loading */
-	size_t nheld;	      /* users with held alerts */
-	uv_timer_t window_timer;
-	uv_timer_t fair_timer; /* polls for due fair-release waves */
-	bool fair_polling;     /* a poll is in flight */
-	char instance[32];
-	char prefix[80];
-	char last_id[32]; /* newest alert this instance delivered or saw */
-	/* Pub/sub events that arrived while the command connection was not
-	 * ready (the subscriber may reconnect first): run once it is. */
-	struct backlog_event *backlog, *backlog_tail;
-	size_t nbacklog;
-	bool catching_up;
-	bool closing;
-	int inflight; /* async operations holding a pointer */
-};
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void on_window_timer_closed(uv_handle_t *h);
-
-static void maybe_free(struct alerts *a)
-{
-	if (a->closing && a->inflight == 0 && !uv_is_closing((uv_handle_t *)&a->window_timer))
-		uv_close((uv_handle_t *)&a->window_timer, on_window_timer_closed);
-}
-
-static void op_done(struct alerts *a)
-{
-	a->inflight--;
-	maybe_free(a);
-}
-
-static int64_t reply_int(const redisReply *r)
-{
-	if (!r)
-		return 0;
-	if (r->type == REDIS_REPLY_INTEGER)
-		return r->integer;
-	if (r->type == REDIS_REPLY_STRING)
-		return strtoll(r->str, NULL, 10);
-	return 0;
-}
-
-static const char *reply_str(const redisReply *r)
-{
-	return r && r->type == REDIS_REPLY_STRING ? r->str : "";
-}
-
-/* A string member of a JSON object, "" if absent or not a string. */
-static const char *jstr(const json_t *obj, const char *k)
-{
-	const char *v = json_string_value(json_object_get(obj, k));
-	return v ? v : "";
-}
-
-static bool fair_enabled(const struct alerts *a)
-{
-	return a->cfg->alerts.fair_release_factor > 0;
-}
-
-/* --- the alert object ------------------------------------------------------ */
-
-static struct hub_msg *encode(struct alerts *a, json_t *j, uint64_t order)
-{
-	char *text = json_dumps(j, JSON_COMPACT);
-	json_decref(j);
-	if (!text)
-		return NULL;
-	struct hub_msg *m = hub_msg_new(a->env->hub, text, strlen(text));
-	m->order = order;
-	free(text);
-	return m;
-}
-
-/* --- rate limit -------------------------------------------------------------- *
- *
- * Each instance counts a user's alerts itself (rate.c, kept in the user's
- * roster slot) and lets them through alone while the user is below half the
- * limit. From there on, and while alerts are held for the user, the shared
- * counter in Redis decides alert by alert (rate_lua). A user's last socket
- * on an instance leaves its count in Redis (rate_note_lua) and the next
- * instance's roster load reads it back, so a user who moves between
- * instances cannot restart the window; an instance that joins a user online
- * elsewhere makes every instance of the user use the shared counter for the
- * rest of the window (rate_join, alerts_on_rate_sync). What is left inexact
- * is in rate.h.
- */
-
-static int64_t window_ms(const struct alerts *a)
-{
-	return (int64_t)a->cfg->alerts.window_s * 1000;
-}
-
-static int64_t window_now(const struct alerts *a)
-{
-	return rate_window(now_ms(), a->cfg->alerts.window_s);
-}
-
-/* prefix (< 80) + "rate:" + user (<= AUTH_SUB_MAX) + ":" + window, and NUL. */
-#define RATE_KEY_MAX 192
-
-static void rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
-		     size_t outlen)
-{
-	keys_rate(out, outlen, a->prefix, user, window);
-}
-
-static void on_window(uv_timer_t *t);
-
-static void arm_window_timer(struct alerts *a)
-{
-	if (a->nheld == 0 || a->closing || uv_is_active((uv_handle_t *)&a->window_timer))
-		return;
-	int64_t w = window_ms(a);
-	/* Just past the next window boundary, when the limit allows again. */
-	uv_timer_start(&a->window_timer, on_window, (uint64_t)(w - now_ms() % w + 5), 0);
-}
-
-static void hold(struct alerts *a, const char *user, struct hub_msg *msg, int64_t product,
-		 const char *id)
-{
-	char pid[24];
-	struct held *h = dict_get(a->held, user);
-	if (!h) {
-		h = mem_calloc(1, sizeof *h);
-		h->by_product = dict_new();
-		dict_set(a->held, user, h);
-		a->nheld++;
-	}
-	snprintf(pid, sizeof pid, "%" PRId64, product);
-	struct held_msg *hm = dict_get(h->by_product, pid);
-	if (hm) {
-		/* The newer alert for the product replaces the one waiting:
-		 * the user hears the last word, not a backlog. */
-		hub_msg_unref(hm->msg);
-		metrics_inc(METRICS_ALERTS_COALESCED);
-	} else {
-		hm = mem_calloc(1, sizeof *hm);
-		hm->product_id = product;
-		dict_set(h->by_product, pid, hm);
-		metrics_inc(METRICS_ALERTS_DELAYED);
-	}
-	hub_msg_ref(msg);
-	hm->msg = msg;
-	snprintf(hm->id, sizeof hm->id, "%s", id);
-	arm_window_timer(a);
-}
-
-static int free_held_msg(const char *k, void *v, void *arg)
-{
-	(void)k;
-	(void)arg;
-	struct held_msg *hm = v;
-	hub_msg_unref(hm->msg);
-	mem_free(hm);
-	return 0;
-}
-
-static void drop_held(struct alerts *a, const char *user)
-{
-	struct held *h = dict_del(a->held, user);
-	if (!h)
-		return;
-	dict_each(h->by_product, free_held_msg, NULL);
-	dict_free(h->by_product);
-	mem_free(h);
-	a->nheld--;
-}
-
-/* Forgets the held alert of user for product if it is still id (a newer one
- * may have replaced it while we asked Redis). */
-static void release_held(struct alerts *a, const char *user, int64_t product, const char *id)
-{
-	char pid[24];
-	struct held *h = dict_get(a->held, user);
-	if (!h)
-		return;
-	snprintf(pid, sizeof pid, "%" PRId64, product);
-	struct held_msg *hm = dict_get(h->by_product, pid);
-	if (!hm || strcmp(hm->id, id) != 0)
-		return;
-	dict_del(h->by_product, pid);
-	free_held_msg(pid, hm, NULL);
-	if (dict_size(h->by_product) == 0)
-		drop_held(a, user);
-}
-
-static void deliver_to_user(struct alerts *a, const char *user, struct hub_msg *m)
-{
-	metrics_add(METRICS_ALERTS_DELIVERED, hub_send_to_user(a->env->hub, user, m));
-}
-
-/* The same for a user of the roster, without the lookup. */
-static void deliver_to_slot(struct alerts *a, const struct roster_slot *slot, struct hub_msg *m)
-{
-	metrics_add(METRICS_ALERTS_DELIVERED, hub_send_to(a->env->hub, slot->target, m));
-}
-
-/* (user, alert) pairs waiting for the rate script's verdict. */
-struct rate_pair {
-	char *user;
-	struct hub_msg *msg;
-	int64_t product_id;
-	uint32_t seed;
-	char id[32];
-};
-
-struct rate_batch {
-	struct alerts *a;
-	int64_t window; /* the window its alerts were counted in */
-	bool from_held; /* re-asking for held alerts at a new window */
-	size_t n, cap;
-	struct rate_pair *pairs;
-};
-
-static void batch_add(struct rate_batch *b, const char *user, struct hub_msg *msg, int64_t product,
-		      const char *id, uint32_t seed)
-{
-	if (b->n == b->cap) {
-		b->cap = b->cap ? 2 * b->cap : 16;
-		b->pairs = mem_realloc(b->pairs, b->cap * sizeof *b->pairs);
-	}
-	struct rate_pair *p = &b->pairs[b->n++];
-	p->user = mem_strdup(user);
-	hub_msg_ref(msg);
-	p->msg = msg;
-	p->product_id = product;
-	p->seed = seed;
-	snprintf(p->id, sizeof p->id, "%s", id);
-}
-
-static void batch_free(struct rate_batch *b)
-{
-	for (size_t i = 0; i < b->n; i++) {
-		mem_free(b->pairs[i].user);
-		hub_msg_unref(b->pairs[i].msg);
-	}
-	mem_free(b->pairs);
-	mem_free(b);
-}
-
-static void on_rate(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct rate_batch *b = arg;
-	struct alerts *a = b->a;
-	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == b->n;
-
-	if (!ok && !a->closing)
-		log_warn(MOD, "rate limit check failed (%s): delivering without it",
-			 reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no reply");
-	for (size_t i = 0; i < b->n && !a->closing; i++) {
-		struct rate_pair *p = &b->pairs[i];
-		/* Without an answer we deliver: a late alert is worse than one
-		 * over the limit. */
-		bool allow = !ok || (reply->element[i]->type == REDIS_REPLY_INTEGER &&
-				     reply->element[i]->integer == 1);
-		if (allow) {
-			deliver_to_user(a, p->user, p->msg);
-			if (b->from_held)
-				release_held(a, p->user, p->product_id, p->id);
-		} else if (!b->from_held) {
-			hold(a, p->user, p->msg, p->product_id, p->id);
-		}
-	}
-	if (b->from_held)
-		arm_window_timer(a);
-	batch_free(b);
-	op_done(a);
-}
-
-/* Sends the batch to the rate script (or delivers at once if Redis is not
- * there). Takes ownership of b. */
-static void rate_check(struct alerts *a, struct rate_batch *b)
-{
-	if (b->n == 0) {
-		batch_free(b);
-		return;
-	}
-	size_t argc = 5 + 3 * b->n;
-	const char **argv = mem_calloc(argc, sizeof *argv);
-	char(*keys)[RATE_KEY_MAX] = mem_alloc(b->n * sizeof *keys);
-	char(*seeds)[12] = mem_alloc(b->n * sizeof *seeds);
-	char nkeys[24], max[16], ttl[24];
-
-	snprintf(nkeys, sizeof nkeys, "%zu", b->n);
-	snprintf(max, sizeof max, "%d", a->cfg->alerts.max_per_window);
-	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-	argv[0] = "EVAL";
-	argv[1] = rate_lua;
-	argv[2] = nkeys;
-	argv[3 + b->n] = max;
-	argv[4 + b->n] = ttl;
-	for (size_t i = 0; i < b->n; i++) {
-		rate_key(a, b->pairs[i].user, b->window, keys[i], sizeof keys[i]);
-		snprintf(seeds[i], sizeof seeds[i], "%" PRIu32, b->pairs[i].seed);
-		argv[3 + i] = keys[i];
-		argv[5 + b->n + i] = b->pairs[i].id;
-		argv[5 + 2 * b->n + i] = seeds[i];
-	}
-	a->inflight++;
-	if (!b->from_held)
-		metrics_add(METRICS_ALERTS_RATE_SHARED, b->n);
-	int rc = redis_command_argv(a->env->redis, on_rate, b, (int)argc, argv, NULL);
-	mem_free(seeds);
-	mem_free(keys);
-	mem_free(argv);
-	if (rc != 0)
-		on_rate(NULL, NULL, b);
-}
-
-struct collect_held {
-	struct rate_batch *b;
-	const char *user;
-};
-
-static int collect_held_msg(const char *k, void *v, void *arg)
-{
-	(void)k;
-	struct collect_held *c = arg;
-	struct held_msg *hm = v;
-	batch_add(c->b, c->user, hm->msg, hm->product_id, hm->id, 0);
-	return 0;
-}
-
-static int collect_held_user(const char *user, void *v, void *arg)
-{
-	struct held *h = v;
-	struct rate_batch *b = arg;
-	struct collect_held c = {b, user};
-	/* What is released counts in the new window, in Redis: the shared
-	 * counter decides the user's whole window. */
-	struct roster_slot *slot = roster_slot(b->a->roster, user);
-	if (slot)
-		rate_share(&slot->rate, b->window);
-	dict_each(h->by_product, collect_held_msg, &c);
-	return 0;
-}
-
-static void on_window(uv_timer_t *t)
-{
-	struct alerts *a = t->data;
-	struct rate_batch *b = mem_calloc(1, sizeof *b);
-	b->a = a;
-	b->window = window_now(a);
-	b->from_held = true;
-	dict_each(a->held, collect_held_user, b);
-	rate_check(a, b);
-}
-
-/* --- delivery ---------------------------------------------------------------- */
-
-struct recipients {
-	struct alerts *a;
-	const struct alert *al;
-	struct rate_batch *b;
-};
-
-/* Delivers al to user now, or leaves it to the shared counter in b. */
-static void deliver_limited(struct alerts *a, struct rate_batch *b, const char *user,
-			    struct roster_slot *slot, const struct alert *al)
-{
-	uint32_t seed;
-	bool held = a->nheld && dict_get(a->held, user);
-	if (rate_count(&slot->rate, b->window, (uint32_t)a->cfg->alerts.max_per_window, held,
-		       &seed))
-		deliver_to_slot(a, slot, al->msg);
-	else
-		batch_add(b, user, al->msg, al->product_id, al->id, seed);
-}
-
-/* Whether user's subscription sub asks for al. */
-static bool wants(const struct roster_sub *sub, const struct alert *al)
-{
-	int64_t thr = sub->threshold >= 0 ? sub->threshold : al->default_threshold;
-	return (sub->kinds & al->kind) && events_classify(al->prev, al->stock, thr) == al->kind;
-}
-
-static void consider_subscriber(const char *user, const struct roster_sub *sub,
-				struct roster_slot *slot, void *arg)
-{
-	struct recipients *rc = arg;
-	if (wants(sub, rc->al))
-		deliver_limited(rc->a, rc->b, user, slot, rc->al);
-}
-
-/* An admin who subscribed to the product and wants al had it that way. */
-static bool already_reached(const char *user, void *arg)
-{
-	const struct recipients *rc = arg;
-	const struct roster_sub *sub = roster_get(rc->a->roster, user, rc->al->product_id);
-	return sub && wants(sub, rc->al);
-}
-
-static void deliver(struct alerts *a, const struct alert *al)
-{
-	struct rate_batch *b = mem_calloc(1, sizeof *b);
-	/* The operations view: every sold_out, and low_stock by the
-	 * product's own threshold, to admins; not rate limited, not twice to
-	 * an admin who also subscribed. */
-	bool to_admins =
-	    al->kind == SUBS_SOLD_OUT ||
-	    (al->kind == SUBS_LOW_STOCK &&
-	     events_classify(al->prev, al->stock, al->default_threshold) == SUBS_LOW_STOCK);
-	struct recipients rc = {a, al, b};
-
-	b->a = a;
-	/* One window for the whole alert: the clock is read once, and no
-	 * alert straddles a boundary. */
-	b->window = window_now(a);
-	/* With fair release, back_in_stock reaches subscribers in waves
-	 * (alerts_on_fair_wave), not all at once. */
-	if (!(al->kind == SUBS_BACK_IN_STOCK && fair_enabled(a)))
-		roster_each_subscriber(a->roster, al->product_id, consider_subscriber, &rc);
-	if (to_admins)
-		metrics_add(METRICS_ALERTS_DELIVERED,
-			    hub_send_to_role_except(a->env->hub, AUTH_ROLE_ADMIN, al->msg,
-						    already_reached, &rc));
-	rate_check(a, b);
-}
-
-static void note_seen(struct alerts *a, const char *id, uint64_t order)
-{
-	uint64_t last;
-	if (alert_id_parse(a->last_id, &last) != 0 || order > last)
-		snprintf(a->last_id, sizeof a->last_id, "%s", id);
-}
-
-/* --- fair release -------------------------------------------------------------- */
-
-/* Counts what a process script did for fair release: n >= 0 users released
- * by a first wave, -2 a cycle stopped by a sold_out, -1 nothing. */
-static void fair_count(int64_t n)
-{
-	if (n >= 0) {
-		metrics_inc(METRICS_FAIR_WAVES);
-		metrics_add(METRICS_FAIR_RELEASED, (uint64_t)n);
-	} else if (n == -2) {
-		metrics_inc(METRICS_FAIR_STOPPED);
-	}
-}
-
-static void on_fair_due(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct alerts *a = arg;
-	a->fair_polling = false;
-	if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 3) {
-		metrics_add(METRICS_FAIR_WAVES, (uint64_t)reply_int(reply->element[0]));
-		metrics_add(METRICS_FAIR_RELEASED, (uint64_t)reply_int(reply->element[1]));
-		metrics_add(METRICS_FAIR_STOPPED, (uint64_t)reply_int(reply->element[2]));
-	}
-	op_done(a);
-}
-
-static void on_fair_timer(uv_timer_t *t)
-{
-	struct alerts *a = t->data;
-	char factor[32], now[24], interval[24], ttl[16];
-	if (a->fair_polling || a->closing || !redis_is_ready(a->env->redis))
-		return;
-	snprintf(factor, sizeof factor, "%.6f", a->cfg->alerts.fair_release_factor);
-	snprintf(now, sizeof now, "%" PRId64, now_ms());
-	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
-	snprintf(ttl, sizeof ttl, "%d", a->cfg->alerts.history_s);
-	const char *argv[] = {"EVAL", fair_due_lua, "0", a->prefix, factor, now, interval, ttl};
-	a->fair_polling = true;
-	a->inflight++;
-	if (redis_command_argv(a->env->redis, on_fair_due, a, 8, argv, NULL) != 0)
-		on_fair_due(NULL, NULL, a);
-}
-
-void alerts_on_fair_wave(struct alerts *a, const char *payload, size_t len)
-{
-	json_error_t jerr;
-	json_t *j = json_loadb(payload, len, 0, &jerr);
-	json_t *users = json_object_get(j, "users");
-	const char *id = json_string_value(json_object_get(j, "id"));
-	struct alert al = {.kind = SUBS_BACK_IN_STOCK};
-	const char *s_pid = json_string_value(json_object_get(j, "product_id"));
-	if (!id || !s_pid || !json_is_array(users) || alert_id_parse(id, &al.order) != 0) {
-		log_warn(MOD, "bad fair-release wave notice ignored");
-		json_decref(j);
-		return;
-	}
-	snprintf(al.id, sizeof al.id, "%s", id);
-	al.product_id = strtoll(s_pid, NULL, 10);
-	al.stock = strtoll(jstr(j, "stock"), NULL, 10);
-	al.prev = strtoll(jstr(j, "prev"), NULL, 10);
-	const char *name = jstr(j, "name");
-	al.msg = encode(a,
-			alert_json(al.id, al.kind, al.product_id, *name ? name : NULL, al.stock,
-				   al.prev, jstr(j, "event_id"), strtoll(jstr(j, "ts"), NULL, 10)),
-			al.order);
-	if (!al.msg) {
-		json_decref(j);
-		return;
-	}
-	note_seen(a, al.id, al.order);
-	struct rate_batch *b = mem_calloc(1, sizeof *b);
-	b->a = a;
-	b->window = window_now(a);
-	size_t i;
-	json_t *u;
-	json_array_foreach(users, i, u)
-	{
-		const char *user = json_string_value(u);
-		const struct roster_sub *sub =
-		    user ? roster_get(a->roster, user, al.product_id) : NULL;
-		if (sub && (sub->kinds & SUBS_BACK_IN_STOCK))
-			deliver_limited(a, b, user, roster_slot(a->roster, user), &al);
-	}
-	hub_msg_unref(al.msg);
-	json_decref(j);
-	rate_check(a, b);
-}
 
 /* --- event processing -------------------------------------------------------- */
 
@@ -951,17 +59,17 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	}
 	j->status = ALERTS_PROCESSED;
 	metrics_observe(METRICS_H_EVENT_PROCESS, 0, metrics_seconds(j->received_ns, uv_hrtime()));
-	const char *kind_name = reply_str(reply->element[0]);
-	const char *id = reply_str(reply->element[1]);
-	const char *prev = reply_str(reply->element[2]);
-	bool first = reply_int(reply->element[3]) == 1;
-	bool mine = reply_int(reply->element[4]) == 1;
-	int64_t ts = reply_int(reply->element[5]);
-	const char *name = reply_str(reply->element[6]);
+	const char *kind_name = alerts_reply_str(reply->element[0]);
+	const char *id = alerts_reply_str(reply->element[1]);
+	const char *prev = alerts_reply_str(reply->element[2]);
+	bool first = alerts_reply_int(reply->element[3]) == 1;
+	bool mine = alerts_reply_int(reply->element[4]) == 1;
+	int64_t ts = alerts_reply_int(reply->element[5]);
+	const char *name = alerts_reply_str(reply->element[6]);
 
 	if (first)
 		catalog_set_stock(a->catalog, j->ev.product_id, j->ev.stock);
-	fair_count(reply_int(reply->element[7]));
+	alerts_fair_count(alerts_reply_int(reply->element[7]));
 	if (!mine) {
 		metrics_inc(METRICS_EVENTS_DUPLICATE);
 		log_debug(MOD, "event %s: already delivered here", j->ev.event_id);
@@ -974,20 +82,20 @@ static void on_processed(struct redis *r, redisReply *reply, void *arg)
 	snprintf(al.id, sizeof al.id, "%s", id);
 	al.prev = strtoll(prev, NULL, 10);
 	al.default_threshold = j->threshold;
-	al.msg = encode(a,
-			alert_json(al.id, kind, al.product_id, *name ? name : NULL, al.stock,
-				   al.prev, j->ev.event_id, ts),
-			al.order);
+	al.msg = alerts_encode(a,
+			       alert_json(al.id, kind, al.product_id, *name ? name : NULL, al.stock,
+					  al.prev, j->ev.event_id, ts),
+			       al.order);
 	if (al.msg) {
 		al.msg->origin_us = j->ev.has_ts ? j->ev.ts_ms * 1000 : j->received_us;
 		al.msg->origin = j->ev.has_ts ? METRICS_ORIGIN_TS : METRICS_ORIGIN_RECEIPT;
-		note_seen(a, al.id, al.order);
-		deliver(a, &al);
+		alerts_note_seen(a, al.id, al.order);
+		alerts_deliver(a, &al);
 		hub_msg_unref(al.msg);
 	}
 out:
 	job_free(j);
-	op_done(a);
+	alerts_op_done(a);
 }
 
 static void on_product_info(const struct product_info *p, void *arg)
@@ -1024,19 +132,37 @@ static void on_product_info(const struct product_info *p, void *arg)
 	snprintf(thr, sizeof thr, "%d", p->threshold);
 	snprintf(ts, sizeof ts, "%" PRId64, j->ev.has_ts ? j->ev.ts_ms : j->received_ms);
 	snprintf(minid, sizeof minid, "%" PRId64,
-		 now_ms() - (int64_t)a->cfg->alerts.history_s * 1000);
+		 alerts_now_ms() - (int64_t)a->cfg->alerts.history_s * 1000);
 	snprintf(ttl, sizeof ttl, "%d", a->cfg->alerts.history_s);
 	snprintf(factor, sizeof factor, "%.6f", a->cfg->alerts.fair_release_factor);
 	snprintf(interval, sizeof interval, "%d", a->cfg->alerts.fair_release_interval_s * 1000);
-	snprintf(now, sizeof now, "%" PRId64, now_ms());
+	snprintf(now, sizeof now, "%" PRId64, alerts_now_ms());
 	snprintf(stock_ttl, sizeof stock_ttl, "%d", a->cfg->alerts.stock_ttl_s);
 
-	const char *argv[] = {"EVAL",	      process_lua, "6",	     k_event,
-			      k_stock,	      k_stream,	   k_thr,    k_inst,
-			      k_start,	      a->instance, pid,	     stock,
-			      prev,	      fallback,	   thr,	     j->name ? j->name : "",
-			      j->ev.event_id, ts,	   minid,    ttl,
-			      a->prefix,      factor,	   interval, now,
+	const char *argv[] = {"EVAL",
+			      sa_lua_process,
+			      "6",
+			      k_event,
+			      k_stock,
+			      k_stream,
+			      k_thr,
+			      k_inst,
+			      k_start,
+			      a->instance,
+			      pid,
+			      stock,
+			      prev,
+			      fallback,
+			      thr,
+			      j->name ? j->name : "",
+			      j->ev.event_id,
+			      ts,
+			      minid,
+			      ttl,
+			      a->prefix,
+			      factor,
+			      interval,
+			      now,
 			      stock_ttl};
 	if (a->closing || redis_command_argv(a->env->redis, on_processed, j,
 					     (int)(sizeof argv / sizeof argv[0]), argv, NULL) != 0)
@@ -1060,7 +186,7 @@ void alerts_process(struct alerts *a, const char *payload, size_t len, alerts_do
 		return;
 	}
 	j->a = a;
-	j->received_ms = now_ms();
+	j->received_ms = alerts_now_ms();
 	j->received_us = metrics_wall_us();
 	j->received_ns = uv_hrtime();
 	j->done = done;
@@ -1149,19 +275,20 @@ static void on_catchup_mark(struct redis *r, redisReply *reply, void *arg)
 	struct catchup *c = arg;
 	struct alerts *a = c->a;
 	if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1 && !a->closing) {
-		c->al.msg = encode(a,
-				   alert_json(c->al.id, c->al.kind, c->al.product_id, c->name,
-					      c->al.stock, c->al.prev, c->event_id, c->ts),
-				   c->al.order);
+		c->al.msg =
+		    alerts_encode(a,
+				  alert_json(c->al.id, c->al.kind, c->al.product_id, c->name,
+					     c->al.stock, c->al.prev, c->event_id, c->ts),
+				  c->al.order);
 		if (c->al.msg) {
 			log_info(MOD, "catch-up: delivering %s (event %s)", c->al.id, c->event_id);
-			deliver(a, &c->al);
+			alerts_deliver(a, &c->al);
 			hub_msg_unref(c->al.msg);
 		}
 	}
 	mem_free(c->name);
 	mem_free(c);
-	op_done(a);
+	alerts_op_done(a);
 }
 
 static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
@@ -1170,7 +297,7 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 	struct alerts *a = arg;
 	a->catching_up = false;
 	if (!reply || reply->type != REDIS_REPLY_ARRAY || a->closing) {
-		op_done(a);
+		alerts_op_done(a);
 		return;
 	}
 	for (size_t i = 0; i < reply->elements; i++) {
@@ -1189,7 +316,7 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 		c->name = mem_strdup(en.name);
 		snprintf(c->event_id, sizeof c->event_id, "%s", en.event_id);
 		c->ts = en.ts;
-		note_seen(a, c->al.id, c->al.order);
+		alerts_note_seen(a, c->al.id, c->al.order);
 		/* Claim it for this instance; whoever delivered it live already
 		 * holds the claim, so nothing is delivered twice. */
 		char k_inst[300], idk[EVENTS_ID_KEY_MAX + 1];
@@ -1200,7 +327,7 @@ static void on_catchup_range(struct redis *r, redisReply *reply, void *arg)
 				  a->instance) != 0)
 			on_catchup_mark(NULL, NULL, c);
 	}
-	op_done(a);
+	alerts_op_done(a);
 }
 
 void alerts_redis_ready(struct alerts *a)
@@ -1216,633 +343,8 @@ void alerts_redis_ready(struct alerts *a)
 	if (redis_command(a->env->redis, on_catchup_range, a, "XRANGE %s %s + COUNT 10000",
 			  k_stream, start) != 0) {
 		a->catching_up = false;
-		op_done(a);
+		alerts_op_done(a);
 	}
-}
-
-/* --- rate limit: users on several instances ---------------------------------- */
-
-/* Hands a count the shared counter does not have yet (rate_unshared_count) to
- * it: for the user's next instance, or for one that joined (see "rate
- * limit"). */
-static void rate_note(struct alerts *a, const char *user, const struct rate_state *r,
-		      int64_t window)
-{
-	uint32_t n = rate_unshared_count(r, window);
-	if (n == 0 || a->closing || !redis_is_ready(a->env->redis))
-		return;
-	char k[RATE_KEY_MAX], count[12], ttl[24];
-	rate_key(a, user, window, k, sizeof k);
-	snprintf(count, sizeof count, "%" PRIu32, n);
-	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
-	const char *argv[] = {"EVAL", rate_note_lua, "1", k, count, ttl};
-	redis_command_argv(a->env->redis, NULL, NULL, 6, argv, NULL);
-}
-
-/* The user is online on another instance too, so its counts and ours must
- * meet in the shared counter: ours from now on, and theirs once they hear
- * of us on <prefix>rate:sync (alerts_on_rate_sync). */
-static void rate_join(struct alerts *a, const char *user, struct rate_state *r, int64_t window)
-{
-	rate_share(r, window);
-	if (a->closing || !redis_is_ready(a->env->redis))
-		return;
-	char channel[128], w[24];
-	keys_name(channel, sizeof channel, a->prefix, KEYS_RATE_SYNC);
-	snprintf(w, sizeof w, "%" PRId64, window);
-	json_t *j = json_pack("{s:s,s:s,s:s}", "user", user, "window", w, "from", a->instance);
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (text)
-		redis_command(a->env->redis, NULL, NULL, "PUBLISH %s %s", channel, text);
-	free(text);
-}
-
-void alerts_on_rate_sync(struct alerts *a, const char *payload, size_t len)
-{
-	json_error_t jerr;
-	json_t *j = json_loadb(payload, len, 0, &jerr);
-	const char *user = json_string_value(json_object_get(j, "user"));
-	const char *from = json_string_value(json_object_get(j, "from"));
-	const char *w = json_string_value(json_object_get(j, "window"));
-	struct roster_slot *slot = user ? roster_slot(a->roster, user) : NULL;
-	int64_t window = w ? strtoll(w, NULL, 10) : -1;
-	/* Ours to answer: a user we have, in the window we are in. */
-	if (slot && from && strcmp(from, a->instance) != 0 && window == window_now(a)) {
-		rate_note(a, user, &slot->rate, window);
-		rate_share(&slot->rate, window);
-	}
-	json_decref(j);
-}
-
-/* --- the roster: local users' subscriptions ----------------------------------- */
-
-struct load {
-	struct alerts *a;
-	char user[AUTH_SUB_MAX + 1];
-	int64_t window; /* the rate window when the load began */
-	uint32_t count; /* the user's rate count in it, from Redis */
-	bool elsewhere; /* the user is online on another instance too */
-	size_t n;
-	int64_t *products;
-	void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok);
-	void *arg;
-};
-
-static void on_load_details(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct load *l = arg;
-	struct roster_sub *subs = mem_calloc(l->n ? l->n : 1, sizeof *subs);
-	size_t m = 0;
-	bool ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == l->n + 2;
-
-	if (ok) {
-		long long seed = strtoll(reply_str(reply->element[l->n]), NULL, 10);
-		l->count = seed > 0 && seed < UINT32_MAX ? (uint32_t)seed : 0;
-		l->elsewhere = reply_int(reply->element[l->n + 1]) > 0;
-	}
-	for (size_t i = 0; ok && i < l->n; i++) {
-		struct subs_entry e;
-		if (!subs_hash_parse(reply->element[i], &e))
-			continue;
-		subs[m++] = (struct roster_sub){l->products[i], e.kinds, e.threshold, e.created_ms};
-	}
-	l->done(l, subs, m, ok);
-	mem_free(subs);
-	mem_free(l->products);
-	struct alerts *a = l->a;
-	mem_free(l);
-	op_done(a);
-}
-
-/* Reads every subscription hash of the user in one script call, so the
- * load costs one round trip whatever the count; then the user's count in
- * the current rate window, and how many other instances have the user
- * online. KEYS: subscription hash prefix, rate hash, presence set; ARGV:
- * this instance, then the product ids. */
-static const char load_lua[] =
-    "local out = {}\n"
-    "for i = 2, #ARGV do\n"
-    "  out[i - 1] = redis.call('HMGET', KEYS[1] .. ARGV[i], " SUBS_HASH_FIELDS_LUA ")\n"
-    "end\n"
-    "out[#ARGV] = redis.call('HGET', KEYS[2], '_n') or ''\n"
-    "out[#ARGV + 1] = redis.call('SCARD', KEYS[3]) - redis.call('SISMEMBER', KEYS[3], ARGV[1])\n"
-    "return out\n";
-
-static void on_load_members(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct load *l = arg;
-	struct alerts *a = l->a;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || a->closing) {
-		l->done(l, NULL, 0, false);
-		mem_free(l);
-		op_done(a);
-		return;
-	}
-	l->n = reply->elements;
-	l->products = mem_calloc(l->n ? l->n : 1, sizeof *l->products);
-	const char **argv = mem_calloc(7 + l->n, sizeof *argv);
-	char prefix[256], k_rate[RATE_KEY_MAX], k_online[256];
-	keys_sub_of(prefix, sizeof prefix, a->prefix, l->user);
-	rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
-	keys_online(k_online, sizeof k_online, a->prefix, l->user);
-	argv[0] = "EVAL";
-	argv[1] = load_lua;
-	argv[2] = "3";
-	argv[3] = prefix;
-	argv[4] = k_rate;
-	argv[5] = k_online;
-	argv[6] = a->instance;
-	for (size_t i = 0; i < l->n; i++) {
-		argv[7 + i] = reply_str(reply->element[i]);
-		l->products[i] = strtoll(argv[7 + i], NULL, 10);
-	}
-	/* One more hop: the reply (and argv's strings) die when we return,
-	 * and hiredis copies argv before that. */
-	if (redis_command_argv(a->env->redis, on_load_details, l, (int)(7 + l->n), argv, NULL) != 0)
-		on_load_details(NULL, NULL, l);
-	mem_free(argv);
-}
-
-static void load_user(struct alerts *a, const char *user,
-		      void (*done)(struct load *l, struct roster_sub *subs, size_t n, bool ok),
-		      void *arg)
-{
-	char k[200];
-	struct load *l = mem_calloc(1, sizeof *l);
-	l->a = a;
-	snprintf(l->user, sizeof l->user, "%s", user);
-	l->window = window_now(a);
-	l->done = done;
-	l->arg = arg;
-	keys_user_subs(k, sizeof k, a->prefix, user);
-	a->inflight++;
-	if (redis_command(a->env->redis, on_load_members, l, "SMEMBERS %s", k) != 0)
-		on_load_members(NULL, NULL, l);
-}
-
-static void on_roster_loaded(struct load *l, struct roster_sub *subs, size_t n, bool ok)
-{
-	struct alerts *a = l->a;
-	struct loading *ld = dict_del(a->loading, l->user);
-
-	if (!ok)
-		log_warn(MOD,
-			 "could not load the subscriptions of %s; they are loaded at their "
-			 "next connection",
-			 l->user);
-	/* Still connected? The socket may have closed while we asked. */
-	else if (hub_user_conns(a->env->hub, l->user) > 0) {
-		roster_set_user(a->roster, l->user, subs, n);
-		/* Alerts the user had in this window elsewhere count here too. */
-		struct rate_state *rs = &roster_slot(a->roster, l->user)->rate;
-		rate_seed(rs, l->window, l->count);
-		if (l->elsewhere)
-			rate_join(a, l->user, rs, l->window);
-	}
-	if (!ld)
-		return;
-	for (struct loading_change *c = ld->changes, *next; c; c = next) {
-		next = c->next;
-		if (ok)
-			roster_update(a->roster, l->user, &c->sub, c->active);
-		mem_free(c);
-	}
-	for (struct loading_waiter *w = ld->waiters, *next; w; w = next) {
-		next = w->next;
-		w->fn(w->arg);
-		mem_free(w);
-	}
-	mem_free(ld);
-}
-
-void alerts_user_online(struct alerts *a, const char *user)
-{
-	/* Present at once (empty), and changes that arrive while the load is
-	 * in flight are kept to be replayed over it. */
-	roster_set_user(a->roster, user, NULL, 0);
-	struct roster_slot *slot = roster_slot(a->roster, user);
-	struct hub_user *target = hub_user_hold(a->env->hub, user);
-	hub_user_release(slot->target); /* an entry of an earlier connection */
-	slot->target = target;
-	if (dict_get(a->loading, user))
-		return; /* a load is already on its way */
-	dict_set(a->loading, user, mem_calloc(1, sizeof(struct loading)));
-	load_user(a, user, on_roster_loaded, NULL);
-}
-
-void alerts_when_ready(struct alerts *a, const char *user, void (*fn)(void *arg), void *arg)
-{
-	struct loading *ld = dict_get(a->loading, user);
-	if (!ld) {
-		fn(arg);
-		return;
-	}
-	struct loading_waiter *w = mem_alloc(sizeof *w);
-	w->fn = fn;
-	w->arg = arg;
-	w->next = ld->waiters;
-	ld->waiters = w;
-}
-
-void alerts_user_offline(struct alerts *a, const char *user)
-{
-	struct roster_slot *slot = roster_slot(a->roster, user);
-	if (slot) {
-		rate_note(a, user, &slot->rate, window_now(a));
-		hub_user_release(slot->target);
-		roster_drop_user(a->roster, user);
-	}
-	drop_held(a, user);
-}
-
-void alerts_on_subs_change(struct alerts *a, const char *payload, size_t len)
-{
-	struct subs_change ch;
-	if (subs_change_parse(payload, len, &ch) != 0) {
-		log_warn(MOD, "bad subscription change notice ignored");
-		return;
-	}
-	const char *user = ch.user;
-	const struct subs_entry *e = &ch.entry;
-	struct roster_sub sub = {e->product_id, e->kinds, e->threshold, e->created_ms};
-	bool active = ch.active;
-	roster_update(a->roster, user, &sub, active);
-	struct loading *ld = dict_get(a->loading, user);
-	if (ld) {
-		struct loading_change *c = mem_calloc(1, sizeof *c);
-		c->sub = sub;
-		c->active = active;
-		if (ld->changes_tail)
-			ld->changes_tail->next = c;
-		else
-			ld->changes = c;
-		ld->changes_tail = c;
-	}
-	subs_change_free(&ch);
-}
-
-/* --- history and resume ------------------------------------------------------- */
-
-struct history {
-	struct alerts *a;
-	char user[AUTH_SUB_MAX + 1];
-	unsigned roles;
-	char since[40];
-	bool resuming; /* since names an alert: recovered must be proven */
-	size_t limit;
-	bool want_snapshot;
-	bool recovered;
-	struct roster_sub *subs;
-	size_t nsubs;
-	json_t *alerts;
-	json_t *snapshot;
-	json_t *page;	    /* candidates of the page being read */
-	char page_last[40]; /* last id of that page: where the next starts */
-	bool page_full;	    /* it was a full page: there may be more */
-	alerts_history_fn fn;
-	void *arg;
-	size_t pending; /* snapshot lookups outstanding */
-};
-
-static void history_finish(struct history *h, int status)
-{
-	struct alerts *a = h->a;
-	h->fn(status, h->alerts, h->recovered, h->snapshot, h->arg);
-	json_decref(h->page);
-	json_decref(h->alerts);
-	json_decref(h->snapshot);
-	mem_free(h->subs);
-	mem_free(h);
-	op_done(a);
-}
-
-static const struct roster_sub *find_sub(const struct history *h, int64_t product)
-{
-	for (size_t i = 0; i < h->nsubs; i++)
-		if (h->subs[i].product_id == product)
-			return &h->subs[i];
-	return NULL;
-}
-
-/* Whether roles hear of alerts of products they did not subscribe to (the
- * operations view of deliver()): then the history to read is all of it. */
-static bool hears_every_product(unsigned roles)
-{
-	return (roles & AUTH_ROLE_ADMIN) != 0;
-}
-
-/* Would the user have received this history entry? */
-static bool wanted(const struct history *h, unsigned kind, int64_t product, int64_t stock,
-		   int64_t prev, int default_thr, uint64_t order)
-{
-	const struct roster_sub *sub = find_sub(h, product);
-	if (sub && (sub->kinds & kind) && (uint64_t)sub->created_ms <= alert_order_ms(order)) {
-		int64_t thr = sub->threshold >= 0 ? sub->threshold : default_thr;
-		if (events_classify(prev, stock, thr) == kind)
-			return true;
-	}
-	return hears_every_product(h->roles) &&
-	       (kind == SUBS_SOLD_OUT ||
-		(kind == SUBS_LOW_STOCK && events_classify(prev, stock, default_thr) == kind));
-}
-
-static void history_page(struct history *h, const char *after);
-static void history_lost(struct history *h);
-
-/* Marks, inside a history page, an alert whose fair-release waves must be
- * checked (never a field of the alerts we send). */
-#define FAIR_MARK "_fair"
-
-/* KEYS: none; ARGV: prefix, user, alert ids. 1/0 per id: did a
- * fair-release wave of that alert reach the user? */
-static const char fair_released_lua[] =
-    "local out = {}\n"
-    "for i = 3, #ARGV do\n"
-    "  out[i - 2] = redis.call('SISMEMBER', ARGV[1] .. 'fair:rel:' .. ARGV[i], ARGV[2])\n"
-    "end\n"
-    "return out\n";
-
-/* Ends a page (cut: the limit left some of its candidates out): more
- * pages, or the end. A replay (the caller wants a snapshot) carries at most
- * limit alerts, so one with more due after since is no recovery: the
- * snapshot stands in for what it cannot carry. */
-static void history_page_done(struct history *h, bool cut)
-{
-	bool more = cut || (h->page_full && *h->page_last);
-	if (more && json_array_size(h->alerts) < h->limit) {
-		history_page(h, h->page_last);
-		return;
-	}
-	if (more && h->want_snapshot && h->recovered && h->resuming) {
-		history_lost(h);
-		return;
-	}
-	history_finish(h, 0);
-}
-
-static void on_fair_released(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct history *h = arg;
-	size_t n = json_array_size(h->page);
-	bool checked = r != NULL || reply != NULL;
-	if (checked && (!reply || reply->type != REDIS_REPLY_ARRAY)) {
-		history_finish(h, -1);
-		return;
-	}
-	size_t k = 0, i;
-	for (i = 0; i < n && json_array_size(h->alerts) < h->limit; i++) {
-		json_t *c = json_array_get(h->page, i);
-		bool keep = true;
-		if (json_is_true(json_object_get(c, FAIR_MARK))) {
-			keep = checked && k < reply->elements &&
-			       reply->element[k]->type == REDIS_REPLY_INTEGER &&
-			       reply->element[k]->integer == 1;
-			k++;
-			json_object_del(c, FAIR_MARK);
-		}
-		if (keep)
-			json_array_append(h->alerts, c);
-	}
-	json_decref(h->page);
-	h->page = NULL;
-	history_page_done(h, i < n);
-}
-
-static void on_history_range(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct history *h = arg;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
-		history_finish(h, -1);
-		return;
-	}
-	if (reply_int(reply->element[0]) == 0) {
-		history_lost(h);
-		return;
-	}
-	const redisReply *entries = reply->elements == 4 ? reply->element[1] : NULL;
-	if (!entries || entries->type != REDIS_REPLY_ARRAY) {
-		history_finish(h, -1);
-		return;
-	}
-	/* This page's candidates, in order; fair-released back_in_stock
-	 * alerts count only if their wave reached the user, which one more
-	 * round trip tells for the whole page. The next page starts after
-	 * the last id read, whatever its entry held. */
-	h->page = json_array();
-	size_t nfair = 0;
-	snprintf(h->page_last, sizeof h->page_last, "%s", reply_str(reply->element[2]));
-	h->page_full = reply_int(reply->element[3]) == 1 && *h->page_last;
-	for (size_t i = 0; i < entries->elements; i++) {
-		const redisReply *e = entries->element[i];
-		struct alert_entry en;
-		if (!alert_entry_parse(e, &en) ||
-		    !wanted(h, en.kind, en.product_id, en.stock, en.prev, en.thr, en.order))
-			continue;
-		json_t *c = alert_json(en.id, en.kind, en.product_id, *en.name ? en.name : NULL,
-				       en.stock, en.prev, en.event_id, en.ts);
-		if (en.fair) {
-			json_object_set_new(c, FAIR_MARK, json_true());
-			nfair++;
-		}
-		json_array_append_new(h->page, c);
-	}
-	if (nfair == 0) {
-		on_fair_released(NULL, NULL, h);
-		return;
-	}
-	const char **argv = mem_calloc(5 + nfair, sizeof *argv);
-	size_t argc = 0;
-	argv[argc++] = "EVAL";
-	argv[argc++] = fair_released_lua;
-	argv[argc++] = "0";
-	argv[argc++] = h->a->prefix;
-	argv[argc++] = h->user;
-	size_t i;
-	json_t *c;
-	json_array_foreach(h->page, i, c) if (json_object_get(c, FAIR_MARK)) argv[argc++] =
-	    json_string_value(json_object_get(c, "id"));
-	if (redis_command_argv(h->a->env->redis, on_fair_released, h, (int)argc, argv, NULL) != 0)
-		history_finish(h, -1);
-	mem_free(argv);
-}
-
-/* Reads the page after the alert id after ("" = from the beginning): the
- * whole stream for those who hear of every product, else only the user's
- * products through the index. While a resume is still recovered, each page
- * first checks that nothing after its starting point is missing. */
-static void history_page(struct history *h, const char *after)
-{
-	char k_stream[96], k_index[104], k_start[112], count[16];
-	char(*pids)[24] = mem_calloc(h->nsubs ? h->nsubs : 1, sizeof *pids);
-	const char **argv = mem_calloc(10 + h->nsubs, sizeof *argv);
-	int argc = 0;
-
-	keys_name(k_stream, sizeof k_stream, h->a->prefix, KEYS_ALERTS);
-	keys_name(k_index, sizeof k_index, h->a->prefix, KEYS_ALERTS_INDEX);
-	keys_name(k_start, sizeof k_start, h->a->prefix, KEYS_ALERTS_START);
-	snprintf(count, sizeof count, "%d", HISTORY_PAGE);
-	argv[argc++] = "EVAL";
-	argv[argc++] = history_read_lua;
-	argv[argc++] = "3";
-	argv[argc++] = k_stream;
-	argv[argc++] = k_index;
-	argv[argc++] = k_start;
-	argv[argc++] = after ? after : "";
-	argv[argc++] = h->resuming && h->recovered && after && *after ? "1" : "0";
-	argv[argc++] = count;
-	if (hears_every_product(h->roles)) {
-		argv[argc++] = "*";
-	} else {
-		for (size_t i = 0; i < h->nsubs; i++) {
-			snprintf(pids[i], sizeof pids[i], "%" PRId64, h->subs[i].product_id);
-			argv[argc++] = pids[i];
-		}
-	}
-	if (redis_command_argv(h->a->env->redis, on_history_range, h, argc, argv, NULL) != 0)
-		history_finish(h, -1);
-	mem_free(argv);
-	mem_free(pids);
-}
-
-static void on_snapshot_product(const struct product_info *p, void *arg)
-{
-	struct history *h = arg;
-	json_t *entry = NULL;
-	size_t i;
-	json_array_foreach(h->snapshot, i, entry)
-	{
-		if (json_integer_value(json_object_get(entry, "product_id")) == p->id &&
-		    !json_object_get(entry, "stock")) {
-			json_object_set_new(entry, "stock",
-					    p->has_stock ? json_integer(p->stock) : json_null());
-			break;
-		}
-	}
-	if (--h->pending == 0)
-		history_finish(h, 0);
-}
-
-static void on_snapshot_stocks(struct redis *r, redisReply *reply, void *arg)
-{
-	(void)r;
-	struct history *h = arg;
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != h->nsubs) {
-		history_finish(h, -1);
-		return;
-	}
-	h->snapshot = json_array();
-	h->pending = 1; /* held until every lookup is issued */
-	for (size_t i = 0; i < h->nsubs; i++) {
-		json_t *entry = json_pack("{s:I}", "product_id", (json_int_t)h->subs[i].product_id);
-		json_array_append_new(h->snapshot, entry);
-		if (reply->element[i]->type == REDIS_REPLY_STRING) {
-			json_object_set_new(
-			    entry, "stock",
-			    json_integer(strtoll(reply->element[i]->str, NULL, 10)));
-		} else {
-			/* No shared state yet: MySQL's level is the current one. */
-			h->pending++;
-			catalog_get(h->a->catalog, h->subs[i].product_id, on_snapshot_product, h);
-		}
-	}
-	if (--h->pending == 0)
-		history_finish(h, 0);
-}
-
-static void snapshot(struct history *h)
-{
-	if (h->nsubs == 0) {
-		h->snapshot = json_array();
-		history_finish(h, 0);
-		return;
-	}
-	const char **argv = mem_calloc(1 + h->nsubs, sizeof *argv);
-	char(*keys)[96] = mem_calloc(h->nsubs, sizeof *keys);
-	argv[0] = "MGET";
-	for (size_t i = 0; i < h->nsubs; i++) {
-		keys_stock(keys[i], sizeof keys[i], h->a->prefix, h->subs[i].product_id);
-		argv[1 + i] = keys[i];
-	}
-	if (redis_command_argv(h->a->env->redis, on_snapshot_stocks, h, (int)(1 + h->nsubs), argv,
-			       NULL) != 0)
-		history_finish(h, -1);
-	mem_free(keys);
-	mem_free(argv);
-}
-
-/*
- * The history no longer reaches back to since (or to where a page began):
- * nothing read so far counts. A caller that wants a snapshot gets the
- * current state instead of a history with holes; the others get what is
- * left, from the beginning.
- */
-static void history_lost(struct history *h)
-{
-	h->recovered = false;
-	h->since[0] = '\0';
-	json_array_clear(h->alerts);
-	if (h->want_snapshot)
-		snapshot(h);
-	else
-		history_page(h, "");
-}
-
-static void on_history_subs(struct load *l, struct roster_sub *subs, size_t n, bool ok)
-{
-	struct history *h = l->arg;
-	if (!ok) {
-		history_finish(h, -1);
-		return;
-	}
-	h->subs = mem_calloc(n ? n : 1, sizeof *h->subs);
-	memcpy(h->subs, subs, n * sizeof *subs);
-	h->nsubs = n;
-	if (!h->recovered)
-		history_lost(h);
-	else
-		history_page(h, h->since);
-}
-
-void alerts_history(struct alerts *a, const char *user, unsigned roles, const char *since,
-		    size_t limit, bool want_snapshot, alerts_history_fn fn, void *arg)
-{
-	struct history *h = mem_calloc(1, sizeof *h);
-	h->a = a;
-	snprintf(h->user, sizeof h->user, "%s", user);
-	h->roles = roles;
-	h->limit = limit ? limit : SIZE_MAX;
-	h->want_snapshot = want_snapshot;
-	h->alerts = json_array();
-	h->fn = fn;
-	h->arg = arg;
-	h->recovered = true;
-	/* A since that is no alert id (the callers refuse it) cannot be
-	 * resumed from. */
-	if (since && *since) {
-		uint64_t order;
-		h->resuming = alert_id_parse(since, &order) == 0;
-		/* Written back the way Redis writes ids (no leading zeros): the
-		 * history scripts compare ids as strings of that form. */
-		if (h->resuming)
-			snprintf(h->since, sizeof h->since, "%" PRIu64 "-%" PRIu64,
-				 alert_order_ms(order),
-				 order & ((UINT64_C(1) << ALERT_SEQ_BITS) - 1));
-		else
-			h->recovered = false;
-	}
-	a->inflight++;
-	if (a->closing || !redis_is_ready(a->env->redis)) {
-		history_finish(h, -1);
-		return;
-	}
-	/* The subscriptions come from Redis even for a connected user: the
-	 * roster may still be loading. */
-	load_user(a, user, on_history_subs, h);
 }
 
 /* --- publishing ----------------------------------------------------------------- */
@@ -1860,7 +362,7 @@ static void on_published(struct redis *r, redisReply *reply, void *arg)
 	struct alerts *a = p->a;
 	p->done(reply && reply->type == REDIS_REPLY_INTEGER ? 0 : -1, p->arg);
 	mem_free(p);
-	op_done(a);
+	alerts_op_done(a);
 }
 
 void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(int rc, void *arg),
@@ -1881,21 +383,9 @@ void alerts_publish(struct alerts *a, const struct inv_event *ev, void (*done)(i
 }
 
 /* --- lifecycle -------------------------------------------------------------------- */
-
-/* Polls for due fair-release waves while fair release is on. */
-static void arm_fair_timer(struct alerts *a)
-{
-	if (!fair_enabled(a)) {
-		uv_timer_stop(&a->fair_timer);
-		return;
-	}
-	/* Waves are due every fair_release_interval_s; polling at a tenth of
-	 * it (at most every 100 ms) keeps them on time. */
-	uv_timer_start(&a->fair_timer, on_fair_timer, 100,
-		       (uint64_t)(a->cfg->alerts.fair_release_interval_s < 10
-				      ? 100
-				      : a->cfg->alerts.fair_release_interval_s * 100));
-}
+/* The window timer closes last (alerts_maybe_free): then every part tears
+ * its state down and a is freed. */
+static void on_window_timer_closed(uv_handle_t *h);
 
 struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 {
@@ -1915,19 +405,20 @@ struct alerts *alerts_new(uv_loop_t *loop, struct http_env *env)
 		 (unsigned)getpid(), (unsigned)ts.tv_nsec);
 	/* Catch-up starts from now: older alerts reach clients through
 	 * resume, not as live pushes. */
-	snprintf(a->last_id, sizeof a->last_id, "%" PRId64 "-0", now_ms());
+	snprintf(a->last_id, sizeof a->last_id, "%" PRId64 "-0", alerts_now_ms());
 	uv_timer_init(loop, &a->window_timer);
 	a->window_timer.data = a;
+	a->on_closed = on_window_timer_closed;
 	uv_timer_init(loop, &a->fair_timer);
 	a->fair_timer.data = a;
-	arm_fair_timer(a);
+	alerts_fair_arm(a);
 	return a;
 }
 
 void alerts_config_changed(struct alerts *a)
 {
 	if (!a->closing)
-		arm_fair_timer(a);
+		alerts_fair_arm(a);
 }
 
 const char *alerts_instance(const struct alerts *a)
@@ -1935,31 +426,12 @@ const char *alerts_instance(const struct alerts *a)
 	return a->instance;
 }
 
-static int drop_held_cb(const char *user, void *v, void *arg)
-{
-	(void)user;
-	(void)arg;
-	struct held *h = v;
-	dict_each(h->by_product, free_held_msg, NULL);
-	dict_free(h->by_product);
-	mem_free(h);
-	return 0;
-}
-
-static void on_fair_timer_closed(uv_handle_t *h)
-{
-	(void)h;
-}
-
 static void on_window_timer_closed(uv_handle_t *h)
 {
 	struct alerts *a = h->data;
-	dict_each(a->held, drop_held_cb, NULL);
-	dict_free(a->held);
+	alerts_deliver_free(a);
 	free_backlog(a);
-	/* Loads finish (failing) before we get here: nothing is loading. */
-	dict_free(a->loading);
-	roster_free(a->roster);
+	alerts_roster_free(a);
 	catalog_close(a->catalog);
 	mem_free(a);
 }
@@ -1968,8 +440,6 @@ void alerts_close(struct alerts *a)
 {
 	a->closing = true;
 	uv_timer_stop(&a->window_timer);
-	/* Closed first: its close callback runs before the window timer's,
-	 * which frees a. */
-	uv_close((uv_handle_t *)&a->fair_timer, on_fair_timer_closed);
-	maybe_free(a);
+	alerts_fair_close(a); /* first: see alerts_fair_close */
+	alerts_maybe_free(a);
 }

@@ -15,8 +15,8 @@
 #include <jansson.h>
 
 #include "stockalert/errbuf.h"
+#include "stockalert/kind.h"
 #include "stockalert/mem.h"
-#include "stockalert/subs.h"
 
 /* Matches the HTTP body limit: an event is a few dozen bytes, anything
  * this big is a mistake or an attack, and jansson would build the whole
@@ -46,8 +46,8 @@ static int parse_id(json_t *v, struct inv_event *ev, char *err, size_t errlen)
 	ev->event_id[n] = '\0';
 	return 0;
 err:
-	snprintf(err, errlen, "event_id: expected a string of 1-%d characters of [A-Za-z0-9_.:-]",
-		 EVENTS_ID_MAX);
+	errbuf_set(err, errlen, "event_id: expected a string of 1-%d characters of [A-Za-z0-9_.:-]",
+		   EVENTS_ID_MAX);
 	return -1;
 }
 
@@ -66,7 +66,7 @@ static int parse_int(json_t *v, const char *field, long long lo, long long hi, i
 	*out = (int64_t)x;
 	return 0;
 err:
-	snprintf(err, errlen, "%s: expected an integer between %lld and %lld", field, lo, hi);
+	errbuf_set(err, errlen, "%s: expected an integer between %lld and %lld", field, lo, hi);
 	return -1;
 }
 
@@ -88,7 +88,7 @@ int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv
 
 	memset(ev, 0, sizeof *ev);
 	if (len > EVENTS_INPUT_MAX) {
-		snprintf(err, errlen, "event: larger than %d bytes", EVENTS_INPUT_MAX);
+		errbuf_set(err, errlen, "event: larger than %d bytes", EVENTS_INPUT_MAX);
 		goto err;
 	}
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -97,7 +97,7 @@ int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv
 		goto err;
 	}
 	if (!json_is_object(root)) {
-		snprintf(err, errlen, "event: expected a JSON object");
+		errbuf_set(err, errlen, "event: expected a JSON object");
 		goto err;
 	}
 
@@ -106,13 +106,13 @@ int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv
 		if (parse_id(v, ev, err, errlen) < 0)
 			goto err;
 	} else if (!allow_missing_id) {
-		snprintf(err, errlen, "event_id: required");
+		errbuf_set(err, errlen, "event_id: required");
 		goto err;
 	}
 
 	v = json_object_get(root, "product_id");
 	if (!v) {
-		snprintf(err, errlen, "product_id: required");
+		errbuf_set(err, errlen, "product_id: required");
 		goto err;
 	}
 	if (parse_int(v, "product_id", 1, SUBS_PRODUCT_ID_MAX, &ev->product_id, err, errlen) < 0)
@@ -120,7 +120,7 @@ int events_parse(const char *json, size_t len, bool allow_missing_id, struct inv
 
 	v = json_object_get(root, "stock");
 	if (!v) {
-		snprintf(err, errlen, "stock: required");
+		errbuf_set(err, errlen, "stock: required");
 		goto err;
 	}
 	if (parse_int(v, "stock", -EVENTS_STOCK_LIMIT, EVENTS_STOCK_LIMIT, &ev->stock, err,
@@ -183,6 +183,9 @@ err:
 	return out;
 }
 
+/* The rule's twin is the processing script (src/lua/process.lua), which
+ * decides once in Redis which alert an event is; it_classify runs both over
+ * tests/cases/classify.txt. Change them together. */
 unsigned events_classify(int64_t prev, int64_t stock, int64_t threshold)
 {
 	if (prev <= 0 && stock > 0)

@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "stockalert/dict.h"
+#include "stockalert/events.h"
+#include "stockalert/kind.h"
 #include "stockalert/mem.h"
 
 /* "-9223372036854775808" plus NUL. */
@@ -352,4 +354,17 @@ void roster_each_sub(const struct roster *r, const char *user,
 		return;
 	for (size_t i = 0; i < u->n; i++)
 		fn(&u->subs[i]->sub, arg);
+}
+
+bool roster_hears(const struct roster_sub *sub, bool ops, unsigned kind, int64_t prev,
+		  int64_t stock, int default_threshold)
+{
+	if (sub && (sub->kinds & kind)) {
+		int64_t thr = sub->threshold >= 0 ? sub->threshold : default_threshold;
+		if (events_classify(prev, stock, thr) == kind)
+			return true;
+	}
+	return ops && (kind == SUBS_SOLD_OUT ||
+		       (kind == SUBS_LOW_STOCK &&
+			events_classify(prev, stock, default_threshold) == SUBS_LOW_STOCK));
 }

@@ -30,44 +30,8 @@
 /* Times a write that InnoDB chose as a deadlock victim is run again. */
 #define WRITE_RETRIES	5
 
-/*
- * KEYS: user:{u}:subs, product:{p}:subs, sub:{u}:{p}, product:{p}:thr
- * ARGV: user, product, version, active, kinds, threshold ("" = product's),
- *       created_ms, tombstone ttl ms, change channel; the numbers are
- *       decimal integers written by redis_apply()
- * Applies the change when its version is newer than the stored one, and
- * tells every instance (their rosters of connected users follow it).
- * Returns 1 if applied, 0 if Redis already had this or a newer version.
- */
-static const char apply_lua[] =
-    "local v = tonumber(redis.call('HGET', KEYS[3], 'v') or '0')\n"
-    "if tonumber(ARGV[3]) <= v then return 0 end\n"
-    "if ARGV[4] == '1' then\n"
-    "  redis.call('SADD', KEYS[1], ARGV[2])\n"
-    "  redis.call('ZADD', KEYS[2], ARGV[7], ARGV[1])\n"
-    "  redis.call('PERSIST', KEYS[3])\n"
-    "  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'kinds', ARGV[5], 'threshold', ARGV[6],"
-    " 'created', ARGV[7], 'active', '1')\n"
-    "  if ARGV[6] ~= '' then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])\n"
-    "  else redis.call('ZREM', KEYS[4], ARGV[1]) end\n"
-    "else\n"
-    "  redis.call('SREM', KEYS[1], ARGV[2])\n"
-    "  redis.call('ZREM', KEYS[2], ARGV[1])\n"
-    "  redis.call('ZREM', KEYS[4], ARGV[1])\n"
-    "  redis.call('HSET', KEYS[3], 'v', ARGV[3], 'active', '0')\n"
-    "  redis.call('PEXPIRE', KEYS[3], ARGV[8])\n"
-    "end\n"
-    /* The numbers go into the notice as the decimal text C wrote, never
-     * through tonumber and cjson: cjson prints numbers with 14 significant
-     * digits, so product 123456789012345 came out as 1.2345678901234e+14
-     * and every instance ignored the notice. subs_change_parse() reads
-     * it. */
-    "local thr = ARGV[6] == '' and 'null' or ARGV[6]\n"
-    "redis.call('PUBLISH', ARGV[9], '{\"user\":' .. cjson.encode(ARGV[1]) .."
-    " ',\"product_id\":' .. ARGV[2] .. ',\"active\":' .."
-    " (ARGV[4] == '1' and 'true' or 'false') .. ',\"kinds\":' .. cjson.encode(ARGV[5]) .."
-    " ',\"threshold\":' .. thr .. ',\"created\":' .. ARGV[7] .. '}')\n"
-    "return 1\n";
+/* Compiled in from src/lua/subs_apply.lua (what it is sent and returns). */
+extern const char sa_lua_subs_apply[];
 
 static const char *const kind_names[] = {"back_in_stock", "low_stock", "sold_out"};
 
@@ -210,7 +174,7 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 		return -1;
 	}
 	if (!json_is_object(j)) {
-		snprintf(err, errlen, "body: expected a JSON object");
+		errbuf_set(err, errlen, "body: expected a JSON object");
 		goto err;
 	}
 	json_object_foreach(j, key, v)
@@ -219,9 +183,9 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 			size_t i;
 			json_t *k;
 			if (!json_is_array(v) || json_array_size(v) == 0) {
-				snprintf(err, errlen,
-					 "kinds: expected a non-empty array of "
-					 "\"back_in_stock\", \"low_stock\", \"sold_out\"");
+				errbuf_set(err, errlen,
+					   "kinds: expected a non-empty array of "
+					   "\"back_in_stock\", \"low_stock\", \"sold_out\"");
 				goto err;
 			}
 			*kinds = 0;
@@ -230,10 +194,10 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 				unsigned bit =
 				    json_is_string(k) ? subs_kind_parse(json_string_value(k)) : 0;
 				if (!bit) {
-					snprintf(err, errlen,
-						 "kinds[%zu]: unknown kind (expected "
-						 "back_in_stock, low_stock or sold_out)",
-						 i);
+					errbuf_set(err, errlen,
+						   "kinds[%zu]: unknown kind (expected "
+						   "back_in_stock, low_stock or sold_out)",
+						   i);
 					goto err;
 				}
 				*kinds |= bit;
@@ -245,15 +209,15 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 			}
 			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
 			    json_integer_value(v) > 1000000000) {
-				snprintf(err, errlen,
-					 "threshold: expected an integer from 0 to 1000000000");
+				errbuf_set(err, errlen,
+					   "threshold: expected an integer from 0 to 1000000000");
 				goto err;
 			}
 			*threshold = (int)json_integer_value(v);
 		} else {
 			/* A long key is cut short so the message still says why. */
-			snprintf(err, errlen, "%.48s%s: unknown field", key,
-				 strlen(key) > 48 ? "..." : "");
+			errbuf_set(err, errlen, "%.48s%s: unknown field", key,
+				   strlen(key) > 48 ? "..." : "");
 			goto err;
 		}
 	}
@@ -405,22 +369,9 @@ static int redis_apply(struct subs *s, const char *user, int64_t product,
 	snprintf(created, sizeof created, "%" PRId64, st->created_ms);
 	snprintf(tomb, sizeof tomb, "%d", TOMBSTONE_MS);
 	subs_kinds_to_csv(st->kinds, kinds, sizeof kinds);
-	const char *argv[] = {"EVAL",
-			      apply_lua,
-			      "4",
-			      k_user,
-			      k_product,
-			      k_sub,
-			      k_thr,
-			      user,
-			      pid,
-			      ver,
-			      st->active ? "1" : "0",
-			      kinds,
-			      thr,
-			      created,
-			      tomb,
-			      channel};
+	const char *argv[] = {
+	    "EVAL", sa_lua_subs_apply,	    "4",   k_user, k_product, k_sub, k_thr,  user, pid,
+	    ver,    st->active ? "1" : "0", kinds, thr,	   created,   tomb,  channel};
 	return redis_command_argv(s->redis, cb, arg, (int)(sizeof argv / sizeof argv[0]), argv,
 				  NULL);
 }

@@ -15,7 +15,7 @@
 
 struct inv_event {
 	char event_id[EVENTS_ID_MAX + 1]; /* 1-128 chars of [A-Za-z0-9_.:-] */
-	int64_t product_id;		  /* 1..SUBS_PRODUCT_ID_MAX (subs.h) */
+	int64_t product_id;		  /* 1..SUBS_PRODUCT_ID_MAX (kind.h) */
 	int64_t stock;			  /* |stock| <= EVENTS_STOCK_LIMIT */
 	bool has_prev;
 	int64_t prev_stock; /* valid when has_prev */
@@ -51,7 +51,7 @@ char *events_encode(const struct inv_event *ev);
  * The alert a change prev -> stock means for a subscriber whose low-stock
  * threshold is threshold: SUBS_BACK_IN_STOCK (prev <= 0 < stock),
  * SUBS_SOLD_OUT (prev > 0 >= stock), SUBS_LOW_STOCK (prev > threshold >=
- * stock > 0), or 0. The bits are enum subs_kind's.
+ * stock > 0), or 0. The bits are enum subs_kind's (kind.h).
  */
 unsigned events_classify(int64_t prev, int64_t stock, int64_t threshold);
 

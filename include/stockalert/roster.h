@@ -62,4 +62,15 @@ void roster_each_subscriber(struct roster *r, int64_t product_id,
 void roster_each_sub(const struct roster *r, const char *user,
 		     void (*fn)(const struct roster_sub *sub, void *arg), void *arg);
 
+/*
+ * Who hears of an alert of kind (enum subs_kind) for the change prev -> stock
+ * of a product whose own low-stock threshold is default_threshold: the
+ * subscription sub (NULL = none) if it asks for the kind and the change is
+ * that kind by its threshold; with ops (the operations view, which admins
+ * have whatever they subscribed to), every sold_out and the low_stock of the
+ * product's own threshold. Live delivery and the history both ask this.
+ */
+bool roster_hears(const struct roster_sub *sub, bool ops, unsigned kind, int64_t prev,
+		  int64_t stock, int default_threshold);
+
 #endif

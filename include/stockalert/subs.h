@@ -23,17 +23,11 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "stockalert/kind.h"
 #include "stockalert/redis.h"
 #include "stockalert/store.h"
 
 struct json_t;
-
-enum subs_kind {
-	SUBS_BACK_IN_STOCK = 1u << 0,
-	SUBS_LOW_STOCK = 1u << 1,
-	SUBS_SOLD_OUT = 1u << 2,
-	SUBS_ALL_KINDS = (1u << 3) - 1
-};
 
 enum subs_status {
 	SUBS_CREATED,	     /* 201 */
@@ -92,21 +86,10 @@ int subs_parse_body(const char *body, size_t len, unsigned *kinds, int *threshol
 		    size_t errlen);
 
 /*
- * Product ids are 1..2^53-1 everywhere (REST paths, WebSocket frames,
- * inventory events, the subscription change notice): the largest range
- * every encoder on the way carries exactly (JavaScript clients, and
- * Redis's Lua, whose numbers are doubles).
- */
-#define SUBS_PRODUCT_ID_MAX	 9007199254740991LL
-/* What a refused id is told (test_subs checks it names the bound). */
-#define SUBS_PRODUCT_ID_EXPECTED "product_id: expected an integer from 1 to 9007199254740991"
-
-/*
- * The subscription hash, read back: the fields a reader asks for with HMGET
- * in a Lua script, in the order subs_hash_parse() takes them.
- */
-#define SUBS_HASH_FIELDS_LUA "'kinds', 'threshold', 'created', 'active'"
-/* Parses the reply to that HMGET into e (all but product_id). True for a
+ * The subscription hash, read back: a reader asks for the fields 'kinds',
+ * 'threshold', 'created', 'active' with HMGET, in that order (the roster's
+ * src/lua/load.lua does), and subs_hash_parse() parses the reply into e (all
+ * but product_id). True for a
  * live subscription; false for a deleted one (its hash stays a while as a
  * tombstone), a missing hash or a reply of another shape. */
 bool subs_hash_parse(const redisReply *fields, struct subs_entry *e);

@@ -10,9 +10,8 @@
 #include <string.h>
 
 #include "stockalert/events.h"
+#include "stockalert/kind.h"
 #include "stockalert/mem.h"
-#include "stockalert/subs.h"
-#include "stockalert/subs.h"
 
 static char err[256];
 

@@ -413,6 +413,52 @@ static void test_free_populated(void **state)
 	roster_free(r);
 }
 
+/* Who hears of an alert: the one rule live delivery and the history share.
+ * Product threshold 5 throughout; a subscription's own threshold replaces
+ * it for that subscription only, never for the operations view. */
+static void test_hears(void **state)
+{
+	const unsigned all = SUBS_ALL_KINDS, bis = SUBS_BACK_IN_STOCK, low = SUBS_LOW_STOCK,
+		       out = SUBS_SOLD_OUT;
+	struct roster_sub own2 = {.product_id = 1, .kinds = all, .threshold = 2};
+	struct roster_sub own9 = {.product_id = 1, .kinds = all, .threshold = 9};
+	struct roster_sub dflt = {.product_id = 1, .kinds = all, .threshold = -1};
+	struct roster_sub only_bis = {.product_id = 1, .kinds = bis, .threshold = -1};
+	const struct {
+		const struct roster_sub *sub;
+		bool ops;
+		unsigned kind;
+		int64_t prev, stock;
+		bool hears;
+	} cases[] = {
+	    {&dflt, false, bis, 0, 4, true},	  /* back in stock */
+	    {&dflt, false, out, 4, 0, true},	  /* sold out */
+	    {&dflt, false, low, 10, 3, true},	  /* crosses the product's 5 */
+	    {&dflt, false, low, 4, 3, false},	  /* was below it already */
+	    {&own2, false, low, 10, 3, false},	  /* not below its own 2 */
+	    {&own2, true, low, 10, 3, true},	  /* ...but admins go by the 5 */
+	    {&own2, false, low, 10, 1, true},	  /* below its own 2 */
+	    {&own9, false, low, 10, 8, true},	  /* its own 9, not the 5 */
+	    {&own9, true, low, 10, 8, true},	  /* the subscription hears it */
+	    {NULL, true, low, 10, 8, false},	  /* admins alone do not */
+	    {&dflt, false, low, 4, 0, false},	  /* that change is a sold_out */
+	    {&only_bis, false, out, 4, 0, false}, /* a kind it did not ask for */
+	    {&only_bis, true, out, 4, 0, true},	  /* admins hear every sold_out */
+	    {NULL, false, out, 4, 0, false},	  /* no subscription, no admin */
+	    {NULL, true, bis, 0, 4, false},	  /* admins: no back_in_stock */
+	    {&only_bis, false, bis, 0, 4, true},  /* the kind it asked for */
+	    {&only_bis, false, bis, 1, 4, false}, /* not back in stock */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		bool got = roster_hears(cases[i].sub, cases[i].ops, cases[i].kind, cases[i].prev,
+					cases[i].stock, 5);
+		if (got != cases[i].hears)
+			fail_msg("case %zu: hears %d, expected %d", i, got, cases[i].hears);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -420,6 +466,7 @@ int main(void)
 	    cmocka_unit_test(test_update),	   cmocka_unit_test(test_replace_user),
 	    cmocka_unit_test(test_extreme_ids),	   cmocka_unit_test(test_many),
 	    cmocka_unit_test(test_free_populated), cmocka_unit_test(test_slot),
+	    cmocka_unit_test(test_hears),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -327,7 +327,7 @@ static redisReply field(const char *v)
 	return r;
 }
 
-/* The HMGET of SUBS_HASH_FIELDS_LUA over kinds, threshold, created, active. */
+/* The reply to an HMGET of kinds, threshold, created, active (src/lua/load.lua). */
 static bool hash_parse(const char *kinds, const char *thr, const char *created, const char *active,
 		       struct subs_entry *e)
 {
