@@ -17,6 +17,18 @@ import {
 } from './lib/harness.mjs';
 
 const CHROMIUM = process.env.SA_CHROMIUM || '/usr/bin/chromium';
+
+// Debian's chromium, headless, with nothing that reaches out of the machine.
+async function launchChromium() {
+	const { chromium } = await import('playwright-core');
+	return chromium.launch({
+		executablePath: CHROMIUM,
+		headless: true,
+		args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
+			'--no-first-run', '--disable-background-networking',
+			'--disable-component-update', '--disable-sync'],
+	});
+}
 const ARTIFACTS = path.join(BUILD_DIR, 'test-artifacts');
 
 // The catalogue the page lists (its <meta name="stockalert-products">), as scripts/run.sh
@@ -41,19 +53,12 @@ describe('browser: demo page and operations page in Chromium', () => {
 			throw new Error(`${CHROMIUM} is missing: install Debian's chromium ` +
 				'(apt-get install chromium; scripts/test.sh does it)');
 		}
-		const { chromium } = await import('playwright-core');
 		kit = await alertsKit({
 			// No leeway: the expiry tests need not wait 30 s past exp.
 			overrides: { alerts: { max_per_window: 1000, window_s: 60 }, auth: { leeway_s: 0 } },
 			products: DEMO,
 		});
-		browser = await chromium.launch({
-			executablePath: CHROMIUM,
-			headless: true,
-			args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-				'--no-first-run', '--disable-background-networking',
-				'--disable-component-update', '--disable-sync'],
-		});
+		browser = await launchChromium();
 	});
 
 	after(async () => {
@@ -336,7 +341,6 @@ describe('browser: stockalert.js on a shop page of another origin', () => {
 	let shopPort;
 
 	before(async () => {
-		const { chromium } = await import('playwright-core');
 		shopPort = await freePort();
 		const js = fs.readFileSync(path.join(STATIC_DIR, 'stockalert.js'));
 		const page = '<!doctype html><meta charset="utf-8"><title>shop</title>' +
@@ -352,13 +356,7 @@ describe('browser: stockalert.js on a shop page of another origin', () => {
 			overrides: { allowed_origins: [`http://127.0.0.1:${shopPort}`] },
 			products: [{ id: P, name: 'Cross-origin kettle', stock: 0, threshold: 2 }],
 		});
-		browser = await chromium.launch({
-			executablePath: CHROMIUM,
-			headless: true,
-			args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic',
-				'--no-first-run', '--disable-background-networking',
-				'--disable-component-update', '--disable-sync'],
-		});
+		browser = await launchChromium();
 	});
 
 	after(async () => {
