@@ -40,12 +40,6 @@ int64_t alerts_window_now(const struct alerts *a)
 	return rate_window(alerts_now_ms(), a->cfg->alerts.window_s);
 }
 
-void alerts_rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
-		     size_t outlen)
-{
-	keys_rate(out, outlen, a->prefix, user, window);
-}
-
 static void on_window(uv_timer_t *t);
 
 static void arm_window_timer(struct alerts *a)
@@ -216,7 +210,7 @@ void alerts_rate_check(struct alerts *a, struct rate_batch *b)
 	argv[3 + b->n] = max;
 	argv[4 + b->n] = ttl;
 	for (size_t i = 0; i < b->n; i++) {
-		alerts_rate_key(a, b->pairs[i].user, b->window, keys[i], sizeof keys[i]);
+		keys_rate(keys[i], sizeof keys[i], a->prefix, b->pairs[i].user, b->window);
 		snprintf(seeds[i], sizeof seeds[i], "%" PRIu32, b->pairs[i].seed);
 		argv[3 + i] = keys[i];
 		argv[5 + b->n + i] = b->pairs[i].id;
@@ -347,7 +341,7 @@ void alerts_rate_note(struct alerts *a, const char *user, const struct rate_stat
 	if (n == 0 || a->closing || !redis_is_ready(a->env->redis))
 		return;
 	char k[RATE_KEY_MAX], count[12], ttl[24];
-	alerts_rate_key(a, user, window, k, sizeof k);
+	keys_rate(k, sizeof k, a->prefix, user, window);
 	snprintf(count, sizeof count, "%" PRIu32, n);
 	snprintf(ttl, sizeof ttl, "%d", 2 * a->cfg->alerts.window_s + 1);
 	const char *argv[] = {"EVAL", sa_lua_rate_note, "1", k, count, ttl};

@@ -125,8 +125,6 @@ struct rate_batch {
 };
 
 int64_t alerts_window_now(const struct alerts *a);
-void alerts_rate_key(const struct alerts *a, const char *user, int64_t window, char *out,
-		     size_t outlen);
 void alerts_drop_held(struct alerts *a, const char *user);
 void alerts_rate_check(struct alerts *a, struct rate_batch *b);
 void alerts_deliver_limited(struct alerts *a, struct rate_batch *b, const char *user,

@@ -66,7 +66,7 @@ static void on_load_members(struct redis *r, redisReply *reply, void *arg)
 	const char **argv = mem_calloc(7 + l->n, sizeof *argv);
 	char prefix[256], k_rate[RATE_KEY_MAX], k_online[256];
 	keys_sub_of(prefix, sizeof prefix, a->prefix, l->user);
-	alerts_rate_key(a, l->user, l->window, k_rate, sizeof k_rate);
+	keys_rate(k_rate, sizeof k_rate, a->prefix, l->user, l->window);
 	keys_online(k_online, sizeof k_online, a->prefix, l->user);
 	argv[0] = "EVAL";
 	argv[1] = sa_lua_load;
